@@ -57,7 +57,9 @@ def pin_tls13_suite(ctx: ssl.SSLContext, suite: str = CIPHER_SUITE) -> None:
         raise TLSConfigError(f"TLS 1.3 suites are {got} after pinning, expected only {suite}")
 
 
-def _base_context(purpose: ssl.Purpose, cacert: Path, cert: Path, key: Path | None) -> ssl.SSLContext:
+def _base_context(
+    purpose: ssl.Purpose, cacert: Path, cert: Path, key: Path | None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -103,7 +105,8 @@ def check_negotiated(ssl_object: Any) -> None:
     version = ssl_object.version()
     cipher = ssl_object.cipher()
     if version != "TLSv1.3" or cipher is None or cipher[0] != CIPHER_SUITE:
-        raise TLSConfigError(f"negotiated {version} {cipher and cipher[0]}, expected {CIPHER_SUITE}")
+        got = f"{version} {cipher[0] if cipher else None}"
+        raise TLSConfigError(f"negotiated {got}, expected TLSv1.3 {CIPHER_SUITE}")
 
 
 def common_name(cert: dict[str, Any] | None) -> str | None:

@@ -1,0 +1,146 @@
+"""jobd's configuration: defaults, an optional TOML file, then command-line flags.
+
+Example file (every key optional)::
+
+    listen = "0.0.0.0:9090"
+    cacert = "/etc/jobd/ca.crt"
+    cert = "/etc/jobd/server.pem"
+    key = "/etc/jobd/server.key"      # omit when cert holds the key
+    state_dir = "/var/lib/jobd"
+    grace = 10.0                      # seconds between SIGTERM and SIGKILL
+
+    [identities]                      # certificate CN -> role; replaces the built-in table
+    client_0 = "admin"
+    alice = "user"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/jobd")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "jobd"
+
+
+def parse_hostport(value: str, default_port: int = 9090) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``host`` or ``:port``."""
+    host, port_text = value, ""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ConfigError(f"listen address {value!r}: missing ']'")
+        host, rest = value[1:end], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"listen address {value!r}: expected ':' after ']'")
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ConfigError(f"listen address {value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen address {value!r}: port out of range")
+    return host or "0.0.0.0", port
+
+
+@dataclass
+class Config:
+    listen: tuple[str, int] = ("localhost", 9090)
+    cacert: Path = Path("ca/ca.crt")
+    cert: Path = Path("ca/server.pem")
+    key: Path | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    grace: float = 10.0
+    roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    config_file: Path | None = None
+
+    def apply_file(self, path: Path) -> None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        self.config_file = path
+        self._apply(data, source=str(path))
+
+    def _apply(self, data: Mapping[str, Any], source: str) -> None:
+        known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "identities"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        if "listen" in data:
+            self.listen = parse_hostport(_typed(data, "listen", str, source))
+        for name in ("cacert", "cert", "key", "state_dir"):
+            if name in data:
+                setattr(self, name, Path(_typed(data, name, str, source)))
+        if "grace" in data:
+            grace = data["grace"]
+            if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+                raise ConfigError(f"{source}: grace must be a number of seconds >= 0")
+            self.grace = float(grace)
+        if "identities" in data:
+            table = data["identities"]
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: [identities] must be a table of name = role")
+            try:
+                self.roles = parse_roles(table)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+
+
+def _typed(data: Mapping[str, Any], name: str, kind: type, source: str) -> Any:
+    value = data[name]
+    if not isinstance(value, kind):
+        raise ConfigError(f"{source}: {name} must be a {kind.__name__}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jobd",
+        description="Run Linux processes for clients authenticated by mutual TLS 1.3.",
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration file (flags override it)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="serve here (localhost:9090)")
+    p.add_argument("--cacert", type=Path, help="CA of client certificates (ca/ca.crt)")
+    p.add_argument("--cert", type=Path, help="server certificate, may hold the key (ca/server.pem)")
+    p.add_argument("--key", type=Path, help="server private key, if not in --cert")
+    p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
+    p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    args = build_parser().parse_args(argv)
+    config = Config()
+    if args.config is not None:
+        config.apply_file(args.config)
+    if args.listen is not None:
+        config.listen = parse_hostport(args.listen)
+    for name in ("cacert", "cert", "key", "state_dir"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    if args.grace is not None:
+        if not args.grace >= 0:
+            raise ConfigError("--grace must be >= 0")
+        config.grace = args.grace
+    return config, args

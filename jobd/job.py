@@ -1,0 +1,158 @@
+"""The job model: what a job is, the states it moves through, and how it ended.
+
+The state machine is a pure transition table with no I/O: an event that is not legal in the
+current state raises :class:`IllegalTransition` and leaves the job untouched. State (where a
+job is) and :class:`Result` (how it ended) are separate types.
+
+::
+
+    STARTING --spawned--> RUNNING --stop--> STOPPING
+        |                    |                  |
+        |                  exited             exited
+        |                    v                  v
+        +--spawn_failed--> FINISHED <-----------+      (lost: from any live state)
+"""
+
+from __future__ import annotations
+
+import enum
+import signal as _signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from jobd.errors import IllegalTransition
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+
+
+class Event(enum.Enum):
+    SPAWNED = "spawned"
+    SPAWN_FAILED = "spawn_failed"
+    STOP = "stop"
+    EXITED = "exited"
+    LOST = "lost"
+
+
+TRANSITIONS: Mapping[tuple[State, Event], State] = {
+    (State.STARTING, Event.SPAWNED): State.RUNNING,
+    (State.STARTING, Event.SPAWN_FAILED): State.FINISHED,
+    (State.STARTING, Event.LOST): State.FINISHED,
+    (State.RUNNING, Event.STOP): State.STOPPING,
+    (State.RUNNING, Event.EXITED): State.FINISHED,
+    (State.RUNNING, Event.LOST): State.FINISHED,
+    (State.STOPPING, Event.EXITED): State.FINISHED,
+    (State.STOPPING, Event.LOST): State.FINISHED,
+}
+
+
+def transition(state: State, event: Event) -> State:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(f"{event.value} is not allowed in state {state.value}") from None
+
+
+class Outcome(enum.Enum):
+    EXITED = "exited"
+    SIGNALED = "signaled"
+    STOPPED = "stopped"
+    FAILED_TO_START = "failed_to_start"
+    LOST = "lost"
+
+
+SHUTDOWN = "jobd (shutdown)"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    message: str
+    exit_code: int | None = None
+    signal: int | None = None
+    stopped_by: str = ""
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def result_of_exit(returncode: int, stopped_by: str) -> Result:
+    """How a process that ended with ``returncode`` (negative: killed by that signal) ended."""
+    code = returncode if returncode >= 0 else None
+    sig = -returncode if returncode < 0 else None
+    how = f"exited with code {code}" if sig is None else f"killed by {signal_name(sig)}"
+    if stopped_by:
+        return Result(Outcome.STOPPED, f"stopped by {stopped_by} ({how})", code, sig, stopped_by)
+    if sig is not None:
+        return Result(Outcome.SIGNALED, how, None, sig)
+    return Result(Outcome.EXITED, how, code)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+
+
+@dataclass
+class Job:
+    """One job's record. Only the event methods below change ``state`` and ``result``."""
+
+    id: str
+    owner: str
+    spec: JobSpec
+    state: State = State.STARTING
+    result: Result | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    pid: int | None = None
+    stopped_by: str = ""
+    output_bytes: int = 0
+
+    def _apply(self, event: Event) -> None:
+        self.state = transition(self.state, event)
+
+    def spawned(self, pid: int) -> None:
+        self._apply(Event.SPAWNED)
+        self.pid = pid
+        self.started_at = time.time()
+
+    def spawn_failed(self, message: str) -> None:
+        self._apply(Event.SPAWN_FAILED)
+        self._finish(Result(Outcome.FAILED_TO_START, message))
+
+    def stop(self, by: str) -> None:
+        self._apply(Event.STOP)
+        self.stopped_by = by
+
+    def exited(self, returncode: int) -> None:
+        self._apply(Event.EXITED)
+        self._finish(result_of_exit(returncode, self.stopped_by))
+
+    def lost(self, message: str) -> None:
+        self._apply(Event.LOST)
+        self._finish(Result(Outcome.LOST, message))
+
+    def _finish(self, result: Result) -> None:
+        self.result = result
+        self.ended_at = time.time()
+        self.pid = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state is State.FINISHED
+
+    def snapshot(self) -> Job:
+        """A copy that later events do not change (for handing across tasks)."""
+        return replace(self)

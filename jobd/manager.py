@@ -1,0 +1,144 @@
+"""The job manager: the one nursery every job runs in, and the table of jobs.
+
+Authorization is not done here (see ``jobd.auth``); every method trusts its caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
+from jobd.job import SHUTDOWN, Job, JobSpec
+from jobd.output import Chunk, OutputLog, follow
+from jobd.supervisor import JobRunner
+
+log = logging.getLogger(__name__)
+
+MAX_GRACE = 24 * 3600.0
+
+
+def validate_spec(spec: JobSpec) -> None:
+    """Reject what can never run, before any work is done."""
+    if not spec.argv:
+        raise InvalidArgument("argv is empty: give the program to run")
+    if not spec.argv[0]:
+        raise InvalidArgument("argv[0] is empty: give the program to run")
+    for i, arg in enumerate(spec.argv):
+        if "\0" in arg:
+            raise InvalidArgument(f"argv[{i}] contains a NUL byte")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidArgument(f"environment variable name {key!r} is not valid")
+        if "\0" in value:
+            raise InvalidArgument(f"environment variable {key} contains a NUL byte")
+    if "\0" in spec.cwd:
+        raise InvalidArgument("cwd contains a NUL byte")
+    if not spec.cwd.startswith("/"):
+        raise InvalidArgument(f"cwd {spec.cwd!r} must be an absolute path")
+
+
+def validate_grace(grace: float | None) -> None:
+    if grace is not None and not (math.isfinite(grace) and 0 <= grace <= MAX_GRACE):
+        raise InvalidArgument(f"grace period must be between 0 and {MAX_GRACE:.0f} seconds")
+
+
+class JobManager:
+    def __init__(self, state_dir: Path, default_grace: float = 10.0) -> None:
+        self.output_dir = state_dir / "output"
+        self.default_grace = default_grace
+        self._jobs: dict[str, Job] = {}
+        self._runners: dict[str, JobRunner] = {}
+        self._nursery: trio.Nursery | None = None
+        self.closing = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def start(self, owner: str, spec: JobSpec) -> Job:
+        validate_spec(spec)
+        if self.closing or self._nursery is None:
+            raise Unavailable("jobd is shutting down; no new jobs")
+        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec)
+        runner = JobRunner(job, OutputLog(self._log_path(job.id)), self.default_grace)
+        await self._nursery.start(runner.run)
+        self._jobs[job.id] = job
+        if not job.finished:
+            self._runners[job.id] = runner
+            self._nursery.start_soon(self._forget_runner, runner)
+        log.info("job %s started by %s: %s (%s)", job.id, owner, list(spec.argv),
+                 job.result.message if job.result else f"pid {job.pid}")
+        if job.result is not None:
+            raise SpawnFailed(f"{job.result.message} (job {job.id} recorded as failed to start)")
+        return job
+
+    async def _forget_runner(self, runner: JobRunner) -> None:
+        await runner.done.wait()
+        self._runners.pop(runner.job.id, None)
+        job = runner.job
+        log.info("job %s ended: %s", job.id, job.result.message if job.result else "?")
+
+    def _log_path(self, job_id: str) -> Path:
+        return self.output_dir / f"{job_id}.log"
+
+    def find(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    def jobs(self, owner: str | None = None) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if not owner or j.owner == owner]
+        return sorted(jobs, key=lambda j: j.created_at)
+
+    async def stop(self, job: Job, by: str, grace: float | None = None) -> Job:
+        """Stop ``job`` and wait until it has ended; an ended job is returned as it is."""
+        validate_grace(grace)
+        runner = self._runners.get(job.id)
+        if runner is not None:
+            runner.request_stop(by, grace)
+            await runner.done.wait()
+        return job
+
+    async def wait_finished(self, job: Job) -> None:
+        runner = self._runners.get(job.id)
+        if runner is not None:
+            await runner.done.wait()
+
+    def output(self, job: Job, offset: int = 0) -> AsyncIterator[list[Chunk]]:
+        runner = self._runners.get(job.id)
+        live = runner.output if runner is not None else None
+        return follow(self._log_path(job.id), live, offset)
+
+    def running(self) -> list[Job]:
+        return [r.job for r in self._runners.values()]
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Refuse new jobs, stop every running one, and wait until all have ended."""
+        self.closing = True
+        runners = list(self._runners.values())
+        if runners:
+            log.info("stopping %d running job(s)", len(runners))
+        for runner in runners:
+            runner.request_stop(SHUTDOWN, grace)
+        for runner in runners:
+            await runner.done.wait()
+
+    def kill_all_now(self) -> None:
+        """Skip what is left of every grace period."""
+        self.closing = True
+        for runner in list(self._runners.values()):
+            runner.request_stop(SHUTDOWN, 0)

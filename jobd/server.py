@@ -1,0 +1,87 @@
+"""The daemon: TLS context, job manager and gRPC server under one trio nursery, and shutdown.
+
+Shutdown, on SIGTERM or SIGINT: stop accepting connections and new jobs, stop every job with
+the usual escalation, let every stream send its last bytes and final status, close the
+server, exit. A second signal skips the grace periods and the stream drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+import trio_asyncio
+from grpclib.server import Server
+
+from jobd.config import Config
+from jobd.manager import JobManager
+from jobd.service import JobService
+from jobd.tls import server_context
+
+log = logging.getLogger(__name__)
+
+# How long finished jobs' streams may take to deliver their last bytes to slow clients.
+STREAM_DRAIN_TIMEOUT = 5.0
+
+
+def _listener(server: Server) -> asyncio.Server:
+    # grpclib keeps its asyncio server private, and it is the only handle on the listening
+    # sockets: we need them to report the bound port and to stop accepting before the rest.
+    listener = server._server
+    assert isinstance(listener, asyncio.Server)
+    return listener
+
+
+def _format_addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    ssl_context = server_context(config.cacert, config.cert, config.key)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    manager = JobManager(config.state_dir, config.grace)
+    service = JobService(manager, config.roles)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            server = Server([service])
+            host, port = config.listen
+            await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=ssl_context)
+            addrs = [_format_addr(s.getsockname()) for s in _listener(server).sockets]
+            log.info("listening on %s", ", ".join(addrs))
+            task_status.started(addrs)
+
+            async for signum in signals:
+                log.info("%s received: shutting down", signal.Signals(signum).name)
+                break
+            await _shutdown(server, manager, service, signals)
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _shutdown(
+    server: Server, manager: JobManager, service: JobService, signals: AsyncIterator[int]
+) -> None:
+    _listener(server).close()
+    async with trio.open_nursery() as nursery:
+        drain = trio.CancelScope()
+
+        async def hurry() -> None:
+            async for signum in signals:
+                log.warning("%s received again: killing every job now", signal.Signals(signum).name)
+                manager.kill_all_now()
+                drain.cancel()
+
+        nursery.start_soon(hurry)
+        await manager.shutdown()
+        with drain, trio.move_on_after(STREAM_DRAIN_TIMEOUT):
+            await service.wait_streams_idle()
+        nursery.cancel_scope.cancel()
+    server.close()
+    await trio_asyncio.aio_as_trio(server.wait_closed)()

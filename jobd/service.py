@@ -1,0 +1,165 @@
+"""The gRPC service: protobuf in, identity and authorization, a manager call, protobuf out.
+
+Handlers run on the asyncio side (grpclib) and hop into trio at once. Domain errors become
+gRPC statuses here and only here, through ``STATUS_OF``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import trio
+import trio_asyncio
+from grpclib import GRPCError, Status
+from grpclib.server import Stream
+
+from jobd import errors
+from jobd.auth import Action, Identity, Role, authorize
+from jobd.convert import chunks_to_pb, job_to_pb, spec_from_pb
+from jobd.manager import JobManager
+from jobd.tls import TLSConfigError, check_negotiated, common_name
+from jobd.v1 import jobs_pb2 as pb
+from jobd.v1.jobs_grpc import JobServiceBase
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: Mapping[type[errors.JobdError], Status] = {
+    errors.InvalidArgument: Status.INVALID_ARGUMENT,
+    errors.NotFound: Status.NOT_FOUND,
+    errors.PermissionDenied: Status.PERMISSION_DENIED,
+    errors.FailedPrecondition: Status.FAILED_PRECONDITION,
+    errors.SpawnFailed: Status.FAILED_PRECONDITION,
+    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
+    errors.Unavailable: Status.UNAVAILABLE,
+    errors.DataLoss: Status.DATA_LOSS,
+}
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+
+def status_of(exc: errors.JobdError) -> Status:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    raise AssertionError(f"no gRPC status for {type(exc).__name__}")
+
+
+def rpc(handler: Handler) -> Handler:
+    """Map domain errors to statuses; log anything else as the bug it is."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: JobService, stream: Stream[Any, Any]) -> None:
+        try:
+            await handler(self, stream)
+        except errors.JobdError as exc:
+            raise GRPCError(status_of(exc), str(exc)) from None
+        except GRPCError:
+            raise
+        except Exception:
+            log.exception("bug: %s failed", handler.__name__)
+            raise GRPCError(Status.INTERNAL, "internal error; jobd logged the details") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role]) -> Identity:
+    """The caller, from its verified certificate only. Fails closed."""
+    ssl_object = getattr(stream.peer, "_transport", None)
+    ssl_object = ssl_object.get_extra_info("ssl_object") if ssl_object is not None else None
+    if ssl_object is None:
+        raise errors.PermissionDenied("no TLS session")
+    try:
+        check_negotiated(ssl_object)
+    except TLSConfigError as exc:
+        raise errors.PermissionDenied(str(exc)) from None
+    return Identity.lookup(common_name(ssl_object.getpeercert()), roles)
+
+
+class JobService(JobServiceBase):
+    def __init__(self, manager: JobManager, roles: Mapping[str, Role]) -> None:
+        self.manager = manager
+        self.roles = roles
+        self.active_streams = 0
+        self._streams_idle = trio.Event()
+        self._streams_idle.set()
+
+    async def _unary(self, stream: Stream[Any, Any], fn: Callable[..., Awaitable[Any]]) -> None:
+        request = await stream.recv_message()
+        identity = identity_of(stream, self.roles)
+        reply = await trio_asyncio.trio_as_aio(fn)(identity, request)
+        await stream.send_message(reply)
+
+    @rpc
+    async def StartJob(self, stream: Stream[pb.StartJobRequest, pb.StartJobResponse]) -> None:
+        await self._unary(stream, self._start)
+
+    @rpc
+    async def StopJob(self, stream: Stream[pb.StopJobRequest, pb.Job]) -> None:
+        await self._unary(stream, self._stop)
+
+    @rpc
+    async def GetJob(self, stream: Stream[pb.GetJobRequest, pb.Job]) -> None:
+        await self._unary(stream, self._get)
+
+    @rpc
+    async def ListJobs(self, stream: Stream[pb.ListJobsRequest, pb.ListJobsResponse]) -> None:
+        await self._unary(stream, self._list)
+
+    @rpc
+    async def StreamOutput(
+        self, stream: Stream[pb.StreamOutputRequest, pb.StreamOutputResponse]
+    ) -> None:
+        request = await stream.recv_message()
+        identity = identity_of(stream, self.roles)
+        send = trio_asyncio.aio_as_trio(stream.send_message)
+        await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)
+
+    # The trio side: plain trio code from here on.
+
+    async def _start(self, identity: Identity, request: pb.StartJobRequest) -> pb.StartJobResponse:
+        authorize(identity, Action.START)
+        job = await self.manager.start(identity.name, spec_from_pb(request))
+        return pb.StartJobResponse(job_id=job.id, job=job_to_pb(job))
+
+    def _job(self, identity: Identity, action: Action, job_id: str) -> Any:
+        job = self.manager.find(job_id)
+        authorize(identity, action, job_id=job_id, owner=job.owner if job else None)
+        return job
+
+    async def _stop(self, identity: Identity, request: pb.StopJobRequest) -> pb.Job:
+        job = self._job(identity, Action.STOP, request.job_id)
+        grace = request.grace.ToTimedelta().total_seconds() if request.HasField("grace") else None
+        return job_to_pb(await self.manager.stop(job, identity.name, grace))
+
+    async def _get(self, identity: Identity, request: pb.GetJobRequest) -> pb.Job:
+        return job_to_pb(self._job(identity, Action.STATUS, request.job_id))
+
+    async def _list(self, identity: Identity, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+        authorize(identity, Action.LIST, owner=request.owner)
+        owner = request.owner or (identity.name if identity.role is Role.USER else None)
+        return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in self.manager.jobs(owner)])
+
+    async def _stream_output(
+        self,
+        identity: Identity,
+        request: pb.StreamOutputRequest,
+        send: Callable[[pb.StreamOutputResponse], Awaitable[None]],
+    ) -> None:
+        job = self._job(identity, Action.STREAM, request.job_id)
+        self.active_streams += 1
+        self._streams_idle = trio.Event() if self.active_streams == 1 else self._streams_idle
+        try:
+            async for chunks in self.manager.output(job, request.offset):
+                await send(chunks_to_pb(chunks))
+            await self.manager.wait_finished(job)
+            await send(pb.StreamOutputResponse(final=job_to_pb(job)))
+        finally:
+            self.active_streams -= 1
+            if self.active_streams == 0:
+                self._streams_idle.set()
+
+    async def wait_streams_idle(self) -> None:
+        await self._streams_idle.wait()

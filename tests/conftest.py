@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Certs, Daemon, make_certs
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def daemon(certs: Certs, tmp_path: Path) -> Iterator[Daemon]:
+    """A running jobd; the test fails if it does not shut down cleanly with exit code 0."""
+    d = Daemon(certs, tmp_path / "state").start()
+    try:
+        yield d
+    finally:
+        code = d.stop()
+    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(d.log))
+    assert not any("Traceback" in line for line in d.log), "\n".join(d.log)

@@ -1,0 +1,192 @@
+"""Test harness: trustme certificates, a real jobd process, and grpclib clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trustme
+
+T = TypeVar("T")
+
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+START_TIMEOUT = 30.0
+
+# The identities every test daemon knows; "mallory" has a valid certificate but no role.
+ROLES = {"client_0": "admin", "client_1": "user", "client_2": "user"}
+IDENTITIES = [*ROLES, "mallory"]
+
+
+@dataclass(frozen=True)
+class Certs:
+    dir: Path
+    ca: Path
+    server: Path
+
+    def client(self, name: str) -> Path:
+        return self.dir / f"{name}.pem"
+
+
+def make_certs(directory: Path) -> Certs:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "server.pem")
+    )
+    for name in IDENTITIES:
+        cert = ca.issue_cert(f"{name}@jobd.test", common_name=name)
+        cert.private_key_and_cert_chain_pem.write_to_path(str(directory / f"{name}.pem"))
+    # Valid in every way but signed by a CA the daemon does not trust.
+    other = trustme.CA()
+    other.issue_cert("x.test", common_name="client_0").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "foreign.pem")
+    )
+    return Certs(directory, directory / "ca.crt", directory / "server.pem")
+
+
+def bin_path(name: str) -> str:
+    """A console script of the environment running the tests."""
+    return str(Path(sys.executable).parent / name)
+
+
+class Daemon:
+    """One jobd process on 127.0.0.1 with a free port, stopped and checked on close."""
+
+    def __init__(self, certs: Certs, state_dir: Path, *extra: str) -> None:
+        self.certs = certs
+        self.state_dir = state_dir
+        config = state_dir.parent / f"{state_dir.name}.toml"
+        config.write_text("[identities]\n" + "".join(f'{k} = "{v}"\n' for k, v in ROLES.items()))
+        self.argv = [
+            sys.executable, "-m", "jobd",
+            "--listen", "127.0.0.1:0",
+            "--cacert", str(certs.ca), "--cert", str(certs.server),
+            "--state-dir", str(state_dir), "--config", str(config),
+            *extra,
+        ]  # fmt: skip
+        self.port = 0
+        self.log: list[str] = []
+        self._ready = threading.Event()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._signalled = False
+
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        threading.Thread(target=self._read_log, daemon=True).start()
+        if not self._ready.wait(START_TIMEOUT) or not self.port:
+            self.kill()
+            raise RuntimeError("jobd did not start:\n" + "\n".join(self.log))
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.log.append(line)
+            match = LISTENING.search(line)
+            if match and not self.port:
+                self.port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+        self._signalled = True
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (unless the test already signalled it) and wait: the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None and not self._signalled:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    # Clients
+
+    def run(self, who: str, scenario: Callable[[Any], Awaitable[T]], timeout: float = 60) -> T:
+        """Run ``scenario(stub)`` on a fresh asyncio loop with a connection as ``who``."""
+        return asyncio.run(asyncio.wait_for(self._with_stub(who, scenario), timeout))
+
+    async def _with_stub(self, who: str, scenario: Callable[[Any], Awaitable[T]]) -> T:
+        from grpclib.client import Channel
+
+        from jobd.tls import client_context
+        from jobd.v1.jobs_grpc import JobServiceStub
+
+        ctx = client_context(self.certs.ca, self.certs.client(who))
+        channel = Channel("127.0.0.1", self.port, ssl=ctx)
+        try:
+            return await scenario(JobServiceStub(channel))
+        finally:
+            channel.close()
+
+    def jobctl(
+        self, who: str, *args: str, input: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "JOBCTL_SERVER": self.server, "JOBCTL_CACERT": str(self.certs.ca),
+               "JOBCTL_CERT": str(self.certs.client(who))}  # fmt: skip
+        return subprocess.run(
+            [bin_path("jobctl"), *args], input=input, capture_output=True, env=env, timeout=timeout
+        )
+
+
+def python(code: str) -> list[str]:
+    """argv that runs ``code`` in the test interpreter."""
+    return [sys.executable, "-c", code]
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """For conditions in another process that no event of ours announces (checks /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def kill_groups(pgids: Iterator[int] | list[int]) -> None:
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)

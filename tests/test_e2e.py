@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from grpclib import GRPCError, Status
-from harness import Certs, Daemon, processes_in_group, python, wait_until
 
+from harness import Certs, Daemon, processes_in_group, python, wait_until
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e

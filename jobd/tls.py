@@ -60,14 +60,14 @@ def pin_tls13_suite(ctx: ssl.SSLContext, suite: str = CIPHER_SUITE) -> None:
 def _base_context(
     purpose: ssl.Purpose, cacert: Path, cert: Path, key: Path | None
 ) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(purpose)
+    try:
+        # With cafile= the default context trusts only our CA, never the system store.
+        ctx = ssl.create_default_context(purpose, cafile=str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load CA certificate {cacert}: {_reason(exc)}") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     pin_tls13_suite(ctx)
-    try:
-        ctx.load_verify_locations(cafile=str(cacert))
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load CA certificate {cacert}: {_reason(exc)}") from exc
     try:
         ctx.load_cert_chain(str(cert), str(key) if key else None)
     except (OSError, ssl.SSLError) as exc:

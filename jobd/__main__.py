@@ -9,6 +9,7 @@ import trio
 
 from jobd.config import ConfigError, load
 from jobd.server import serve
+from jobd.statedir import StateDirError
 from jobd.tls import TLSConfigError
 
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         trio.run(serve, config)
     except TLSConfigError as exc:
         sys.exit(f"jobd: TLS setup failed: {exc}")
+    except StateDirError as exc:
+        sys.exit(f"jobd: {exc}")
     except OSError as exc:
         sys.exit(f"jobd: {exc}")
 

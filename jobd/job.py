@@ -119,6 +119,10 @@ class Job:
     pid: int | None = None
     stopped_by: str = ""
     output_bytes: int = 0
+    output_dropped_bytes: int = 0
+    output_error: str = ""
+    # procid.identity() of the main process: lets a later daemon find it without PID reuse.
+    process_key: str = ""
 
     def _apply(self, event: Event) -> None:
         self.state = transition(self.state, event)

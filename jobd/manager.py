@@ -1,6 +1,8 @@
-"""The job manager: the one nursery every job runs in, and the table of jobs.
+"""The job manager: the one nursery every job runs in, live jobs, and their history.
 
-Authorization is not done here (see ``jobd.auth``); every method trusts its caller.
+Running jobs live in memory (their runners); every change of state is written to the store
+at once, so finished jobs are read back from there. Authorization is not done here (see
+``jobd.auth``); every method trusts its caller.
 """
 
 from __future__ import annotations
@@ -9,18 +11,23 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import trio
 
+from jobd import procid
 from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.output import Chunk, OutputLog, follow
+from jobd.statedir import StateDir
+from jobd.store import Page, Store
 from jobd.supervisor import JobRunner
 
 log = logging.getLogger(__name__)
 
 MAX_GRACE = 24 * 3600.0
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10000
+LOST = "lost: jobd died while the job ran; its processes were killed on restart"
 
 
 def validate_spec(spec: JobSpec) -> None:
@@ -49,35 +56,53 @@ def validate_grace(grace: float | None) -> None:
 
 
 class JobManager:
-    def __init__(self, state_dir: Path, default_grace: float = 10.0) -> None:
-        self.output_dir = state_dir / "output"
+    def __init__(self, state: StateDir, store: Store, default_grace: float = 10.0) -> None:
+        self.state = state
+        self.store = store
         self.default_grace = default_grace
-        self._jobs: dict[str, Job] = {}
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
-        self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.recover()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.store.keep_flushing)
             task_status.started()
             await trio.sleep_forever()
+
+    def recover(self) -> None:
+        """Jobs recorded as live belong to a daemon that died: kill what is left, say so."""
+        for job in self.store.unfinished():
+            killed = procid.kill_group_if_same(job.process_key)
+            job.lost(LOST)
+            self.store.save(job)
+            log.warning(
+                "job %s was running when jobd died%s; marked lost",
+                job.id,
+                " (its process group was killed)" if killed else "",
+            )
 
     async def start(self, owner: str, spec: JobSpec) -> Job:
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
         job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec)
-        runner = JobRunner(job, OutputLog(self._log_path(job.id)), self.default_grace)
+        output = OutputLog(self.state.log_path(job.id))
+        runner = JobRunner(job, output, self.default_grace, on_change=self.store.save)
         await self._nursery.start(runner.run)
-        self._jobs[job.id] = job
         if not job.finished:
             self._runners[job.id] = runner
             self._nursery.start_soon(self._forget_runner, runner)
-        log.info("job %s started by %s: %s (%s)", job.id, owner, list(spec.argv),
-                 job.result.message if job.result else f"pid {job.pid}")
+        log.info(
+            "job %s started by %s: %s (%s)",
+            job.id,
+            owner,
+            list(spec.argv),
+            job.result.message if job.result else f"pid {job.pid}",
+        )
         if job.result is not None:
             raise SpawnFailed(f"{job.result.message} (job {job.id} recorded as failed to start)")
         return job
@@ -88,21 +113,28 @@ class JobManager:
         job = runner.job
         log.info("job %s ended: %s", job.id, job.result.message if job.result else "?")
 
-    def _log_path(self, job_id: str) -> Path:
-        return self.output_dir / f"{job_id}.log"
-
     def find(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        runner = self._runners.get(job_id)
+        return runner.job if runner is not None else self.store.get(job_id)
 
     def get(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
+        job = self.find(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job
 
-    def jobs(self, owner: str | None = None) -> list[Job]:
-        jobs = [j for j in self._jobs.values() if not owner or j.owner == owner]
-        return sorted(jobs, key=lambda j: j.created_at)
+    async def jobs(self, owner: str | None = None, limit: int = 0, token: str = "") -> Page:
+        """A page of jobs, newest first."""
+        if limit > MAX_PAGE:
+            raise InvalidArgument(f"limit may be at most {MAX_PAGE}")
+        try:
+            page = await self.store.page(owner, limit or DEFAULT_PAGE, token)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        # Live jobs change faster than they are saved (output_bytes): show them as they are.
+        live = [self._runners.get(j.id) for j in page.jobs]
+        jobs = [r.job if r is not None else j for r, j in zip(live, page.jobs, strict=True)]
+        return Page(jobs, page.next_token)
 
     async def stop(self, job: Job, by: str, grace: float | None = None) -> Job:
         """Stop ``job`` and wait until it has ended; an ended job is returned as it is."""
@@ -111,17 +143,21 @@ class JobManager:
         if runner is not None:
             runner.request_stop(by, grace)
             await runner.done.wait()
+            return runner.job
         return job
 
-    async def wait_finished(self, job: Job) -> None:
+    async def wait_finished(self, job: Job) -> Job:
+        """The job once it has ended."""
         runner = self._runners.get(job.id)
         if runner is not None:
             await runner.done.wait()
+            return runner.job
+        return self.find(job.id) or job
 
     def output(self, job: Job, offset: int = 0) -> AsyncIterator[list[Chunk]]:
         runner = self._runners.get(job.id)
         live = runner.output if runner is not None else None
-        return follow(self._log_path(job.id), live, offset)
+        return follow(self.state.log_path(job.id), live, offset)
 
     def running(self) -> list[Job]:
         return [r.job for r in self._runners.values()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator
 
 import trio
@@ -19,6 +20,8 @@ from grpclib.server import Server
 from jobd.config import Config
 from jobd.manager import JobManager
 from jobd.service import JobService
+from jobd.statedir import StateDir
+from jobd.store import Store
 from jobd.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,22 @@ async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     ssl_context = server_context(config.cacert, config.cert, config.key)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    manager = JobManager(config.state_dir, config.grace)
+    state = StateDir(config.state_dir)
+    state.claim()
+    store = Store(state.database)
+    try:
+        await _serve(config, ssl_context, JobManager(state, store, config.grace), task_status)
+    finally:
+        store.close()
+        state.release()
+
+
+async def _serve(
+    config: Config,
+    ssl_context: ssl.SSLContext,
+    manager: JobManager,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
     service = JobService(manager, config.roles)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:

@@ -140,7 +140,10 @@ class JobService(JobServiceBase):
     async def _list(self, identity: Identity, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         authorize(identity, Action.LIST, owner=request.owner)
         owner = request.owner or (identity.name if identity.role is Role.USER else None)
-        return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in self.manager.jobs(owner)])
+        page = await self.manager.jobs(owner, request.limit, request.page_token)
+        return pb.ListJobsResponse(
+            jobs=[job_to_pb(j) for j in page.jobs], next_page_token=page.next_token
+        )
 
     async def _stream_output(
         self,
@@ -154,8 +157,8 @@ class JobService(JobServiceBase):
         try:
             async for chunks in self.manager.output(job, request.offset):
                 await send(chunks_to_pb(chunks))
-            await self.manager.wait_finished(job)
-            await send(pb.StreamOutputResponse(final=job_to_pb(job)))
+            final = await self.manager.wait_finished(job)
+            await send(pb.StreamOutputResponse(final=job_to_pb(final)))
         finally:
             self.active_streams -= 1
             if self.active_streams == 0:

@@ -16,10 +16,11 @@ import math
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
+from jobd import procid
 from jobd.errors import SpawnFailed
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
@@ -79,9 +80,16 @@ def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
 class JobRunner:
     """Owns one job's process and output while it runs. Created and run by the manager."""
 
-    def __init__(self, job: Job, output: OutputLog, default_grace: float) -> None:
+    def __init__(
+        self,
+        job: Job,
+        output: OutputLog,
+        default_grace: float,
+        on_change: Callable[[Job], None] = lambda job: None,
+    ) -> None:
         self.job = job
         self.output = output
+        self._on_change = on_change
         self.done = trio.Event()
         self._default_grace = default_grace
         self._stop_requested = trio.Event()
@@ -96,6 +104,7 @@ class JobRunner:
         grace = self._default_grace if grace is None else grace
         if self.job.state is State.RUNNING:
             self.job.stop(by)
+            self._on_change(self.job)
             self._grace = grace
             self._stop_requested.set()
         elif self.job.state is State.STOPPING and self._grace_scope is not None:
@@ -125,10 +134,13 @@ class JobRunner:
             message = str(exc) if isinstance(exc, SpawnFailed) else _spawn_error(spec.argv[0], exc)
             self.job.spawn_failed(message)
             self.output.close()
+            self._on_change(self.job)
             self.done.set()
             task_status.started()
             return
         self.job.spawned(proc.pid)
+        self.job.process_key = procid.identity(proc.pid)
+        self._on_change(self.job)
         task_status.started()
         try:
             await self._supervise(proc)
@@ -139,13 +151,14 @@ class JobRunner:
     async def _supervise(self, proc: trio.Process) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._enforce_stop, proc.pid)
+            stopper = trio.CancelScope()
+            nursery.start_soon(self._enforce_stop, proc.pid, stopper)
             async with trio.open_nursery() as pumps:
                 for pipe, stream in ((proc.stdout, Stream.STDOUT), (proc.stderr, Stream.STDERR)):
                     _grow_pipe(pipe)
                     pumps.start_soon(self._pump, pipe, stream)
                 await proc.wait()
-                nursery.cancel_scope.cancel()  # no stop signals once the pid may be reused
+                stopper.cancel()  # no stop signals once the pid may be reused
                 _signal_group(proc.pid, signal.SIGKILL)
                 pumps.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
             if pumps.cancel_scope.cancelled_caught:
@@ -157,15 +170,16 @@ class JobRunner:
                 self.output.append(stream, data)
                 self.job.output_bytes = self.output.data_bytes
 
-    async def _enforce_stop(self, pgid: int) -> None:
-        await self._stop_requested.wait()
-        _signal_group(pgid, signal.SIGTERM)
-        with trio.move_on_after(self._grace) as scope:
-            self._grace_scope = scope
-            await trio.sleep_forever()
-        self._grace_scope = None
-        log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
-        _signal_group(pgid, signal.SIGKILL)
+    async def _enforce_stop(self, pgid: int, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._stop_requested.wait()
+            _signal_group(pgid, signal.SIGTERM)
+            with trio.move_on_after(self._grace) as grace:
+                self._grace_scope = grace
+                await trio.sleep_forever()
+            self._grace_scope = None
+            log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
+            _signal_group(pgid, signal.SIGKILL)
 
     async def _reap(self, proc: trio.Process) -> None:
         """Runs shielded on every way out: the process is dead and recorded when it returns."""
@@ -178,7 +192,10 @@ class JobRunner:
                 await pipe.aclose()
         assert proc.returncode is not None
         self.job.exited(proc.returncode)
+        self.job.output_dropped_bytes = self.output.dropped_bytes
+        self.job.output_error = self.output.error or ""
         self.output.close()
+        self._on_change(self.job)
         self.done.set()
 
 

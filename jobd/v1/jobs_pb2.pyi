@@ -98,6 +98,7 @@ class StartJobRequest(_message.Message):
     ARGV_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     CWD_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     cwd: _builtins.str
     """Working directory; empty means "/"."""
     @_builtins.property
@@ -108,20 +109,114 @@ class StartJobRequest(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Added to the job's minimal environment."""
 
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """Resource limits; unset fields take the daemon's defaults."""
+
     def __init__(
         self,
         *,
         argv: _abc.Iterable[_builtins.str] | None = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cwd: _builtins.str = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "limits", b"limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartJobRequest: _TypeAlias = StartJobRequest  # noqa: Y015
+
+@_typing.final
+class Limits(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    IO_READ_BPS_FIELD_NUMBER: _builtins.int
+    IO_WRITE_BPS_FIELD_NUMBER: _builtins.int
+    IO_DEVICE_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    cpu: _builtins.float
+    """CPU time as a fraction of one core (0.5 = half a core, 2 = two cores)."""
+    memory_bytes: _builtins.int
+    io_read_bps: _builtins.int
+    """Disk bandwidth on `io_device` (default: the device that holds the state directory)."""
+    io_write_bps: _builtins.int
+    io_device: _builtins.str
+    """"MAJOR:MINOR" or a path whose device is meant; empty: the state directory's device."""
+    pids: _builtins.int
+    """Maximum number of tasks (processes and threads) at once."""
+    def __init__(
+        self,
+        *,
+        cpu: _builtins.float | None = ...,
+        memory_bytes: _builtins.int | None = ...,
+        io_read_bps: _builtins.int | None = ...,
+        io_write_bps: _builtins.int | None = ...,
+        io_device: _builtins.str = ...,
+        pids: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_device", b"io_device", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu: _TypeAlias = _typing.Literal["cpu"]  # noqa: Y015
+    _WhichOneofArgType__cpu: _TypeAlias = _typing.Literal["_cpu", b"_cpu"]  # noqa: Y015
+    _WhichOneofReturnType__io_read_bps: _TypeAlias = _typing.Literal["io_read_bps"]  # noqa: Y015
+    _WhichOneofArgType__io_read_bps: _TypeAlias = _typing.Literal["_io_read_bps", b"_io_read_bps"]  # noqa: Y015
+    _WhichOneofReturnType__io_write_bps: _TypeAlias = _typing.Literal["io_write_bps"]  # noqa: Y015
+    _WhichOneofArgType__io_write_bps: _TypeAlias = _typing.Literal["_io_write_bps", b"_io_write_bps"]  # noqa: Y015
+    _WhichOneofReturnType__memory_bytes: _TypeAlias = _typing.Literal["memory_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_bytes: _TypeAlias = _typing.Literal["_memory_bytes", b"_memory_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__pids: _TypeAlias = _typing.Literal["pids"]  # noqa: Y015
+    _WhichOneofArgType__pids: _TypeAlias = _typing.Literal["_pids", b"_pids"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu) -> _WhichOneofReturnType__cpu | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__io_read_bps) -> _WhichOneofReturnType__io_read_bps | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__io_write_bps) -> _WhichOneofReturnType__io_write_bps | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_bytes) -> _WhichOneofReturnType__memory_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pids) -> _WhichOneofReturnType__pids | None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class Usage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _builtins.int
+    OOM_KILLS_FIELD_NUMBER: _builtins.int
+    PIDS_LIMIT_HITS_FIELD_NUMBER: _builtins.int
+    cpu_seconds: _builtins.float
+    memory_peak_bytes: _builtins.int
+    oom_kills: _builtins.int
+    """Times the kernel's OOM killer killed a process of the job."""
+    pids_limit_hits: _builtins.int
+    """Times a fork failed because the task limit was reached."""
+    def __init__(
+        self,
+        *,
+        cpu_seconds: _builtins.float = ...,
+        memory_peak_bytes: _builtins.int | None = ...,
+        oom_kills: _builtins.int = ...,
+        pids_limit_hits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes", "memory_peak_bytes", b"memory_peak_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes", "cpu_seconds", b"cpu_seconds", "memory_peak_bytes", b"memory_peak_bytes", "oom_kills", b"oom_kills", "pids_limit_hits", b"pids_limit_hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__memory_peak_bytes: _TypeAlias = _typing.Literal["memory_peak_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_peak_bytes: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_peak_bytes) -> _WhichOneofReturnType__memory_peak_bytes | None: ...
+
+Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
 class StartJobResponse(_message.Message):
@@ -195,16 +290,24 @@ class ListJobsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """Only jobs of this owner. A `user` may give only its own identity (or leave it empty)."""
+    limit: _builtins.int
+    """At most this many jobs, newest first; 0 means 1000. At most 10000."""
+    page_token: _builtins.str
+    """The next_page_token of an earlier answer, for the next (older) page."""
     def __init__(
         self,
         *,
         owner: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "owner", b"owner", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,16 +318,20 @@ class ListJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when older jobs remain; pass it as page_token."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -333,6 +440,8 @@ class JobResult(_message.Message):
         """The command could not be executed; see message."""
         OUTCOME_LOST: JobResult._Outcome.ValueType  # 5
         """The daemon died while the job ran; its processes were reaped on the next start."""
+        OUTCOME_OOM_KILLED: JobResult._Outcome.ValueType  # 6
+        """The kernel's OOM killer killed the job: it reached its memory limit."""
 
     class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
     OUTCOME_UNSPECIFIED: JobResult.Outcome.ValueType  # 0
@@ -346,6 +455,8 @@ class JobResult(_message.Message):
     """The command could not be executed; see message."""
     OUTCOME_LOST: JobResult.Outcome.ValueType  # 5
     """The daemon died while the job ran; its processes were reaped on the next start."""
+    OUTCOME_OOM_KILLED: JobResult.Outcome.ValueType  # 6
+    """The kernel's OOM killer killed the job: it reached its memory limit."""
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
@@ -419,6 +530,10 @@ class Job(_message.Message):
     ENDED_AT_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
+    OUTPUT_DROPPED_BYTES_FIELD_NUMBER: _builtins.int
+    OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner: _builtins.str
     """Identity (certificate CN) of the client that started the job."""
@@ -428,6 +543,10 @@ class Job(_message.Message):
     """Process id of the job's main process while it runs (0 otherwise)."""
     output_bytes: _builtins.int
     """Bytes of output captured so far (stdout and stderr together)."""
+    output_dropped_bytes: _builtins.int
+    """Output past the daemon's per-job cap (or after a write error) is dropped, not stored."""
+    output_error: _builtins.str
+    """Why output was dropped or is damaged, if it was ("output cap of 1 GiB reached", ...)."""
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -442,6 +561,14 @@ class Job(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """The limits the job runs with (defaults filled in)."""
+
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Resource usage so far (final once FINISHED)."""
+
     def __init__(
         self,
         *,
@@ -457,10 +584,14 @@ class Job(_message.Message):
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         pid: _builtins.int = ...,
         output_bytes: _builtins.int = ...,
+        output_dropped_bytes: _builtins.int = ...,
+        output_error: _builtins.str = ...,
+        limits: Global___Limits | None = ...,
+        usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "result", b"result", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "limits", b"limits", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "output_bytes", b"output_bytes", "owner", b"owner", "pid", b"pid", "result", b"result", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "limits", b"limits", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "owner", b"owner", "pid", b"pid", "result", b"result", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,228 @@
+"""Job history in an embedded SQLite database (WAL) in the state directory.
+
+Writes are single-row upserts made on the trio thread: with WAL and ``synchronous=NORMAL``
+they cost tens of microseconds and reach the OS before a client hears of the change, so a
+daemon killed right after answering loses nothing. Listing many jobs reads on a worker thread
+through its own connection. If the database cannot be written (locked by another process,
+disk full), the change is kept in memory, retried, and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from jobd.job import Job, JobSpec, Outcome, Result, State
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ended_at REAL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+"""
+RETRY_INTERVAL = 1.0
+
+
+def job_to_record(job: Job) -> dict[str, Any]:
+    result = job.result
+    return {
+        "argv": list(job.spec.argv),
+        "env": dict(job.spec.env),
+        "cwd": job.spec.cwd,
+        "started_at": job.started_at,
+        "pid": job.pid,
+        "process_key": job.process_key,
+        "stopped_by": job.stopped_by,
+        "output_bytes": job.output_bytes,
+        "output_dropped_bytes": job.output_dropped_bytes,
+        "output_error": job.output_error,
+        "result": None
+        if result is None
+        else {
+            "outcome": result.outcome.value,
+            "message": result.message,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "stopped_by": result.stopped_by,
+        },
+    }
+
+
+def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    job_id, owner, state, created_at, ended_at, record_text = row
+    rec = json.loads(record_text)
+    r = rec.get("result")
+    return Job(
+        id=job_id,
+        owner=owner,
+        spec=JobSpec(argv=tuple(rec["argv"]), env=rec["env"], cwd=rec["cwd"]),
+        state=State(state),
+        result=None if r is None else _result_from_record(r),
+        created_at=created_at,
+        started_at=rec.get("started_at"),
+        ended_at=ended_at,
+        pid=rec.get("pid"),
+        process_key=rec.get("process_key", ""),
+        stopped_by=rec.get("stopped_by", ""),
+        output_bytes=rec.get("output_bytes", 0),
+        output_dropped_bytes=rec.get("output_dropped_bytes", 0),
+        output_error=rec.get("output_error", ""),
+    )
+
+
+def _result_from_record(r: dict[str, Any]) -> Result:
+    return Result(Outcome(r["outcome"]), r["message"], r["exit_code"], r["signal"], r["stopped_by"])
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    record = json.dumps(job_to_record(job), separators=(",", ":"))
+    return (job.id, job.owner, job.state.value, job.created_at, job.ended_at, record)
+
+
+COLUMNS = "id, owner, state, created_at, ended_at, record"
+UPSERT = f"INSERT OR REPLACE INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_token: str
+
+
+def _encode_token(job: Job) -> str:
+    return f"{job.created_at!r}/{job.id}"
+
+
+def _decode_token(token: str) -> tuple[float, str]:
+    created, _, job_id = token.partition("/")
+    try:
+        return float(created), job_id
+    except ValueError:
+        raise ValueError("page_token is not one this server handed out") from None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = self._connect()
+        self._db.executescript(SCHEMA)
+        # Read from worker threads through a connection of their own; WAL lets them run
+        # beside the writer.
+        self._reader = self._connect(check_same_thread=False)
+        self._read_lock = trio.CapacityLimiter(1)
+        self._pending: dict[str, Job] = {}
+        self._pending_changed = trio.Event()
+        self.error: str | None = None
+
+    def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=check_same_thread, timeout=0
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+        self._reader.close()
+
+    # Writing
+
+    def save(self, job: Job) -> None:
+        """Record ``job`` as it is now. Never raises for database trouble: see ``error``."""
+        if self._pending:
+            self._pending[job.id] = job.snapshot()
+            return
+        try:
+            self._db.execute(UPSERT, _row(job))
+        except sqlite3.Error as exc:
+            self._defer(job, exc)
+
+    def _defer(self, job: Job, exc: sqlite3.Error) -> None:
+        if self.error is None:
+            log.error("job history cannot be written (%s); keeping changes in memory", exc)
+        self.error = f"job history cannot be written: {exc}"
+        self._pending[job.id] = job.snapshot()
+        self._pending_changed.set()
+
+    def flush(self) -> bool:
+        """Write every deferred change; True when nothing is left pending."""
+        if not self._pending:
+            return True
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(UPSERT, [_row(j) for j in self._pending.values()])
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return False
+        log.info("job history writable again; %d deferred change(s) written", len(self._pending))
+        self._pending.clear()
+        self.error = None
+        return True
+
+    async def keep_flushing(self) -> None:
+        """Retry deferred writes until cancelled."""
+        while True:
+            await self._pending_changed.wait()
+            # Nothing announces that another process let go of the database: retry on a timer.
+            while not self.flush():  # noqa: ASYNC110
+                await trio.sleep(RETRY_INTERVAL)
+            self._pending_changed = trio.Event()
+
+    # Reading
+
+    def get(self, job_id: str) -> Job | None:
+        if job_id in self._pending:
+            return self._pending[job_id]
+        row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
+
+    def unfinished(self) -> list[Job]:
+        rows = self._db.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE state != ?", (State.FINISHED.value,)
+        ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    async def page(self, owner: str | None, limit: int, token: str = "") -> Page:
+        """Newest first; ``token`` continues after the last job of an earlier page."""
+        after = _decode_token(token) if token else None
+        async with self._read_lock:
+            rows = await trio.to_thread.run_sync(self._select_page, owner, limit + 1, after)
+        jobs = [job_from_row(r) for r in rows]
+        for job in self._pending.values():  # rare: only while the database is unwritable
+            jobs = [j if j.id != job.id else job for j in jobs]
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return Page(jobs, _encode_token(jobs[-1]) if more and jobs else "")
+
+    def _select_page(
+        self, owner: str | None, limit: int, after: tuple[float, str] | None
+    ) -> list[tuple[Any, ...]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if owner:
+            where.append("owner = ?")
+            args.append(owner)
+        if after is not None:
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(after)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT ?"
+        return self._reader.execute(sql, (*args, limit)).fetchall()

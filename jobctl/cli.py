@@ -1,0 +1,267 @@
+"""The ``jobctl`` command line: arguments, and the policy that turns failures into exit codes.
+
+Only the standard library is imported here. asyncio, grpclib and protobuf cost most of a
+command's start-up time, so they are imported (through :mod:`jobctl.commands`) once a command
+actually runs, and ``jobctl --help`` or a usage error never pays for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shlex
+import sys
+
+TYPE_CHECKING = False  # not `from typing import`: typing alone costs ~2 ms of start-up
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+DEFAULT_SERVER = "localhost:9090"
+DEFAULT_CACERT = "ca/ca.crt"
+DEFAULT_CERT = "ca/client_0.pem"
+
+EPILOG = f"""\
+environment:
+  JOBCTL_SERVER, JOBCTL_CACERT, JOBCTL_CERT, JOBCTL_KEY   defaults for the options above
+  JOBCTL_DEBUG=1                                         print a traceback on unexpected errors
+
+exit status:
+  {EXIT_OK}    success
+  {EXIT_FAILED}    the server refused the request (not found, permission denied, invalid
+       argument, ...), the job failed to start, or an unexpected error
+  {EXIT_USAGE}    usage error: bad arguments, bad server address, unusable certificate files
+  {EXIT_CONNECT}    cannot reach the server: connection refused or broken, TLS handshake
+       failed, server unavailable
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a followed job keeps running
+  {EXIT_BROKEN_PIPE}  standard output was closed early (e.g. piped into head)
+"""
+
+START_EPILOG = """\
+No shell runs: ARGV is executed as given. A single argument containing whitespace is split
+like a shell would split it (no expansion), so `jobctl start 'sleep 2'` runs sleep with the
+argument 2; quote inside it to keep spaces: `jobctl start "'/opt/my tool' -v"`.
+"""
+
+
+def _error(message: str) -> None:
+    # If stderr is gone too, the exit status is all that is left to say it.
+    with contextlib.suppress(OSError):
+        print(f"jobctl: {message}", file=sys.stderr, flush=True)
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    """Parse ``KEY=VALUE`` (VALUE may be empty or contain ``=``)."""
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r} (no '=')")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r} (empty KEY)")
+    return key, value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def command_argv(words: Sequence[str]) -> list[str]:
+    """The argv to run from the words after ``start``; raises ValueError when there is none."""
+    argv = list(words)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if len(argv) == 1 and any(c.isspace() for c in argv[0]):
+        try:
+            argv = shlex.split(argv[0])
+        except ValueError as exc:
+            raise ValueError(f"cannot split {argv[0]!r} into arguments: {exc}") from None
+    if not argv:
+        raise ValueError("no command given: put it after --, e.g. jobctl start -- sleep 5")
+    return argv
+
+
+class _CommandAction(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            setattr(namespace, self.dest, command_argv(values or []))
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="jobctl",
+        description="Run and watch processes on a jobd server over mutual TLS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    server = env.get("JOBCTL_SERVER") or DEFAULT_SERVER
+    cacert = env.get("JOBCTL_CACERT") or DEFAULT_CACERT
+    cert = env.get("JOBCTL_CERT") or DEFAULT_CERT
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=server,
+        help=f"jobd address, [::1]:PORT for IPv6 (now: {server})",
+    )
+    parser.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=cacert,
+        help=f"CA certificate that signed the server's (now: {cacert})",
+    )
+    parser.add_argument(
+        "--cert",
+        metavar="FILE",
+        default=cert,
+        help=f"client certificate, may include the key (now: {cert})",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        default=env.get("JOBCTL_KEY") or None,
+        help="client key, if not in the --cert file",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = sub.add_parser(
+        "start",
+        help="start a job and print its id",
+        description="Start a job and print only its id.",
+        epilog=START_EPILOG,
+    )
+    start.add_argument(
+        "--env",
+        metavar="KEY=VALUE",
+        type=env_pair,
+        action="append",
+        default=[],
+        help="add to the job's environment (repeatable)",
+    )
+    start.add_argument(
+        "--cwd", metavar="DIR", default="", help="working directory on the server (default: /)"
+    )
+    start.add_argument(
+        "argv",
+        metavar="ARGV",
+        nargs=argparse.REMAINDER,
+        action=_CommandAction,
+        help="the program and its arguments, best after --",
+    )
+
+    stop = sub.add_parser(
+        "stop",
+        help="stop a job and print how it ended",
+        description="Stop a job (SIGTERM, then SIGKILL after the grace "
+        "period) and print how it ended.",
+    )
+    stop.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=seconds,
+        default=None,
+        help="time between SIGTERM and SIGKILL (default: the server's, 10 s)",
+    )
+    stop.add_argument("id", metavar="ID")
+
+    status = sub.add_parser("status", help="show one job", description="Show one job.")
+    status.add_argument("--json", action="store_true", help="print the job as JSON")
+    status.add_argument("id", metavar="ID")
+
+    ls = sub.add_parser("list", help="list jobs", description="List the jobs you may see.")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    ls.add_argument("--owner", metavar="NAME", default="", help="only jobs of this identity")
+
+    logs = sub.add_parser(
+        "logs",
+        help="print a job's output",
+        description="Print a job's output as it was written: stdout to "
+        "stdout, stderr to stderr, byte for byte.",
+    )
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing until the job ends (Ctrl-C leaves it running)",
+    )
+    logs.add_argument("id", metavar="ID")
+    return parser
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit status for an error raised by :mod:`jobctl.client` (or anything else)."""
+    from jobctl import client
+
+    if isinstance(exc, client.AddressError | client.CertificateError):
+        return EXIT_USAGE
+    if isinstance(exc, client.ConnectError | client.Unavailable):
+        return EXIT_CONNECT
+    return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from jobctl.client import ClientError
+    from jobctl.commands import CommandFailed, run
+
+    try:
+        asyncio.run(run(args))
+    except (ClientError, CommandFailed) as exc:
+        _error(str(exc))
+        return exit_code_for(exc)
+    sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit
+    return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run jobctl with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    try:
+        args = build_parser(environ).parse_args(argv)
+        return _run(args)
+    except SystemExit as exc:  # argparse: --help, or a usage error it has already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        _error(f"unexpected error: {type(exc).__name__}: {exc}")
+        if (environ if environ is not None else os.environ).get("JOBCTL_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        else:
+            _error("set JOBCTL_DEBUG=1 to see the traceback")
+        return EXIT_FAILED
+
+
+def main() -> NoReturn:
+    code = _main()
+    if code == EXIT_BROKEN_PIPE:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)

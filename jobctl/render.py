@@ -1,0 +1,198 @@
+"""Formatting of jobs for people (status lines, detail blocks, tables) and for programs (JSON).
+
+Every string that came from the server is passed through :func:`printable` before it reaches a
+terminal: argv, owner and messages are chosen by other users, and a raw escape sequence in a
+job's argv must not be able to drive an administrator's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobd.v1 import jobs_pb2 as pb
+
+ELLIPSIS = "..."
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped like ``repr`` does."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def state_name(state: int) -> str:
+    try:
+        return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
+    except ValueError:  # a newer server's state
+        return f"state {state}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def result_text(job: pb.Job) -> str:
+    """How a finished job ended, e.g. ``exited with code 0``; empty while it has not ended."""
+    if job.state != pb.JOB_STATE_FINISHED:
+        return ""
+    result = job.result
+    if result.message:
+        return printable(result.message)
+    # Fallback for a server that leaves `message` empty: build it from the structured fields.
+    outcome = result.outcome
+    if outcome == pb.JobResult.OUTCOME_EXITED and result.HasField("exit_code"):
+        return f"exited with code {result.exit_code}"
+    if outcome == pb.JobResult.OUTCOME_SIGNALED and result.HasField("signal"):
+        return f"killed by {signal_name(result.signal)}"
+    if outcome == pb.JobResult.OUTCOME_STOPPED:
+        return f"stopped by {printable(result.stopped_by)}" if result.stopped_by else "stopped"
+    if outcome == pb.JobResult.OUTCOME_FAILED_TO_START:
+        return "failed to start"
+    if outcome == pb.JobResult.OUTCOME_LOST:
+        return "lost: the daemon died while it ran"
+    return "finished"
+
+
+def failed_to_start(job: pb.Job) -> bool:
+    return job.result.outcome == pb.JobResult.OUTCOME_FAILED_TO_START
+
+
+def status_line(job: pb.Job) -> str:
+    """One line: ``ID: exited with code 0`` or ``ID: running (pid 42)``."""
+    what = result_text(job) or state_name(job.state)
+    if job.state != pb.JOB_STATE_FINISHED and job.pid:
+        what += f" (pid {job.pid})"
+    return f"{printable(job.id)}: {what}"
+
+
+def command_text(argv: Sequence[str]) -> str:
+    return printable(shlex.join(argv))
+
+
+def seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def iso_time(when: float) -> str:
+    """Local time with its offset, to the second: ``2024-05-01T12:00:03+02:00``."""
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
+def age(elapsed: float) -> str:
+    """A short duration like ``42s``, ``5m``, ``3h`` or ``2d``, truncated to its largest unit."""
+    whole = max(0, int(elapsed))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``3.0 MiB``: binary units, one decimal above bytes."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _when(job: pb.Job, field: Literal["created_at", "started_at", "ended_at"], now: float) -> str:
+    if not job.HasField(field):
+        return "-"
+    at = seconds(getattr(job, field))
+    return f"{iso_time(at)} ({age(now - at)} ago)"
+
+
+def job_details(job: pb.Job, now: float | None = None) -> str:
+    """A block of ``Label: value`` lines describing one job."""
+    now = time.time() if now is None else now
+    rows = [
+        ("ID", printable(job.id)),
+        ("Owner", printable(job.owner)),
+        ("State", state_name(job.state)),
+        ("Result", result_text(job) or "-"),
+        ("Command", command_text(job.argv)),
+        ("Directory", printable(job.cwd) or "/"),
+        ("Created", _when(job, "created_at", now)),
+        ("Started", _when(job, "started_at", now)),
+        ("Ended", _when(job, "ended_at", now)),
+        ("PID", str(job.pid) if job.pid else "-"),
+        ("Output", f"{size(job.output_bytes)} ({job.output_bytes} bytes)"),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
+
+
+def truncate(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    if width <= len(ELLIPSIS):
+        return text[:width]
+    return text[: width - len(ELLIPSIS)] + ELLIPSIS
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """Left-aligned columns two spaces apart; the last column is cut to fit ``width``."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    if width is not None:
+        room = max(width - sum(widths) - 2 * len(widths), len(header[-1]), 12)
+        for line in lines:
+            line[-1] = truncate(line[-1], room)
+    out = []
+    for line in lines:
+        cells = [cell.ljust(w) for cell, w in zip(line, widths, strict=False)]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    return "\n".join(out)
+
+
+JOB_TABLE_HEADER = ("ID", "OWNER", "STATE", "RESULT", "AGE", "COMMAND")
+
+
+def job_table(jobs: Sequence[pb.Job], now: float | None = None, width: int | None = None) -> str:
+    """One row per job, oldest first, under :data:`JOB_TABLE_HEADER`."""
+    now = time.time() if now is None else now
+    ordered = sorted(jobs, key=lambda job: (seconds(job.created_at), job.id))
+    rows = [
+        (
+            printable(job.id),
+            printable(job.owner),
+            state_name(job.state),
+            result_text(job) or "-",
+            age(now - seconds(job.created_at)) if job.HasField("created_at") else "-",
+            command_text(job.argv),
+        )
+        for job in ordered
+    ]
+    return table(JOB_TABLE_HEADER, rows, width)
+
+
+def job_to_dict(job: pb.Job) -> dict[str, Any]:
+    """The Job in proto3 JSON form, field names as in the .proto, 64-bit numbers unquoted."""
+    data = json_format.MessageToDict(
+        job,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+    return {field.name: data[field.name] for field in job.DESCRIPTOR.fields if field.name in data}
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2)

@@ -1,0 +1,902 @@
+"""jobctl without a daemon: parsing, rendering, error mapping, start-up imports, and the whole
+CLI against a small fake JobService served by grpclib over mutual TLS on 127.0.0.1.
+
+All tests are plain sync functions (the suite runs pytest-trio in trio_mode; jobctl itself is
+asyncio, and each `_main` call runs its own `asyncio.run`). The fake server runs in a thread
+with its own asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.server import Server, Stream
+
+from jobctl import cli, render
+from jobctl.client import (
+    STATUS_ERRORS,
+    AddressError,
+    CertificateError,
+    ClientError,
+    ConnectError,
+    NotFound,
+    ServerError,
+    TLSError,
+    error_for_status,
+    parse_server,
+    translate_error,
+)
+from jobd.tls import server_context
+from jobd.v1 import jobs_pb2 as pb
+from jobd.v1.jobs_grpc import JobServiceBase
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+def parse(*argv: str, environ: dict[str, str] | None = None) -> Any:
+    return cli.build_parser(environ or {}).parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["sleep 2"], ["sleep", "2"]),
+        (["--", "sleep 2"], ["sleep", "2"]),
+        (["sh -c 'echo hi; exit 3'"], ["sh", "-c", "echo hi; exit 3"]),
+        (["'/opt/my tool' -v"], ["/opt/my tool", "-v"]),
+        (["sleep"], ["sleep"]),
+        (["--", "ls", "-l", "--", "x"], ["ls", "-l", "--", "x"]),
+        (["echo", "a b"], ["echo", "a b"]),  # several words: never split further
+        (["--", "--", "x"], ["--", "x"]),
+    ],
+)
+def test_command_argv(words: list[str], expected: list[str]) -> None:
+    assert cli.command_argv(words) == expected
+
+
+@pytest.mark.parametrize("words", [[], ["--"], ["   "], ["sleep 'unterminated"]])
+def test_command_argv_rejects(words: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"no command|cannot split"):
+        cli.command_argv(words)
+
+
+def test_start_arguments() -> None:
+    words = "start --env A=1 --env B=x=y --env C= --cwd /tmp -- ls -l --env"
+    args = parse(*shlex.split(words))
+    assert args.command == "start"
+    assert args.argv == ["ls", "-l", "--env"]
+    assert dict(args.env) == {"A": "1", "B": "x=y", "C": ""}
+    assert args.cwd == "/tmp"
+
+
+def test_start_single_argument_is_split_without_dashes() -> None:
+    args = parse("--cacert", "ca/ca.crt", "--cert", "ca/client_0.pem", "start", "sleep 2")
+    assert args.argv == ["sleep", "2"]
+    assert (args.cacert, args.cert) == ("ca/ca.crt", "ca/client_0.pem")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["start", "--env", "FOO", "--", "true"], "expected KEY=VALUE, got 'FOO' (no '=')"),
+        (["start", "--env", "=x", "--", "true"], "empty KEY"),
+        (["start"], "no command given"),
+        (["start", "--", "a 'b"], "cannot split"),
+        (["stop", "--grace", "-1", "x"], "expected zero or more seconds"),
+        (["stop", "--grace", "soon", "x"], "not a number of seconds"),
+        (["stop", "--grace", "nan", "x"], "expected zero or more seconds"),
+        (["status"], "the following arguments are required: ID"),
+        (["frobnicate"], "invalid choice"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli._main(argv, environ={}) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def options(args: Any) -> tuple[str, str, str, str | None]:
+    return (args.server, args.cacert, args.cert, args.key)
+
+
+def test_global_defaults_and_environment() -> None:
+    assert options(parse("list")) == ("localhost:9090", "ca/ca.crt", "ca/client_0.pem", None)
+    environ = {
+        "JOBCTL_SERVER": "[::1]:7000",
+        "JOBCTL_CACERT": "c.crt",
+        "JOBCTL_CERT": "me.crt",
+        "JOBCTL_KEY": "me.key",
+    }
+    assert options(parse("list", environ=environ)) == ("[::1]:7000", "c.crt", "me.crt", "me.key")
+    args = parse("--server", "h:1", "--key", "k", "list", environ=environ)
+    assert options(args) == ("h:1", "c.crt", "me.crt", "k")
+
+
+def test_other_commands_parse() -> None:
+    assert parse("stop", "--grace", "2.5", "j1").grace == 2.5
+    assert parse("stop", "j1").grace is None
+    assert parse("status", "--json", "j1").json
+    args = parse("list", "--owner", "bob", "--json")
+    assert (args.owner, args.json) == ("bob", True)
+    assert parse("logs", "-f", "j1").follow
+    assert not parse("logs", "j1").follow
+
+
+def test_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli._main(["--help"], environ={}) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    for code in (0, 1, 2, 3, 130, 141):
+        assert f"\n  {code} " in out
+    assert "JOBCTL_SERVER" in out
+
+
+# --- HOST:PORT ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("localhost:9090", ("localhost", 9090)),
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+        ("[::1]:9090", ("::1", 9090)),
+        ("[fe80::1%eth0]:65535", ("fe80::1%eth0", 65535)),
+        ("example.com", ("example.com", 9090)),
+        ("[::1]", ("::1", 9090)),
+    ],
+)
+def test_parse_server(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        ":9090",
+        "::1:9090",
+        "[::1",
+        "[::1]9090",
+        "[nope]:1",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:http",
+        "host:-1",
+        "host:\uff19\uff10",
+        " host:1",
+    ],
+)
+def test_parse_server_rejects(text: str) -> None:
+    with pytest.raises(AddressError, match="invalid server address"):
+        parse_server(text)
+
+
+# --- errors and exit codes ---------------------------------------------------------------------
+
+
+def test_every_grpc_status_maps_to_an_error_and_exit_code() -> None:
+    assert set(STATUS_ERRORS) == set(Status) - {Status.OK}
+    for status in Status:
+        exc = error_for_status(status, "why")
+        assert isinstance(exc, ServerError)
+        assert str(exc).endswith(": why")
+        if status is not Status.OK:
+            assert exc.status is status
+            assert type(exc).__name__.lower() == status.name.replace("_", "").lower()
+        expected = cli.EXIT_CONNECT if status is Status.UNAVAILABLE else cli.EXIT_FAILED
+        assert cli.exit_code_for(exc) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (AddressError("x"), cli.EXIT_USAGE),
+        (CertificateError("x"), cli.EXIT_USAGE),
+        (ConnectError("x", server="h:1"), cli.EXIT_CONNECT),
+        (TLSError("x", server="h:1"), cli.EXIT_CONNECT),
+        (ClientError("x"), cli.EXIT_FAILED),
+        (RuntimeError("x"), cli.EXIT_FAILED),
+    ],
+)
+def test_exit_codes_of_local_errors(exc: BaseException, code: int) -> None:
+    assert cli.exit_code_for(exc) == code
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "text"),
+    [
+        (GRPCError(Status.NOT_FOUND, "job 1 not found"), NotFound, "not found: job 1 not found"),
+        (GRPCError(Status.UNAVAILABLE), ServerError, "unavailable"),
+        (
+            ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9)"),
+            ConnectError,
+            "cannot connect to h:9: Connection refused",
+        ),
+        (
+            OSError(
+                "Multiple exceptions: [Errno 111] Connect call failed ('::1', 9, 0, 0), "
+                "[Errno 111] Connect call failed ('127.0.0.1', 9)"
+            ),
+            ConnectError,
+            "cannot connect to h:9: Connection refused",
+        ),
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            ConnectError,
+            "cannot connect to h:9: Name or service not known",
+        ),
+        (
+            ConnectionResetError(104, "reset"),
+            ConnectError,
+            "connection to h:9 broke: Connection reset by peer",
+        ),
+        (
+            StreamTerminatedError("Connection lost"),
+            ConnectError,
+            "connection to h:9 broke: Connection lost",
+        ),
+        (
+            ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] unknown ca"),
+            TLSError,
+            "TLS handshake failed with h:9: [SSL: TLSV1_ALERT_UNKNOWN_CA] unknown ca",
+        ),
+        (ProtocolError("bad"), ClientError, "gRPC protocol error talking to h:9: bad"),
+    ],
+)
+def test_translate_error(exc: Exception, kind: type[ClientError], text: str) -> None:
+    translated = translate_error(exc, "h:9")
+    assert isinstance(translated, kind)
+    assert str(translated) == text
+
+
+def test_translate_error_hints_at_a_refused_certificate() -> None:
+    text = str(translate_error(StreamTerminatedError("Connection lost"), "h:9", answered=False))
+    assert text.startswith("connection to h:9 closed before any answer: Connection lost (")
+    assert "certificate" in text
+
+
+def test_server_error_text() -> None:
+    assert str(NotFound("job 1234 not found")) == "not found: job 1234 not found"
+    assert str(error_for_status(Status.PERMISSION_DENIED)) == "permission denied"
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+NOW = 1_700_000_000.0
+
+
+def make_job(**fields: Any) -> pb.Job:
+    job = pb.Job(
+        id="j1",
+        owner="alice",
+        argv=["sleep", "5"],
+        env={"A": "1"},
+        cwd="/srv",
+        state=pb.JOB_STATE_RUNNING,
+        pid=4242,
+        output_bytes=1536,
+    )
+    job.created_at.FromSeconds(int(NOW) - 300)
+    job.started_at.FromSeconds(int(NOW) - 299)
+    for name, value in fields.items():
+        if isinstance(value, pb.JobResult):
+            job.result.CopyFrom(value)
+        elif isinstance(value, list):
+            getattr(job, name)[:] = value
+        else:
+            setattr(job, name, value)
+    return job
+
+
+def finished(**result: Any) -> pb.Job:
+    job = make_job(state=pb.JOB_STATE_FINISHED, pid=0, result=pb.JobResult(**result))
+    job.ended_at.FromSeconds(int(NOW) - 10)
+    return job
+
+
+def test_details_of_a_running_job() -> None:
+    text = render.job_details(make_job(), now=NOW)
+    lines = dict(line.split(":", 1) for line in text.splitlines())
+    assert lines["ID"].strip() == "j1"
+    assert lines["Owner"].strip() == "alice"
+    assert lines["State"].strip() == "running"
+    assert lines["Result"].strip() == "-"
+    assert lines["Command"].strip() == "sleep 5"
+    assert lines["Directory"].strip() == "/srv"
+    assert lines["Created"].strip().endswith("(5m ago)")
+    assert lines["Started"].strip().endswith("(4m ago)")
+    assert lines["Ended"].strip() == "-"
+    assert lines["PID"].strip() == "4242"
+    assert lines["Output"].strip() == "1.5 KiB (1536 bytes)"
+    # values line up in one column
+    assert len({line.index(line.split()[1]) for line in text.splitlines()}) == 1
+
+
+def test_details_of_a_finished_job() -> None:
+    job = finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=2, message="exited with code 2")
+    text = render.job_details(job, now=NOW)
+    assert "Result:    exited with code 2" in text
+    assert "PID:       -" in text
+    assert "(10s ago)" in text
+
+
+@pytest.mark.parametrize(
+    ("job", "line"),
+    [
+        (make_job(), "j1: running (pid 4242)"),
+        (make_job(state=pb.JOB_STATE_STARTING, pid=0), "j1: starting"),
+        (
+            finished(
+                outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0, message="exited with code 0"
+            ),
+            "j1: exited with code 0",
+        ),
+        # the server's message wins; without one, the structured fields are used
+        (finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0), "j1: exited with code 0"),
+        (finished(outcome=pb.JobResult.OUTCOME_SIGNALED, signal=9), "j1: killed by SIGKILL"),
+        (
+            finished(outcome=pb.JobResult.OUTCOME_STOPPED, stopped_by="bob", signal=15),
+            "j1: stopped by bob",
+        ),
+        (finished(outcome=pb.JobResult.OUTCOME_FAILED_TO_START), "j1: failed to start"),
+        (finished(outcome=pb.JobResult.OUTCOME_LOST), "j1: lost: the daemon died while it ran"),
+        (make_job(state=99), "j1: state 99 (pid 4242)"),
+    ],
+)
+def test_status_line(job: pb.Job, line: str) -> None:
+    assert render.status_line(job) == line
+
+
+def test_terminal_escapes_from_the_server_are_neutralised() -> None:
+    job = make_job(owner="eve\x1b[2J", argv=["echo", "\x1b]0;pwned\x07", "a\nb"])
+    text = render.job_details(job, now=NOW) + render.job_table([job], now=NOW)
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert "eve\\x1b[2J" in text
+    assert len(render.job_table([job], now=NOW).splitlines()) == 2
+
+
+def test_job_json() -> None:
+    job = finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0, message="exited with code 0")
+    job.output_bytes = 2**40
+    data = json.loads(render.to_json(render.job_to_dict(job)))
+    assert data["id"] == "j1"
+    assert data["output_bytes"] == 2**40  # a number, not proto3 JSON's quoted 64-bit string
+    assert data["pid"] == 0
+    assert data["state"] == "JOB_STATE_FINISHED"
+    assert data["env"] == {"A": "1"}
+    assert data["argv"] == ["sleep", "5"]
+    assert data["result"] == {
+        "outcome": "OUTCOME_EXITED",
+        "exit_code": 0,
+        "stopped_by": "",
+        "message": "exited with code 0",
+    }
+    assert data["created_at"].endswith("Z")
+    assert list(data)[:3] == ["id", "owner", "argv"]
+    running = render.job_to_dict(make_job())
+    assert "result" not in running
+    assert "ended_at" not in running
+
+
+def test_table() -> None:
+    jobs = [
+        make_job(id="b-later", argv=["sh", "-c", "echo " + "x" * 200]),
+        finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0, message="exited with code 0"),
+    ]
+    jobs[0].created_at.FromSeconds(int(NOW) - 5)
+    text = render.job_table(jobs, now=NOW, width=80)
+    lines = text.splitlines()
+    assert lines[0].split() == ["ID", "OWNER", "STATE", "RESULT", "AGE", "COMMAND"]
+    assert lines[1].split()[:2] == ["j1", "alice"]  # oldest first
+    assert "exited with code 0" in lines[1]
+    assert lines[2].split()[:5] == ["b-later", "alice", "running", "-", "5s"]
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[2].endswith("...")
+    assert lines[1][lines[0].index("COMMAND") :].startswith("sleep 5")
+    assert len(render.job_table(jobs, now=NOW).splitlines()[2]) > 200  # no width: no cut
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (3 * 2**20, "3.0 MiB"),
+        (2**50, "1024.0 TiB"),
+    ],
+)
+def test_size(n: int, text: str) -> None:
+    assert render.size(n) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-3, "0s"), (0, "0s"), (59.9, "59s"), (60, "1m"), (3599, "59m"), (7200, "2h"), (90000, "1d")],
+)
+def test_age(seconds: float, text: str) -> None:
+    assert render.age(seconds) == text
+
+
+def test_iso_time_has_an_offset() -> None:
+    text = render.iso_time(NOW)
+    assert text[:4] == "2023"
+    assert text[19] in "+-Z"
+
+
+# --- start-up cost -----------------------------------------------------------------------------
+
+
+def run_python(code: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=kwargs.pop("cwd", REPO),
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_help_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys, jobctl.cli\n"
+        "code = jobctl.cli._main(['--help'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    {'trio', 'trio_asyncio', 'grpclib', 'google', 'asyncio', 'h2', 'ssl'})\n"
+        "print(code, heavy, file=sys.stderr)\n"
+    )
+    result = run_python(code)
+    assert result.stderr.strip() == "0 []", result.stderr
+
+
+def test_commands_never_import_trio() -> None:
+    code = (
+        "import sys, jobctl.cli\n"
+        "code = jobctl.cli._main(['--server', '127.0.0.1:1', '--cacert', 'missing', 'list'])\n"
+        "import jobctl.commands\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('trio')), file=sys.stderr)\n"
+        "allowed = {'jobd.tls', 'jobd.v1', 'jobd.v1.jobs_pb2', 'jobd.v1.jobs_grpc'}\n"
+        "print([m for m in sys.modules if m.startswith('jobd.') and m not in allowed],\n"
+        "      file=sys.stderr)\n"
+    )
+    result = run_python(code)
+    assert result.stderr.splitlines()[-2:] == ["2 []", "[]"], result.stderr
+
+
+# --- the CLI against a fake server -------------------------------------------------------------
+
+
+@dataclass
+class Certs:
+    ca: Path
+    server: Path
+    client: Path
+    other_ca: Path
+    other_client: Path
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    d = tmp_path_factory.mktemp("certs")
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(d / "ca.crt")
+    other.cert_pem.write_to_path(d / "other_ca.crt")
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        d / "server.pem"
+    )
+    ca.issue_cert("alice", common_name="alice").private_key_and_cert_chain_pem.write_to_path(
+        d / "client.pem"
+    )
+    other.issue_cert("eve", common_name="eve").private_key_and_cert_chain_pem.write_to_path(
+        d / "other_client.pem"
+    )
+    return Certs(
+        d / "ca.crt", d / "server.pem", d / "client.pem", d / "other_ca.crt", d / "other_client.pem"
+    )
+
+
+def chunk(
+    data: bytes, stream: pb.OutputStream.ValueType = pb.OUTPUT_STREAM_STDOUT
+) -> pb.OutputChunk:
+    return pb.OutputChunk(stream=stream, data=data)
+
+
+class FakeJobService(JobServiceBase):
+    """Jobs live in a dict; each job's output is a list of messages to stream.
+
+    A job whose state is not FINISHED streams its messages and then waits: a client that
+    does not stop by itself gets ABORTED after 10 s (a failure instead of a hang).
+    """
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, pb.Job] = {}
+        self.output: dict[str, list[pb.StreamOutputResponse]] = {}
+        self.requests: list[Any] = []
+        self.stream_ended = threading.Event()
+        self.error: GRPCError | None = None
+        self.endless: set[str] = set()  # jobs that print a line every 10 ms, forever
+
+    def add(self, job: pb.Job, *messages: pb.StreamOutputResponse) -> None:
+        self.jobs[job.id] = job
+        self.output[job.id] = list(messages)
+
+    async def _request(self, stream: Stream[Any, Any]) -> Any:
+        request = await stream.recv_message()
+        assert request is not None
+        self.requests.append(request)
+        return request
+
+    async def _job(self, stream: Stream[Any, Any]) -> tuple[Any, pb.Job]:
+        request = await self._request(stream)
+        if self.error:
+            raise self.error
+        if request.job_id not in self.jobs:
+            raise GRPCError(Status.NOT_FOUND, f"job {request.job_id} not found")
+        return request, self.jobs[request.job_id]
+
+    async def StartJob(self, stream: Stream[Any, Any]) -> None:
+        request = await self._request(stream)
+        if self.error:
+            raise self.error
+        job = pb.Job(
+            id=f"job-{len(self.jobs) + 1}",
+            owner="alice",
+            argv=request.argv,
+            env=request.env,
+            cwd=request.cwd,
+            state=pb.JOB_STATE_RUNNING,
+            pid=7,
+        )
+        if request.argv[0] == "no-such-program":
+            job.state, job.pid = pb.JOB_STATE_FINISHED, 0
+            job.result.outcome = pb.JobResult.OUTCOME_FAILED_TO_START
+            job.result.message = "failed to start: no-such-program: No such file or directory"
+        self.add(job)
+        await stream.send_message(pb.StartJobResponse(job_id=job.id, job=job))
+
+    async def StopJob(self, stream: Stream[Any, Any]) -> None:
+        _, job = await self._job(stream)
+        job.state, job.pid = pb.JOB_STATE_FINISHED, 0
+        job.result.outcome = pb.JobResult.OUTCOME_STOPPED
+        job.result.stopped_by = "alice"
+        job.result.signal = 15
+        job.result.message = "stopped by alice (SIGTERM)"
+        await stream.send_message(job)
+
+    async def GetJob(self, stream: Stream[Any, Any]) -> None:
+        _, job = await self._job(stream)
+        await stream.send_message(job)
+
+    async def ListJobs(self, stream: Stream[Any, Any]) -> None:
+        request = await self._request(stream)
+        jobs = [j for j in self.jobs.values() if not request.owner or j.owner == request.owner]
+        await stream.send_message(pb.ListJobsResponse(jobs=jobs))
+
+    async def StreamOutput(self, stream: Stream[Any, Any]) -> None:
+        _, job = await self._job(stream)
+        try:
+            for message in self.output[job.id]:
+                await stream.send_message(message)
+            while job.id in self.endless:
+                await stream.send_message(pb.StreamOutputResponse(chunks=[chunk(b"tick\n")]))
+                await asyncio.sleep(0.01)
+            if job.state != pb.JOB_STATE_FINISHED:
+                await asyncio.sleep(10)
+                raise GRPCError(Status.ABORTED, "fake: the client did not stop by itself")
+            await stream.send_message(pb.StreamOutputResponse(final=job))
+        finally:
+            self.stream_ended.set()
+
+
+@contextmanager
+def serve(service: FakeJobService, certs: Certs) -> Iterator[int]:
+    """Serve ``service`` over mTLS on 127.0.0.1 from a thread; yield the port."""
+    started = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
+        server = Server([service])
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        state["port"] = sock.getsockname()[1]
+        await server.start(sock=sock, ssl=server_context(certs.ca, certs.server))
+        started.set()
+        await state["stop"].wait()
+        server.close()
+        await server.wait_closed()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield state["port"]
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(10)
+
+
+@pytest.fixture
+def service() -> FakeJobService:
+    return FakeJobService()
+
+
+@pytest.fixture
+def jobctl(service: FakeJobService, certs: Certs) -> Iterator[Any]:
+    """``jobctl(*argv)`` runs the CLI in-process against the fake server; returns the code."""
+    with serve(service, certs) as port:
+        environ = {
+            "JOBCTL_SERVER": f"127.0.0.1:{port}",
+            "JOBCTL_CACERT": str(certs.ca),
+            "JOBCTL_CERT": str(certs.client),
+        }
+
+        def run(*argv: str, extra: dict[str, str] | None = None) -> int:
+            return cli._main(list(argv), environ={**environ, **(extra or {})})
+
+        yield run
+
+
+def test_start_prints_only_the_id(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert jobctl("start", "--env", "A=1", "--cwd", "/tmp", "sleep 2") == 0
+    assert capsys.readouterr() == ("job-1\n", "")
+    request = service.requests[-1]
+    assert list(request.argv) == ["sleep", "2"]
+    assert dict(request.env) == {"A": "1"}
+    assert request.cwd == "/tmp"
+
+
+def test_start_failure_prints_id_and_error(jobctl: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert jobctl("start", "--", "no-such-program", "x") == cli.EXIT_FAILED
+    out, err = capsys.readouterr()
+    assert out == "job-1\n"
+    assert err == "jobctl: job job-1: failed to start: no-such-program: No such file or directory\n"
+
+
+def test_status_list_and_stop(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.add(make_job(id="j1"))
+    service.add(make_job(id="j2", owner="bob"))
+    assert jobctl("status", "j1") == 0
+    assert "State:     running" in capsys.readouterr().out
+    assert jobctl("status", "--json", "j1") == 0
+    assert json.loads(capsys.readouterr().out)["output_bytes"] == 1536
+    assert jobctl("list") == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["ID", "j1", "j2"]
+    assert jobctl("list", "--json", "--owner", "bob") == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["j2"]
+    assert jobctl("stop", "--grace", "1.5", "j1") == 0
+    assert capsys.readouterr().out == "j1: stopped by alice (SIGTERM)\n"
+    assert service.requests[-1].grace.ToNanoseconds() == 1_500_000_000
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "line"),
+    [
+        (None, cli.EXIT_FAILED, "jobctl: not found: job nope not found\n"),
+        (Status.PERMISSION_DENIED, cli.EXIT_FAILED, "jobctl: permission denied: not yours\n"),
+        (Status.INVALID_ARGUMENT, cli.EXIT_FAILED, "jobctl: invalid argument: not yours\n"),
+        (Status.UNAVAILABLE, cli.EXIT_CONNECT, "jobctl: unavailable: not yours\n"),
+    ],
+)
+def test_server_errors(
+    jobctl: Any,
+    service: FakeJobService,
+    capsys: pytest.CaptureFixture[str],
+    status: Status | None,
+    code: int,
+    line: str,
+) -> None:
+    if status is not None:
+        service.error = GRPCError(status, "not yours")
+    assert jobctl("stop", "nope") == code
+    assert capsys.readouterr() == ("", line)
+
+
+NASTY = bytes(range(256)) + b"\x00\xff\xfe not utf-8 \xc3\x28"
+
+
+def test_logs_are_byte_exact(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    job = finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0)
+    service.add(
+        job,
+        pb.StreamOutputResponse(chunks=[chunk(b"out1\n"), chunk(NASTY, pb.OUTPUT_STREAM_STDERR)]),
+        pb.StreamOutputResponse(chunks=[chunk(NASTY), chunk(b"")]),
+    )
+    assert jobctl("logs", "j1") == 0
+    assert capsysbinary.readouterr() == (b"out1\n" + NASTY, NASTY)
+    assert jobctl("logs", "-f", "j1") == 0
+    assert capsysbinary.readouterr() == (b"out1\n" + NASTY, NASTY)
+
+
+def test_logs_of_a_running_job_stop_at_what_existed(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    service.add(
+        make_job(output_bytes=6),
+        pb.StreamOutputResponse(chunks=[chunk(b"ab"), chunk(b"cd", pb.OUTPUT_STREAM_STDERR)]),
+        pb.StreamOutputResponse(chunks=[chunk(b"efgh")]),  # reaches 6 bytes: stop here
+        pb.StreamOutputResponse(chunks=[chunk(b"later")]),
+    )
+    assert jobctl("logs", "j1") == 0
+    assert capsysbinary.readouterr() == (b"abefgh", b"cd")
+    assert service.stream_ended.wait(5), "the stream was not cancelled on the server"
+
+
+def test_logs_of_a_silent_running_job_return_at_once(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    service.add(make_job(output_bytes=0), pb.StreamOutputResponse(chunks=[chunk(b"later")]))
+    assert jobctl("logs", "j1") == 0
+    assert capsysbinary.readouterr() == (b"", b"")
+
+
+def test_logs_of_a_missing_job(jobctl: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert jobctl("logs", "-f", "nope") == cli.EXIT_FAILED
+    assert capsys.readouterr().err == "jobctl: not found: job nope not found\n"
+
+
+def test_untrusted_server_is_a_tls_error(
+    jobctl: Any, certs: Certs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert jobctl("list", extra={"JOBCTL_CACERT": str(certs.other_ca)}) == cli.EXIT_CONNECT
+    err = capsys.readouterr().err
+    assert err.startswith("jobctl: TLS handshake failed with 127.0.0.1:")
+    assert "certificate verify failed" in err or "self-signed" in err or "issuer" in err
+
+
+def test_client_certificate_from_another_ca_is_refused(
+    jobctl: Any, certs: Certs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert jobctl("list", extra={"JOBCTL_CERT": str(certs.other_client)}) == cli.EXIT_CONNECT
+    err = capsys.readouterr().err
+    assert err.startswith("jobctl: connection to 127.0.0.1:"), err
+    assert "closed before any answer" in err
+    assert err.count("\n") == 1
+
+
+def test_missing_certificate_file(
+    certs: Certs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli._main(["--cacert", str(certs.ca), "--cert", str(tmp_path / "nope.pem"), "list"])
+    assert code == cli.EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"jobctl: cannot load certificate and key {tmp_path / 'nope.pem'}: "
+        "No such file or directory\n"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_closed_port_in_process(certs: Certs, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    argv = [
+        "--server",
+        f"127.0.0.1:{port}",
+        "--cacert",
+        str(certs.ca),
+        "--cert",
+        str(certs.client),
+        "status",
+        "j1",
+    ]
+    assert cli._main(argv) == cli.EXIT_CONNECT
+    assert capsys.readouterr() == (
+        "",
+        f"jobctl: cannot connect to 127.0.0.1:{port}: Connection refused\n",
+    )
+
+
+def test_closed_port_console_script(certs: Certs) -> None:
+    port = free_port()
+    argv = [
+        "--server",
+        f"127.0.0.1:{port}",
+        "--cacert",
+        "ca.crt",
+        "--cert",
+        "client.pem",
+        "logs",
+        "-f",
+        "j1",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "jobctl", *argv],
+        capture_output=True,
+        text=True,
+        cwd=certs.ca.parent,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == cli.EXIT_CONNECT
+    assert result.stdout == ""
+    assert result.stderr == f"jobctl: cannot connect to 127.0.0.1:{port}: Connection refused\n"
+
+
+@pytest.fixture
+def endless_job(service: FakeJobService, certs: Certs) -> Iterator[subprocess.Popen[bytes]]:
+    """A `jobctl logs -f` child process following a job that never ends."""
+    service.add(make_job(id="forever"))
+    service.endless.add("forever")
+    with serve(service, certs) as port:
+        argv = [
+            "--server",
+            f"127.0.0.1:{port}",
+            "--cacert",
+            str(certs.ca),
+            "--cert",
+            str(certs.client),
+            "logs",
+            "-f",
+            "forever",
+        ]
+        child = subprocess.Popen(
+            [sys.executable, "-m", "jobctl", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+
+
+def test_ctrl_c_while_following(
+    endless_job: subprocess.Popen[bytes], service: FakeJobService
+) -> None:
+    assert endless_job.stdout is not None
+    assert endless_job.stdout.readline() == b"tick\n"
+    endless_job.send_signal(signal.SIGINT)
+    _, err = endless_job.communicate(timeout=20)
+    assert endless_job.returncode == cli.EXIT_INTERRUPTED
+    assert err == b""
+    assert service.stream_ended.wait(10), "the stream was not cancelled on the server"
+    assert not any(isinstance(r, pb.StopJobRequest) for r in service.requests)
+
+
+def test_broken_stdout_pipe_is_quiet(endless_job: subprocess.Popen[bytes]) -> None:
+    assert endless_job.stdout is not None
+    assert endless_job.stdout.readline() == b"tick\n"
+    endless_job.stdout.close()  # like `| head -1`
+    assert endless_job.wait(20) == cli.EXIT_BROKEN_PIPE
+    assert endless_job.stderr is not None
+    assert endless_job.stderr.read() == b""

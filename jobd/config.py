@@ -8,6 +8,7 @@ Example file (every key optional)::
     key = "/etc/jobd/server.key"      # omit when cert holds the key
     state_dir = "/var/lib/jobd"
     grace = 10.0                      # seconds between SIGTERM and SIGKILL
+    max_output = "1G"                 # output kept per job; the rest is dropped and counted
 
     [identities]                      # certificate CN -> role; replaces the built-in table
     client_0 = "admin"
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.units import parse_size
+
+DEFAULT_MAX_OUTPUT = 1 << 30
 
 
 class ConfigError(Exception):
@@ -68,6 +72,7 @@ class Config:
     key: Path | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     grace: float = 10.0
+    max_output: int = DEFAULT_MAX_OUTPUT
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     config_file: Path | None = None
 
@@ -82,7 +87,8 @@ class Config:
         self._apply(data, source=str(path))
 
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
-        known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "identities"}
+        known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
+        known.add("identities")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -96,6 +102,9 @@ class Config:
             if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
                 raise ConfigError(f"{source}: grace must be a number of seconds >= 0")
             self.grace = float(grace)
+        if "max_output" in data:
+            value = data["max_output"]
+            self.max_output = _size(value if isinstance(value, str) else str(value), source)
         if "identities" in data:
             table = data["identities"]
             if not isinstance(table, dict):
@@ -104,6 +113,13 @@ class Config:
                 self.roles = parse_roles(table)
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+
+
+def _size(text: str, source: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: max_output: {exc}") from None
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type, source: str) -> Any:
@@ -125,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="server private key, if not in --cert")
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
+    p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -139,6 +156,8 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     for name in ("cacert", "cert", "key", "state_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
+    if args.max_output is not None:
+        config.max_output = _size(args.max_output, "--max-output")
     if args.grace is not None:
         if not args.grace >= 0:
             raise ConfigError("--grace must be >= 0")

@@ -31,6 +31,11 @@ STREAM_TO_PB: Mapping[Stream, pb.OutputStream.ValueType] = {
 }
 
 
+STREAM_FROM_PB: Mapping[pb.OutputStream.ValueType, Stream] = {
+    pb_value: stream for stream, pb_value in STREAM_TO_PB.items()
+}
+
+
 def spec_from_pb(request: pb.StartJobRequest) -> JobSpec:
     return JobSpec(argv=tuple(request.argv), env=dict(request.env), cwd=request.cwd or "/")
 
@@ -70,6 +75,8 @@ def job_to_pb(job: Job) -> pb.Job:
         ended_at=_timestamp(job.ended_at),
         pid=job.pid or 0,
         output_bytes=job.output_bytes,
+        output_dropped_bytes=job.output_dropped_bytes,
+        output_error=job.output_error,
     )
 
 

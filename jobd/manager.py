@@ -11,13 +11,14 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 
 from jobd import procid
 from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec
-from jobd.output import Chunk, OutputLog, follow
+from jobd.output import Chunk, OutputLog, Stream, follow
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
 from jobd.supervisor import JobRunner
@@ -55,11 +56,25 @@ def validate_grace(grace: float | None) -> None:
         raise InvalidArgument(f"grace period must be between 0 and {MAX_GRACE:.0f} seconds")
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 class JobManager:
-    def __init__(self, state: StateDir, store: Store, default_grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        store: Store,
+        default_grace: float = 10.0,
+        output_cap: int | None = None,
+    ) -> None:
         self.state = state
         self.store = store
         self.default_grace = default_grace
+        self.output_cap = output_cap
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -90,7 +105,7 @@ class JobManager:
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
         job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec)
-        output = OutputLog(self.state.log_path(job.id))
+        output = OutputLog(self.state.log_path(job.id), self.output_cap)
         runner = JobRunner(job, output, self.default_grace, on_change=self.store.save)
         await self._nursery.start(runner.run)
         if not job.finished:
@@ -154,10 +169,18 @@ class JobManager:
             return runner.job
         return self.find(job.id) or job
 
-    def output(self, job: Job, offset: int = 0) -> AsyncIterator[list[Chunk]]:
+    def output(
+        self, job: Job, offset: int = 0, only: Stream | None = None, tail_lines: int = 0
+    ) -> AsyncIterator[list[Chunk]]:
+        if offset and tail_lines:
+            raise InvalidArgument("give an offset or a number of tail lines, not both")
         runner = self._runners.get(job.id)
         live = runner.output if runner is not None else None
-        return follow(self.state.log_path(job.id), live, offset)
+        path = self.state.log_path(job.id)
+        size = live.size if live is not None else _file_size(path)
+        if offset > size:
+            raise InvalidArgument(f"offset {offset} is past the end of the output ({size})")
+        return follow(path, live, offset, only=only, tail_lines=tail_lines)
 
     def running(self) -> list[Job]:
         return [r.job for r in self._runners.values()]

@@ -1,7 +1,8 @@
 """A job's output log: one append-only file of frames, and followers that read it.
 
-Each frame is ``stream (1 byte) | length (4 bytes, big endian) | data``: stdout and stderr stay
-apart and keep their order of arrival, and bytes are stored exactly as the process wrote them.
+Each frame is ``stream (1 byte) | length (4 bytes) | data | length (4 bytes)``, big endian:
+stdout and stderr stay apart and keep their order of arrival, bytes are stored exactly as the
+process wrote them, and the trailing length lets ``tail`` walk back from the end.
 
 The log is also the broadcast: pumps append with plain ``os.write`` and then wake followers by
 setting and replacing a ``trio.Event``. Every follower reads the file from its own offset at its
@@ -23,10 +24,13 @@ from pathlib import Path
 import trio
 
 from jobd.errors import DataLoss
+from jobd.units import format_size
 
 log = logging.getLogger(__name__)
 
-FRAME = struct.Struct(">BI")
+HEADER = struct.Struct(">BI")
+TRAILER = struct.Struct(">I")
+OVERHEAD = HEADER.size + TRAILER.size
 # The pumps read at most this much at a time, so a frame is never larger than this...
 MAX_FRAME_DATA = 256 * 1024
 # ...and a follower's read always holds at least one whole frame.
@@ -46,14 +50,15 @@ class Chunk:
 
 
 class CorruptLog(DataLoss):
-    """The log file ends inside a frame or holds an unknown frame type."""
+    """The log file ends inside a frame, or a frame is not what it says."""
 
 
 class OutputLog:
     """The writing side, owned by one job. Sync methods: nothing here waits."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cap: int | None = None) -> None:
         self.path = path
+        self.cap = cap
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = 0
         self.data_bytes = 0
@@ -68,18 +73,27 @@ class OutputLog:
         if self.error is not None:
             self.dropped_bytes += len(data)
             return
-        frame: list[bytes | bytearray] = [FRAME.pack(stream, len(data)), data]
+        if self.cap is not None and self.data_bytes + len(data) > self.cap:
+            keep = self.cap - self.data_bytes
+            self.dropped_bytes += len(data) - keep
+            data = data[:keep]
+            # The job keeps running and is never blocked; it only loses what is past the cap.
+            self.error = f"output cap of {format_size(self.cap)} reached; later output dropped"
+            log.warning("%s: %s", self.path.name, self.error)
+            if not data:
+                return
+        length = len(data)
         try:
-            self._write_all(frame)
+            self._write_all([HEADER.pack(stream, length), data, TRAILER.pack(length)])
         except OSError as exc:
             # The job must not be blocked or killed because its log cannot grow: keep draining
             # its pipes, count what is lost, and say so in its record.
             self.error = f"output log write failed: {os.strerror(exc.errno or errno.EIO)}"
-            log.error("%s: %s", self.path, self.error)
-            self.dropped_bytes += len(data)
+            log.error("%s: %s", self.path.name, self.error)
+            self.dropped_bytes += length
             return
-        self.size += FRAME.size + len(data)
-        self.data_bytes += len(data)
+        self.size += OVERHEAD + length
+        self.data_bytes += length
         self._wake()
 
     def _write_all(self, parts: list[bytes | bytearray]) -> None:
@@ -111,29 +125,74 @@ def parse_frames(buf: bytes, offset: int) -> tuple[list[Chunk], int]:
     chunks: list[Chunk] = []
     pos = 0
     view = memoryview(buf)
-    while len(buf) - pos >= FRAME.size:
-        stream, length = FRAME.unpack_from(buf, pos)
-        end = pos + FRAME.size + length
-        if stream not in (Stream.STDOUT, Stream.STDERR):
-            raise CorruptLog(f"unknown frame type {stream} at offset {offset + pos}")
+    while len(buf) - pos >= HEADER.size:
+        stream, length = HEADER.unpack_from(buf, pos)
+        if stream not in (Stream.STDOUT, Stream.STDERR) or length > MAX_FRAME_DATA:
+            raise CorruptLog(f"no frame starts at offset {offset + pos}")
+        end = pos + HEADER.size + length + TRAILER.size
         if end > len(buf):
             break
-        chunks.append(Chunk(Stream(stream), bytes(view[pos + FRAME.size : end]), offset + end))
+        if TRAILER.unpack_from(buf, end - TRAILER.size)[0] != length:
+            raise CorruptLog(f"frame at offset {offset + pos} is damaged")
+        data = bytes(view[pos + HEADER.size : end - TRAILER.size])
+        chunks.append(Chunk(Stream(stream), data, offset + end))
         pos = end
     return chunks, pos
 
 
-async def follow(path: Path, live: OutputLog | None, offset: int = 0) -> AsyncIterator[list[Chunk]]:
+def tail_start(fd: int, end: int, lines: int, only: Stream | None) -> tuple[int, int]:
+    """Where the last ``lines`` lines before ``end`` begin: (frame offset, bytes to skip).
+
+    Walks frames backwards by their trailers, reading only as much as the lines need.
+    """
+    pos, newlines, at_end = end, 0, True
+    while pos > 0 and lines > 0:
+        if pos < OVERHEAD:
+            raise CorruptLog(f"damaged frame before offset {pos}")
+        (length,) = TRAILER.unpack(os.pread(fd, TRAILER.size, pos - TRAILER.size))
+        start = pos - OVERHEAD - length
+        if start < 0:
+            raise CorruptLog(f"damaged frame before offset {pos}")
+        stream, head_length = HEADER.unpack(os.pread(fd, HEADER.size, start))
+        if head_length != length:
+            raise CorruptLog(f"frame at offset {start} is damaged")
+        if only is None or stream == only:
+            data = os.pread(fd, length, start + HEADER.size)
+            cut = len(data)
+            if at_end and data.endswith(b"\n"):
+                cut -= 1  # the newline that ends the last line starts no line
+            at_end = at_end and not data
+            while (cut := data.rfind(b"\n", 0, cut)) >= 0:
+                newlines += 1
+                if newlines == lines:
+                    return start, cut + 1
+        pos = start
+    return 0, 0
+
+
+async def follow(
+    path: Path,
+    live: OutputLog | None,
+    offset: int = 0,
+    *,
+    only: Stream | None = None,
+    tail_lines: int = 0,
+) -> AsyncIterator[list[Chunk]]:
     """Every chunk from ``offset`` on; with ``live``, wait for more until the log closes.
 
-    ``offset`` must be 0 or a ``next_offset`` handed out before; anything else is a frame
-    boundary only by luck, and is reported as a corrupt position.
+    ``offset`` must be 0 or a ``next_offset`` handed out before: anything else is not a frame
+    boundary and is reported as a damaged log. ``tail_lines`` starts that many lines before
+    the end instead. Batches may be empty when ``only`` filters a whole read out.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CorruptLog(f"output log {path.name} is missing") from None
     try:
+        skip = 0
+        if tail_lines:
+            end = live.size if live is not None else os.fstat(fd).st_size
+            offset, skip = tail_start(fd, end, tail_lines, only)
         while True:
             # Take the event and the closed flag before reading: whatever is appended after
             # the read sets this very event, so no wake-up is lost.
@@ -143,7 +202,11 @@ async def follow(path: Path, live: OutputLog | None, offset: int = 0) -> AsyncIt
             chunks, used = parse_frames(buf, offset)
             if chunks:
                 offset += used
-                yield chunks
+                if skip:
+                    first = chunks[0]
+                    chunks[0] = Chunk(first.stream, first.data[skip:], first.next_offset)
+                    skip = 0
+                yield [c for c in chunks if (only is None or c.stream == only) and c.data]
                 continue
             if closed:
                 if buf:

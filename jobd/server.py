@@ -51,7 +51,8 @@ async def serve(
     state.claim()
     store = Store(state.database)
     try:
-        await _serve(config, ssl_context, JobManager(state, store, config.grace), task_status)
+        manager = JobManager(state, store, config.grace, config.max_output)
+        await _serve(config, ssl_context, manager, task_status)
     finally:
         store.close()
         state.release()

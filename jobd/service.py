@@ -18,7 +18,7 @@ from grpclib.server import Stream
 
 from jobd import errors
 from jobd.auth import Action, Identity, Role, authorize
-from jobd.convert import chunks_to_pb, job_to_pb, spec_from_pb
+from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.manager import JobManager
 from jobd.tls import TLSConfigError, check_negotiated, common_name
 from jobd.v1 import jobs_pb2 as pb
@@ -155,8 +155,11 @@ class JobService(JobServiceBase):
         self.active_streams += 1
         self._streams_idle = trio.Event() if self.active_streams == 1 else self._streams_idle
         try:
-            async for chunks in self.manager.output(job, request.offset):
-                await send(chunks_to_pb(chunks))
+            only = STREAM_FROM_PB.get(request.only)
+            output = self.manager.output(job, request.offset, only, request.tail_lines)
+            async for chunks in output:
+                if chunks:
+                    await send(chunks_to_pb(chunks))
             final = await self.manager.wait_finished(job)
             await send(pb.StreamOutputResponse(final=job_to_pb(final)))
         finally:

@@ -169,6 +169,9 @@ class JobRunner:
             while data := await pipe.receive_some(MAX_FRAME_DATA):
                 self.output.append(stream, data)
                 self.job.output_bytes = self.output.data_bytes
+                self.job.output_dropped_bytes = self.output.dropped_bytes
+                if self.output.error and not self.job.output_error:
+                    self.job.output_error = self.output.error
 
     async def _enforce_stop(self, pgid: int, scope: trio.CancelScope) -> None:
         with scope:

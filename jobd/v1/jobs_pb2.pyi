@@ -343,20 +343,30 @@ class StreamOutputRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    ONLY_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     offset: _builtins.int
     """Position in the job's output log to start from: 0, or the `next_offset` of a chunk
     received before (to resume after a disconnect).
+    """
+    only: Global___OutputStream.ValueType
+    """Only this stream; unspecified means both, interleaved in order of arrival."""
+    tail_lines: _builtins.int
+    """Start this many lines before the end of the output there is now (of `only`, if set),
+    instead of at `offset`. 0: start at `offset`.
     """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         offset: _builtins.int = ...,
+        only: Global___OutputStream.ValueType = ...,
+        tail_lines: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "offset", b"offset", "only", b"only", "tail_lines", b"tail_lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

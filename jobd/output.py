@@ -12,6 +12,7 @@ delays the job, the pumps or other followers.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
@@ -87,7 +88,10 @@ class OutputLog:
             self._write_all([HEADER.pack(stream, length), data, TRAILER.pack(length)])
         except OSError as exc:
             # The job must not be blocked or killed because its log cannot grow: keep draining
-            # its pipes, count what is lost, and say so in its record.
+            # its pipes, count what is lost, and say so in its record. A frame written in part
+            # is cut off again, so that what the log holds stays readable.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.size)
             self.error = f"output log write failed: {os.strerror(exc.errno or errno.EIO)}"
             log.error("%s: %s", self.path.name, self.error)
             self.dropped_bytes += length

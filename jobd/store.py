@@ -138,6 +138,8 @@ class Store:
         return db
 
     def close(self) -> None:
+        if not self.flush():
+            log.error("%d job record(s) could not be written: %s", len(self._pending), self.error)
         self._db.close()
         self._reader.close()
 

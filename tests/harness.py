@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import trustme
+from grpclib import GRPCError, Status
+
+from jobd.v1 import jobs_pb2 as pb
 
 T = TypeVar("T")
 
@@ -190,3 +194,49 @@ def kill_groups(pgids: Iterator[int] | list[int]) -> None:
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+# Calls shared by the end-to-end tests (grpclib stubs on the asyncio side).
+
+
+async def start(stub: Any, argv: list[str], **kw: Any) -> str:
+    reply = await stub.StartJob(pb.StartJobRequest(argv=argv, **kw))
+    return str(reply.job_id)
+
+
+async def collect(stub: Any, job_id: str, offset: int = 0) -> tuple[bytes, bytes, pb.Job, int]:
+    """Follow a job to its end: (stdout, stderr, final status, number of messages)."""
+    out, err, final, messages = bytearray(), bytearray(), None, 0
+    async with stub.StreamOutput.open() as stream:
+        await stream.send_message(pb.StreamOutputRequest(job_id=job_id, offset=offset), end=True)
+        async for msg in stream:
+            messages += 1
+            assert final is None, "a message arrived after the final status"
+            for chunk in msg.chunks:
+                target = out if chunk.stream == pb.OUTPUT_STREAM_STDOUT else err
+                target += chunk.data
+            if msg.HasField("final"):
+                final = msg.final
+    assert final is not None, "the stream ended without a final status"
+    return bytes(out), bytes(err), final, messages
+
+
+async def wait_for_output(stub: Any, job_id: str, marker: bytes) -> None:
+    """Return once ``marker`` has appeared in the job's stdout (used as a readiness signal)."""
+    seen = bytearray()
+    async with stub.StreamOutput.open() as stream:
+        await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
+        async for msg in stream:
+            for chunk in msg.chunks:
+                seen += chunk.data
+            if marker in seen:
+                await stream.cancel()
+                return
+    raise AssertionError(f"job ended before printing {marker!r}: {bytes(seen)!r}")
+
+
+async def expect_status(status: Status, call: Any) -> str:
+    with pytest.raises(GRPCError) as info:
+        await call
+    assert info.value.status == status, info.value
+    return str(info.value.message)

@@ -1,0 +1,105 @@
+"""The service boundary: identity from the TLS session only, bugs logged and contained."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+from grpclib import GRPCError, Status
+
+from jobd.auth import DEFAULT_ROLES, Role
+from jobd.errors import PermissionDenied
+from jobd.manager import JobManager
+from jobd.service import JobService, identity_of
+from jobd.statedir import StateDir
+from jobd.store import Store
+from jobd.v1 import jobs_pb2 as pb
+
+
+class FakeSSL:
+    def __init__(self, cn: str | None, version: str = "TLSv1.3") -> None:
+        self.cn = cn
+        self._version = version
+
+    def version(self) -> str:
+        return self._version
+
+    def cipher(self) -> tuple[str, str, int]:
+        return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
+
+    def getpeercert(self) -> dict[str, Any]:
+        return {"subject": ((("commonName", self.cn),),)} if self.cn else {}
+
+
+class FakeTransport:
+    def __init__(self, ssl_object: FakeSSL | None) -> None:
+        self.ssl_object = ssl_object
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.ssl_object if name == "ssl_object" else None
+
+
+class FakePeer:
+    def __init__(self, ssl_object: FakeSSL | None) -> None:
+        self._transport = FakeTransport(ssl_object)
+
+
+class FakeStream:
+    def __init__(self, request: Any, ssl_object: FakeSSL | None) -> None:
+        self.request = request
+        self.peer = FakePeer(ssl_object)
+        self.sent: list[Any] = []
+
+    async def recv_message(self) -> Any:
+        return self.request
+
+    async def send_message(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+def _identity(ssl_object: FakeSSL | None) -> Any:
+    return identity_of(FakeStream(None, ssl_object), {"client_0": Role.ADMIN})  # type: ignore[arg-type]
+
+
+def test_identity_comes_from_the_certificate_only() -> None:
+    assert _identity(FakeSSL("client_0")).role is Role.ADMIN
+    assert _identity(FakeSSL("nobody")).role is None
+    with pytest.raises(PermissionDenied, match="no TLS session"):
+        _identity(None)
+    with pytest.raises(PermissionDenied, match=r"expected TLSv1\.3"):
+        _identity(FakeSSL("client_0", "TLSv1.2"))
+
+
+async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path)
+    state.claim()
+    store = Store(state.database)
+    manager = JobManager(state, store)
+
+    def broken(job_id: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(manager, "find", broken)
+    service = JobService(manager, DEFAULT_ROLES)
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        stream = FakeStream(pb.GetJobRequest(job_id="x"), FakeSSL("client_0"))
+        with caplog.at_level(logging.ERROR), pytest.raises(GRPCError) as info:
+            await trio_asyncio.aio_as_trio(service.GetJob)(stream)
+        assert info.value.status == Status.INTERNAL
+        assert "boom" not in str(info.value.message)  # internals stay in the daemon's log
+        assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
+
+        # The service still answers the next call.
+        ok = FakeStream(pb.ListJobsRequest(), FakeSSL("client_0"))
+        await trio_asyncio.aio_as_trio(service.ListJobs)(ok)
+        assert ok.sent == [pb.ListJobsResponse()]
+        nursery.cancel_scope.cancel()
+    store.close()
+    state.release()

@@ -18,6 +18,7 @@ Example file (every key optional)::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -93,18 +94,23 @@ class Config:
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
         if "listen" in data:
-            self.listen = parse_hostport(_typed(data, "listen", str, source))
+            try:
+                self.listen = parse_hostport(_typed(data, "listen", str, source))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
         for name in ("cacert", "cert", "key", "state_dir"):
             if name in data:
                 setattr(self, name, Path(_typed(data, name, str, source)))
         if "grace" in data:
             grace = data["grace"]
-            if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
-                raise ConfigError(f"{source}: grace must be a number of seconds >= 0")
+            number = isinstance(grace, int | float) and not isinstance(grace, bool)
+            if not number or not _valid_grace(grace):
+                raise ConfigError(f"{source}: grace must be a number of seconds, 0 to 86400")
             self.grace = float(grace)
         if "max_output" in data:
             value = data["max_output"]
-            self.max_output = _size(value if isinstance(value, str) else str(value), source)
+            text = value if isinstance(value, str) else str(value)
+            self.max_output = _size(text, source, "max_output")
         if "identities" in data:
             table = data["identities"]
             if not isinstance(table, dict):
@@ -115,11 +121,15 @@ class Config:
                 raise ConfigError(f"{source}: {exc}") from None
 
 
-def _size(text: str, source: str) -> int:
+def _size(text: str, source: str, name: str = "") -> int:
     try:
         return parse_size(text)
     except ValueError as exc:
-        raise ConfigError(f"{source}: max_output: {exc}") from None
+        raise ConfigError(f"{source}: {name + ': ' if name else ''}{exc}") from None
+
+
+def _valid_grace(grace: float) -> bool:
+    return math.isfinite(grace) and 0 <= grace <= 86400
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type, source: str) -> Any:
@@ -159,7 +169,7 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     if args.max_output is not None:
         config.max_output = _size(args.max_output, "--max-output")
     if args.grace is not None:
-        if not args.grace >= 0:
-            raise ConfigError("--grace must be >= 0")
+        if not _valid_grace(args.grace):
+            raise ConfigError("--grace must be a number of seconds, 0 to 86400")
         config.grace = args.grace
     return config, args

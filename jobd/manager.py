@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import trio
@@ -78,6 +78,10 @@ class JobManager:
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
+        # Starts between the `closing` check and registration; shutdown waits for them.
+        self._starting = 0
+        self._no_starts = trio.Event()
+        self._no_starts.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
@@ -107,10 +111,17 @@ class JobManager:
         job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec)
         output = OutputLog(self.state.log_path(job.id), self.output_cap)
         runner = JobRunner(job, output, self.default_grace, on_change=self.store.save)
-        await self._nursery.start(runner.run)
-        if not job.finished:
-            self._runners[job.id] = runner
-            self._nursery.start_soon(self._forget_runner, runner)
+        self._starting += 1
+        self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
+        try:
+            await self._nursery.start(runner.run)
+            if not job.finished:
+                self._runners[job.id] = runner
+                self._nursery.start_soon(self._forget_runner, runner)
+        finally:
+            self._starting -= 1
+            if self._starting == 0:
+                self._no_starts.set()
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -171,7 +182,7 @@ class JobManager:
 
     def output(
         self, job: Job, offset: int = 0, only: Stream | None = None, tail_lines: int = 0
-    ) -> AsyncIterator[list[Chunk]]:
+    ) -> AsyncGenerator[list[Chunk], None]:
         if offset and tail_lines:
             raise InvalidArgument("give an offset or a number of tail lines, not both")
         runner = self._runners.get(job.id)
@@ -183,11 +194,12 @@ class JobManager:
         return follow(path, live, offset, only=only, tail_lines=tail_lines)
 
     def running(self) -> list[Job]:
-        return [r.job for r in self._runners.values()]
+        return [r.job for r in self._runners.values() if not r.job.finished]
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuse new jobs, stop every running one, and wait until all have ended."""
         self.closing = True
+        await self._no_starts.wait()
         runners = list(self._runners.values())
         if runners:
             log.info("stopping %d running job(s)", len(runners))

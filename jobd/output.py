@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,13 @@ class OutputLog:
         self._changed = trio.Event()
 
     def append(self, stream: Stream, data: bytes | bytearray) -> None:
+        if len(data) <= MAX_FRAME_DATA:
+            self._append(stream, data)
+            return
+        for start in range(0, len(data), MAX_FRAME_DATA):  # followers read whole frames
+            self._append(stream, data[start : start + MAX_FRAME_DATA])
+
+    def _append(self, stream: Stream, data: bytes | bytearray) -> None:
         if self.closed:
             raise RuntimeError("append to a closed output log")
         if self.error is not None:
@@ -181,7 +188,7 @@ async def follow(
     *,
     only: Stream | None = None,
     tail_lines: int = 0,
-) -> AsyncIterator[list[Chunk]]:
+) -> AsyncGenerator[list[Chunk], None]:
     """Every chunk from ``offset`` on; with ``live``, wait for more until the log closes.
 
     ``offset`` must be 0 or a ``next_offset`` handed out before: anything else is not a frame

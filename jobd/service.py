@@ -6,6 +6,7 @@ gRPC statuses here and only here, through ``STATUS_OF``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -157,9 +158,10 @@ class JobService(JobServiceBase):
         try:
             only = STREAM_FROM_PB.get(request.only)
             output = self.manager.output(job, request.offset, only, request.tail_lines)
-            async for chunks in output:
-                if chunks:
-                    await send(chunks_to_pb(chunks))
+            async with contextlib.aclosing(output):  # its file closes when the client leaves
+                async for chunks in output:
+                    if chunks:
+                        await send(chunks_to_pb(chunks))
             final = await self.manager.wait_finished(job)
             await send(pb.StreamOutputResponse(final=job_to_pb(final)))
         finally:

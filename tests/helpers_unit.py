@@ -1,0 +1,107 @@
+"""Shared helpers for the unit tests: child commands, output collection, a running manager."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from jobd.manager import JobManager
+from jobd.output import Chunk, OutputLog, Stream, follow
+from jobd.statedir import StateDir
+from jobd.store import Store
+
+# Generous bound for anything that waits on a real process.
+PROCESS_TIMEOUT = 15.0
+
+
+def python(code: str) -> list[str]:
+    """argv that runs ``code`` in a fresh interpreter (the one running the tests)."""
+    return [sys.executable, "-c", code]
+
+
+def by_stream(chunks: list[Chunk]) -> dict[Stream, bytes]:
+    """The concatenated bytes of each stream."""
+    out = {Stream.STDOUT: b"", Stream.STDERR: b""}
+    for c in chunks:
+        out[c.stream] += c.data
+    return out
+
+
+async def read_all(path: Path, live: OutputLog | None = None, offset: int = 0) -> list[Chunk]:
+    """Every chunk of a log, from ``offset`` until it ends."""
+    result: list[Chunk] = []
+    async with contextlib.aclosing(follow(path, live, offset)) as chunks:
+        async for batch in chunks:
+            result.extend(batch)
+    return result
+
+
+async def wait_for_output(
+    source: AsyncIterator[list[Chunk]], needle: bytes, stream: Stream = Stream.STDOUT
+) -> bytes:
+    """Read ``source`` (a follower) until ``stream`` contains ``needle``; return that stream.
+
+    Waits on the follower, which waits on the log's event: no polling.
+    """
+    seen = b""
+    async with contextlib.aclosing(source) as chunks:  # type: ignore[type-var]
+        async for batch in chunks:
+            seen += b"".join(c.data for c in batch if c.stream is stream)
+            if needle in seen:
+                return seen
+    raise AssertionError(f"output ended without {needle!r}; got {seen!r}")
+
+
+@contextlib.asynccontextmanager
+async def open_manager(
+    state_dir: Path, grace: float = 10.0, output_cap: int | None = None
+) -> AsyncIterator[JobManager]:
+    """A running JobManager on its own state directory and store.
+
+    Leaving the block cancels it, which kills and reaps every job, then closes the store.
+    """
+    state = StateDir(state_dir)
+    state.claim()
+    store = Store(state.database)
+    try:
+        with trio.fail_after(PROCESS_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                manager = JobManager(state, store, grace, output_cap)
+                await nursery.start(manager.run)
+                try:
+                    yield manager
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+        state.release()
+
+
+def process_gone_or_zombie(pid: int) -> bool:
+    """True when ``pid`` no longer runs: absent, or a zombie nobody reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state in ("Z", "X")
+
+
+async def wait_process_exit(pid: int) -> None:
+    """Wait (on a pidfd, no polling) until ``pid`` has exited; put a ``fail_after`` around it.
+
+    Works for processes that are not our children, e.g. a job's grandchild reparented to init.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone and reaped
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)

@@ -1,0 +1,449 @@
+"""The job manager with real processes: start, validate, stop, list, output, shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from helpers_unit import (
+    PROCESS_TIMEOUT,
+    by_stream,
+    open_manager,
+    python,
+    wait_for_output,
+    wait_process_exit,
+)
+
+from jobd import procid
+from jobd.errors import InvalidArgument, SpawnFailed, Unavailable
+from jobd.job import SHUTDOWN, Job, JobSpec, Outcome, Result, State
+from jobd.manager import LOST, MAX_PAGE, JobManager, validate_grace, validate_spec
+from jobd.output import Chunk, Stream
+from jobd.statedir import StateDir
+from jobd.store import Store
+
+WAIT = "import time; print('ready', flush=True); time.sleep(120)"
+IGNORE_TERM = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def spec(argv: list[str], **kwargs: Any) -> JobSpec:
+    return JobSpec(tuple(argv), **kwargs)
+
+
+def unfinished(manager: JobManager) -> list[Job]:
+    # (running() may still list a job for a moment after it ended, until its runner is dropped)
+    return [j for j in manager.running() if not j.finished]
+
+
+async def collect(manager: JobManager, job: Job, **kwargs: Any) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    async with contextlib.aclosing(manager.output(job, **kwargs)) as batches:
+        async for batch in batches:
+            chunks.extend(batch)
+    return chunks
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (spec([]), "argv is empty"),
+        (spec([""]), "argv[0] is empty"),
+        (spec(["echo", "a\0b"]), "argv[1] contains a NUL byte"),
+        (spec(["ec\0ho"]), "argv[0] contains a NUL byte"),
+        (spec(["true"], env={"": "x"}), "environment variable name '' is not valid"),
+        (spec(["true"], env={"A=B": "x"}), "environment variable name 'A=B' is not valid"),
+        (spec(["true"], env={"A\0": "x"}), "environment variable name 'A\\x00' is not valid"),
+        (spec(["true"], env={"A": "x\0y"}), "environment variable A contains a NUL byte"),
+        (spec(["true"], cwd="/tmp\0x"), "cwd contains a NUL byte"),
+        (spec(["true"], cwd="tmp"), "cwd 'tmp' must be an absolute path"),
+        (spec(["true"], cwd=""), "cwd '' must be an absolute path"),
+        (spec(["true"], cwd="./x"), "cwd './x' must be an absolute path"),
+    ],
+)
+def test_validate_spec_rejects(bad: JobSpec, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_spec(bad)
+    assert message in str(info.value)
+
+
+def test_validate_spec_accepts() -> None:
+    validate_spec(spec(["true"]))
+    validate_spec(spec(["/bin/echo", "", "ü", " "], env={"A": "", "lower_1": "=x="}, cwd="/tmp"))
+
+
+@pytest.mark.parametrize("grace", [-1.0, math.nan, math.inf, 24 * 3600.0 + 1])
+def test_validate_grace_rejects(grace: float) -> None:
+    with pytest.raises(InvalidArgument, match="grace period must be between 0 and 86400 seconds"):
+        validate_grace(grace)
+
+
+@pytest.mark.parametrize("grace", [None, 0.0, 0.25, 24 * 3600.0])
+def test_validate_grace_accepts(grace: float | None) -> None:
+    validate_grace(grace)
+
+
+async def test_start_rejects_invalid_spec_and_records_nothing(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        with pytest.raises(InvalidArgument):
+            await manager.start("alice", spec(["true"], cwd="relative"))
+        assert (await manager.jobs()).jobs == []
+        assert list((tmp_path / "state" / "output").iterdir()) == []
+
+
+# --- start ------------------------------------------------------------------------------
+
+
+async def test_start_returns_a_running_job(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(python(WAIT), env={"X": "1"}, cwd=str(tmp_path)))
+        assert job.state is State.RUNNING
+        assert job.owner == "alice"
+        assert job.pid is not None and job.pid > 0
+        assert job.started_at is not None and job.result is None
+        assert job.spec == spec(python(WAIT), env={"X": "1"}, cwd=str(tmp_path))
+        assert manager.find(job.id) is job
+        assert manager.get(job.id) is job
+        assert manager.running() == [job]
+        # Recorded as running at once.
+        stored = manager.store.get(job.id)
+        assert stored is not None and stored.state is State.RUNNING and stored.pid == job.pid
+        await wait_for_output(manager.output(job), b"ready")
+
+
+async def test_start_before_run_is_unavailable(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.claim()
+    store = Store(state.database)
+    try:
+        manager = JobManager(state, store)
+        with pytest.raises(Unavailable, match="shutting down"):
+            await manager.start("alice", spec(["true"]))
+    finally:
+        store.close()
+        state.release()
+
+
+async def test_failed_spawn_raises_and_is_listed(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        with pytest.raises(SpawnFailed) as info:
+            await manager.start("alice", spec(["/nonexistent/prog"]))
+        match = re.fullmatch(
+            r"cannot execute '/nonexistent/prog': no such file "
+            r"\(job (\S+) recorded as failed to start\)",
+            str(info.value),
+        )
+        assert match, str(info.value)
+        job_id = match.group(1)
+        page = await manager.jobs()
+        assert [j.id for j in page.jobs] == [job_id]
+        job = page.jobs[0]
+        assert job.state is State.FINISHED
+        assert job.result == Result(
+            Outcome.FAILED_TO_START, "cannot execute '/nonexistent/prog': no such file"
+        )
+        assert manager.get(job_id).result == job.result
+        assert manager.running() == []  # it never ran
+        assert await collect(manager, job) == []
+
+
+# --- stop -------------------------------------------------------------------------------
+
+
+async def test_stop_waits_until_the_job_ended(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state", grace=60) as manager:
+        job = await manager.start("alice", spec(python(WAIT)))
+        await wait_for_output(manager.output(job), b"ready")
+        stopped = await manager.stop(job, "bob", grace=30)
+        assert stopped is job
+        assert job.state is State.FINISHED
+        assert job.result == Result(
+            Outcome.STOPPED, "stopped by bob (killed by SIGTERM)", None, signal.SIGTERM, "bob"
+        )
+        assert unfinished(manager) == []
+        # What is stored is what the job is.
+        assert manager.store.get(job.id) == job
+
+
+async def test_stop_escalates_with_the_given_grace(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state", grace=120) as manager:
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
+        await wait_for_output(manager.output(job), b"ready")
+        start = trio.current_time()
+        await manager.stop(job, "alice", grace=0.3)
+        assert 0.3 <= trio.current_time() - start < 10
+        assert job.result is not None
+        assert (job.result.outcome, job.result.signal) == (Outcome.STOPPED, signal.SIGKILL)
+
+
+async def test_stop_rejects_a_bad_grace_and_leaves_the_job(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(python(WAIT)))
+        with pytest.raises(InvalidArgument):
+            await manager.stop(job, "alice", grace=-1)
+        assert job.state is State.RUNNING and job.stopped_by == ""
+
+
+async def test_stopping_an_ended_job_returns_it_unchanged(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(python("print('hi')")))
+        ended = await manager.wait_finished(job)
+        assert ended.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+        before = ended.snapshot()
+        assert await manager.stop(ended, "bob") == before
+        # And through a record read back from the store, as a client's later call would.
+        again = manager.get(job.id)
+        assert await manager.stop(again, "bob", grace=0) == before
+        assert again.stopped_by == ""
+
+
+# --- listing ----------------------------------------------------------------------------
+
+
+async def test_jobs_by_owner_newest_first(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        started = []
+        for owner in ("alice", "bob", "alice"):
+            job = await manager.start(owner, spec(python("pass")))
+            started.append(job)
+        running = await manager.start("alice", spec(python(WAIT)))
+        for job in started:
+            await manager.wait_finished(job)
+        a1, b1, a2 = started
+
+        def ids(page: Any) -> list[str]:
+            return [j.id for j in page.jobs]
+
+        assert ids(await manager.jobs()) == [running.id, a2.id, b1.id, a1.id]
+        assert ids(await manager.jobs("")) == [running.id, a2.id, b1.id, a1.id]
+        assert ids(await manager.jobs("alice")) == [running.id, a2.id, a1.id]
+        assert ids(await manager.jobs("bob")) == [b1.id]
+        assert ids(await manager.jobs("carol")) == []
+        # A running job is shown live, as it is now.
+        assert (await manager.jobs("alice")).jobs[0] is running
+
+        first = await manager.jobs("alice", limit=2)
+        assert ids(first) == [running.id, a2.id] and first.next_token
+        rest = await manager.jobs("alice", limit=2, token=first.next_token)
+        assert ids(rest) == [a1.id] and rest.next_token == ""
+
+
+async def test_jobs_rejects_bad_paging(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        with pytest.raises(InvalidArgument, match=f"at most {MAX_PAGE}"):
+            await manager.jobs(limit=MAX_PAGE + 1)
+        with pytest.raises(InvalidArgument, match="page_token"):
+            await manager.jobs(token="not-a-token")
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+async def test_output_of_a_running_job_follows_to_the_end(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'bye\\n'), os._exit(0)))\n"
+        "print('one', flush=True)\n"
+        "sys.stderr.write('two\\n'); sys.stderr.flush()\n"
+        "time.sleep(120)\n"
+    )
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(python(code)))
+        got: list[Chunk] = []
+        seen_two = trio.Event()
+
+        async def follower() -> None:
+            async with contextlib.aclosing(manager.output(job)) as batches:
+                async for batch in batches:
+                    got.extend(batch)
+                    if b"two" in by_stream(got)[Stream.STDERR]:
+                        seen_two.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower)
+            await seen_two.wait()
+            assert not job.finished
+            await manager.stop(job, "alice")
+        # The follower ended by itself once the job had ended and it had everything.
+        assert by_stream(got) == {Stream.STDOUT: b"one\nbye\n", Stream.STDERR: b"two\n"}
+        assert job.result == Result(
+            Outcome.STOPPED, "stopped by alice (exited with code 0)", 0, None, "alice"
+        )
+        assert job.output_bytes == len(b"one\nbye\ntwo\n")
+
+
+async def test_output_of_a_finished_job(tmp_path: Path) -> None:
+    code = "import sys; print('a'); sys.stdout.flush(); sys.stderr.write('b\\n'); print('c')"
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(python(code)))
+        await manager.wait_finished(job)
+        record = manager.get(job.id)
+        chunks = await collect(manager, record)
+        assert by_stream(chunks) == {Stream.STDOUT: b"a\nc\n", Stream.STDERR: b"b\n"}
+        # Resuming after the first chunk gives the rest; one stream; the last line.
+        assert await collect(manager, record, offset=chunks[0].next_offset) == chunks[1:]
+        only = await collect(manager, record, only=Stream.STDERR)
+        assert by_stream(only) == {Stream.STDOUT: b"", Stream.STDERR: b"b\n"}
+        tail = await collect(manager, record, only=Stream.STDOUT, tail_lines=1)
+        assert by_stream(tail)[Stream.STDOUT] == b"c\n"
+        size = chunks[-1].next_offset
+        assert await collect(manager, record, offset=size) == []
+        with pytest.raises(InvalidArgument, match="past the end"):
+            manager.output(record, offset=size + 1)
+        with pytest.raises(InvalidArgument, match="not both"):
+            manager.output(record, offset=1, tail_lines=1)
+
+
+async def test_output_cap(tmp_path: Path) -> None:
+    code = "import sys; sys.stdout.write('x' * 5000)"
+    async with open_manager(tmp_path / "state", output_cap=1000) as manager:
+        job = await manager.start("alice", spec(python(code)))
+        await manager.wait_finished(job)
+        assert by_stream(await collect(manager, job))[Stream.STDOUT] == b"x" * 1000
+        assert (job.output_bytes, job.output_dropped_bytes) == (1000, 4000)
+        assert "cap" in job.output_error
+        assert job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+
+
+# --- shutdown ---------------------------------------------------------------------------
+
+
+async def test_shutdown_stops_every_job_and_refuses_new_ones(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state", grace=60) as manager:
+        jobs = [await manager.start(owner, spec(python(WAIT))) for owner in ("alice", "bob")]
+        done = await manager.wait_finished(await manager.start("carol", spec(python("pass"))))
+        for job in jobs:
+            await wait_for_output(manager.output(job), b"ready")
+        await manager.shutdown(grace=30)
+        assert manager.closing
+        assert unfinished(manager) == []
+        for job in jobs:
+            assert job.state is State.FINISHED
+            assert job.result == Result(
+                Outcome.STOPPED,
+                "stopped by jobd (shutdown) (killed by SIGTERM)",
+                None,
+                signal.SIGTERM,
+                SHUTDOWN,
+            )
+            assert manager.store.get(job.id) == job
+        # A job that had ended before keeps its result.
+        assert done.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+        with pytest.raises(Unavailable):
+            await manager.start("alice", spec(["true"]))
+
+
+async def test_kill_all_now_skips_the_grace_period(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state", grace=120) as manager:
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
+        await wait_for_output(manager.output(job), b"ready")
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.shutdown)  # the default grace: two minutes
+            await trio.testing.wait_all_tasks_blocked()
+            assert job.state is State.STOPPING  # SIGTERM sent and ignored
+            manager.kill_all_now()
+        assert trio.current_time() - start < 10
+        assert job.result == Result(
+            Outcome.STOPPED,
+            "stopped by jobd (shutdown) (killed by SIGKILL)",
+            None,
+            signal.SIGKILL,
+            SHUTDOWN,
+        )
+        with pytest.raises(Unavailable):
+            await manager.start("alice", spec(["true"]))
+
+
+async def test_kill_all_now_without_shutdown(tmp_path: Path) -> None:
+    async with open_manager(tmp_path / "state", grace=120) as manager:
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
+        await wait_for_output(manager.output(job), b"ready")
+        manager.kill_all_now()
+        assert manager.closing
+        ended = await manager.wait_finished(job)
+        assert ended.result is not None
+        assert (ended.result.stopped_by, ended.result.signal) == (SHUTDOWN, signal.SIGKILL)
+
+
+async def test_shutdown_while_a_start_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawning, proceed = trio.Event(), trio.Event()
+    real_open_process = trio.lowlevel.open_process
+
+    async def slow_open_process(*args: Any, **kwargs: Any) -> trio.Process:
+        # trio spawns in a worker thread: the caller is suspended here for real, too.
+        spawning.set()
+        await proceed.wait()
+        return await real_open_process(*args, **kwargs)
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", slow_open_process)
+    async with open_manager(tmp_path / "state", grace=5) as manager:
+        outcome: list[BaseException | Job] = []
+
+        async def start() -> None:
+            try:
+                outcome.append(await manager.start("alice", spec(python(WAIT))))
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(start)
+            await spawning.wait()
+            nursery.start_soon(manager.shutdown)
+            await trio.testing.wait_all_tasks_blocked()
+            proceed.set()
+        # Once shutdown() and start() have both returned, nothing may be running.
+        assert unfinished(manager) == []
+        assert len(outcome) == 1
+        if isinstance(outcome[0], Job):
+            assert outcome[0].finished
+
+
+# --- recovery ---------------------------------------------------------------------------
+
+
+async def test_jobs_left_running_by_a_dead_daemon_are_killed_and_marked_lost(
+    tmp_path: Path,
+) -> None:
+    state = StateDir(tmp_path / "state")
+    state.claim()
+    store = Store(state.database)
+    orphan = await trio.lowlevel.open_process(["sleep", "300"], start_new_session=True)
+    try:
+        job = Job(id="from-before", owner="alice", spec=spec(["sleep", "300"]))
+        job.spawned(orphan.pid)
+        job.process_key = procid.identity(orphan.pid)
+        store.save(job)
+        store.close()
+        state.release()
+
+        async with open_manager(tmp_path / "state") as manager:
+            record = manager.get("from-before")
+            assert record.state is State.FINISHED
+            assert record.result == Result(Outcome.LOST, LOST)
+            assert record.pid is None
+            with trio.fail_after(PROCESS_TIMEOUT):
+                await wait_process_exit(orphan.pid)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            assert await orphan.wait() == -signal.SIGKILL
+    finally:
+        with trio.CancelScope(shield=True):
+            if orphan.poll() is None:
+                orphan.kill()
+                await orphan.wait()

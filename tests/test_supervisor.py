@@ -1,0 +1,599 @@
+"""The supervisor with real processes: spawn, isolation, output, stop escalation, clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from helpers_unit import (
+    PROCESS_TIMEOUT,
+    by_stream,
+    process_gone_or_zombie,
+    python,
+    read_all,
+    wait_for_output,
+    wait_process_exit,
+)
+
+from jobd import supervisor
+from jobd.errors import SpawnFailed
+from jobd.job import Job, JobSpec, Outcome, Result, State
+from jobd.output import OutputLog, Stream, follow
+from jobd.supervisor import (
+    BASE_PATH,
+    JobRunner,
+    check_cwd,
+    grace_is_valid,
+    job_environment,
+    resolve_executable,
+)
+
+# --- resolving the command and the working directory ------------------------------------
+
+
+def make_file(path: Path, mode: int, text: str = "#!/bin/sh\necho hi\n") -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_resolve_absolute_path(tmp_path: Path) -> None:
+    prog = make_file(tmp_path / "prog", 0o755)
+    assert resolve_executable(str(prog), "/nonexistent", "/") == str(prog)
+
+
+def test_resolve_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpawnFailed) as info:
+        resolve_executable(str(tmp_path / "nope"), BASE_PATH, "/")
+    assert str(info.value) == f"cannot execute {str(tmp_path / 'nope')!r}: no such file"
+
+
+def test_resolve_directory(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(SpawnFailed) as info:
+        resolve_executable(str(tmp_path / "dir"), BASE_PATH, "/")
+    assert str(info.value) == f"cannot execute {str(tmp_path / 'dir')!r}: is a directory"
+
+
+def test_resolve_not_executable(tmp_path: Path) -> None:
+    prog = make_file(tmp_path / "data.txt", 0o644)
+    with pytest.raises(SpawnFailed) as info:
+        resolve_executable(str(prog), BASE_PATH, "/")
+    assert str(info.value) == f"cannot execute {str(prog)!r}: permission denied"
+
+
+def test_resolve_relative_path_against_cwd(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    make_file(tmp_path / "sub" / "prog", 0o755)
+    expected = str(tmp_path / "sub" / "prog")
+    assert os.path.normpath(resolve_executable("./sub/prog", "", str(tmp_path))) == expected
+    assert os.path.normpath(resolve_executable("sub/prog", "", str(tmp_path))) == expected
+    # Relative to the job's cwd, not to the daemon's.
+    with pytest.raises(SpawnFailed, match=r"cannot execute './sub/prog': no such file"):
+        resolve_executable("./sub/prog", "", "/")
+
+
+def test_resolve_searches_path_in_order(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "tool").mkdir()  # a directory of that name is skipped
+    make_file(first / "other", 0o644)  # a file that is not executable is skipped
+    make_file(second / "other", 0o755)
+    make_file(second / "tool", 0o755)
+    search = f"/nonexistent:{first}:{second}"
+    assert resolve_executable("tool", search, "/") == str(second / "tool")
+    assert resolve_executable("other", search, "/") == str(second / "other")
+    assert resolve_executable("sh", BASE_PATH, "/") in ("/usr/bin/sh", "/bin/sh")
+
+
+def test_resolve_relative_path_entries_are_relative_to_cwd(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    make_file(tmp_path / "bin" / "tool", 0o755)
+    make_file(tmp_path / "here", 0o755)
+    assert resolve_executable("tool", "bin", str(tmp_path)) == str(tmp_path / "bin" / "tool")
+    # An empty entry means the working directory, as for execvp.
+    found = resolve_executable("here", "/nonexistent:", str(tmp_path))
+    assert os.path.normpath(found) == str(tmp_path / "here")
+
+
+def test_resolve_command_not_found(tmp_path: Path) -> None:
+    make_file(tmp_path / "noexec", 0o644)
+    search = f"{tmp_path}:/nonexistent"
+    with pytest.raises(SpawnFailed) as info:
+        resolve_executable("noexec", search, "/")
+    assert str(info.value) == f"cannot execute 'noexec': command not found in PATH={search}"
+    with pytest.raises(SpawnFailed, match="command not found in PATH="):
+        resolve_executable("jobd-no-such-command", BASE_PATH, "/")
+
+
+def test_check_cwd(tmp_path: Path) -> None:
+    check_cwd(str(tmp_path))
+    check_cwd("/")
+    with pytest.raises(SpawnFailed) as info:
+        check_cwd(str(tmp_path / "nope"))
+    assert str(info.value) == f"working directory {str(tmp_path / 'nope')!r} does not exist"
+    make_file(tmp_path / "file", 0o644)
+    with pytest.raises(SpawnFailed) as info:
+        check_cwd(str(tmp_path / "file"))
+    assert str(info.value) == f"working directory {str(tmp_path / 'file')!r} is not a directory"
+
+
+def test_job_environment_is_minimal() -> None:
+    assert job_environment("j-1", {}) == {
+        "PATH": BASE_PATH,
+        "HOME": "/",
+        "LANG": "C.UTF-8",
+        "JOBD_JOB_ID": "j-1",
+    }
+
+
+def test_job_environment_request_overrides() -> None:
+    env = job_environment("j-1", {"PATH": "/opt/bin", "FOO": "bar", "LANG": "C"})
+    assert env == {
+        "PATH": "/opt/bin",
+        "HOME": "/",
+        "LANG": "C",
+        "JOBD_JOB_ID": "j-1",
+        "FOO": "bar",
+    }
+
+
+@pytest.mark.parametrize(
+    ("grace", "valid"),
+    [(0.0, True), (0.5, True), (86400.0, True), (-0.1, False), (86400.5, False),
+     (math.nan, False), (math.inf, False)],
+)  # fmt: skip
+def test_grace_is_valid(grace: float, valid: bool) -> None:
+    assert grace_is_valid(grace) is valid
+
+
+# --- running jobs -----------------------------------------------------------------------
+
+
+class Recorder:
+    """The runner's on_change hook: what the job looked like at each change."""
+
+    def __init__(self) -> None:
+        self.states: list[State] = []
+        self.results: list[Result | None] = []
+
+    def __call__(self, job: Job) -> None:
+        self.states.append(job.state)
+        self.results.append(job.result)
+
+
+def make_runner(
+    tmp_path: Path,
+    argv: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    grace: float = 30.0,
+) -> tuple[JobRunner, Recorder]:
+    job = Job(id=str(uuid.uuid4()), owner="alice", spec=JobSpec(tuple(argv), env or {}, cwd))
+    recorder = Recorder()
+    runner = JobRunner(job, OutputLog(tmp_path / f"{job.id}.log"), grace, on_change=recorder)
+    return runner, recorder
+
+
+@contextlib.asynccontextmanager
+async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
+    """Run ``runner``; on leaving, whatever still runs is cancelled (killed and reaped)."""
+    with trio.fail_after(PROCESS_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            try:
+                yield runner
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def run_to_end(runner: JobRunner) -> dict[Stream, bytes]:
+    async with running(runner):
+        await runner.done.wait()
+    return by_stream(await read_all(runner.output.path))
+
+
+def output_of(runner: JobRunner) -> AsyncIterator[Any]:
+    return follow(runner.output.path, runner.output)
+
+
+async def test_output_and_exit_code(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.stdout.write('out 1\\n'); sys.stdout.flush()\n"
+        "sys.stderr.write('err 1\\n'); sys.stderr.flush()\n"
+        "sys.stdout.write('out 2\\n'); sys.stdout.flush()\n"
+        "sys.exit(3)\n"
+    )
+    runner, recorder = make_runner(tmp_path, python(code))
+    async with running(runner):
+        job = runner.job
+        assert job.state is State.RUNNING
+        assert job.pid is not None and job.pid > 0
+        assert job.started_at is not None
+        assert job.process_key.endswith(f"/{job.pid}")
+        await runner.done.wait()
+    output = by_stream(await read_all(runner.output.path))
+    assert output == {Stream.STDOUT: b"out 1\nout 2\n", Stream.STDERR: b"err 1\n"}
+    assert job.state is State.FINISHED
+    assert job.result == Result(Outcome.EXITED, "exited with code 3", exit_code=3)
+    assert job.pid is None
+    assert job.output_bytes == runner.output.data_bytes == len(b"out 1\nout 2\nerr 1\n")
+    assert (job.output_dropped_bytes, job.output_error) == (0, "")
+    assert runner.output.closed
+    assert recorder.states == [State.RUNNING, State.FINISHED]
+
+
+async def test_output_bytes_exactly(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 4 + b"\xff\xfe no newline"
+    code = f"import sys; sys.stdout.buffer.write({payload!r})"
+    runner, _ = make_runner(tmp_path, python(code))
+    output = await run_to_end(runner)
+    assert output[Stream.STDOUT] == payload
+    assert runner.job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+
+
+async def test_large_fast_output_is_complete(tmp_path: Path) -> None:
+    size = 3 * 1024 * 1024 + 17
+    code = f"import sys; sys.stdout.buffer.write(bytes(range(251)) * ({size} // 251) + b'end')"
+    runner, _ = make_runner(tmp_path, python(code))
+    output = await run_to_end(runner)
+    assert output[Stream.STDOUT] == bytes(range(251)) * (size // 251) + b"end"
+
+
+async def test_output_of_a_process_that_exits_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process has written and exited before the runner looks at it: nothing is lost."""
+    real_open_process = trio.lowlevel.open_process
+
+    async def open_and_wait_for_exit(*args: Any, **kwargs: Any) -> trio.Process:
+        proc = await real_open_process(*args, **kwargs)
+        # Block until the child has exited, without reaping it (the runner still does).
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222 (on purpose)
+        return proc
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", open_and_wait_for_exit)
+    for _ in range(20):  # the order the runner's tasks are scheduled in varies from run to run
+        runner, _ = make_runner(tmp_path, ["sh", "-c", "echo out; echo err >&2"])
+        output = await run_to_end(runner)
+        assert output == {Stream.STDOUT: b"out\n", Stream.STDERR: b"err\n"}
+
+
+async def test_stdin_is_dev_null(tmp_path: Path) -> None:
+    code = (
+        "import os, sys\n"
+        "data = sys.stdin.buffer.read()\n"
+        "print(len(data), os.readlink('/proc/self/fd/0'))\n"
+    )
+    runner, _ = make_runner(tmp_path, python(code))
+    output = await run_to_end(runner)
+    assert output[Stream.STDOUT] == b"0 /dev/null\n"
+
+
+async def test_no_inherited_file_descriptors(tmp_path: Path) -> None:
+    leak = os.open(tmp_path / "leak", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.set_inheritable(leak, True)
+        assert os.get_inheritable(leak)
+        code = (
+            "import json, os\n"
+            "def is_open(fd):\n"
+            "    try:\n"
+            "        os.fstat(fd)\n"
+            "    except OSError:\n"
+            "        return False\n"
+            "    return True\n"
+            "listed = [int(fd) for fd in os.listdir('/proc/self/fd')]\n"
+            # listdir's own descriptor is in the listing but closed by now.
+            f"print(json.dumps([fd for fd in listed if is_open(fd)] + [is_open({leak})]))\n"
+        )
+        runner, _ = make_runner(tmp_path, python(code))
+        output = await run_to_end(runner)
+    finally:
+        os.close(leak)
+    assert json.loads(output[Stream.STDOUT]) == [0, 1, 2, False]
+    assert output[Stream.STDERR] == b""
+
+
+async def test_job_leads_its_own_session_and_group(tmp_path: Path) -> None:
+    code = (
+        "import os\n"
+        "print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid(),\n"
+        f"      os.getsid(0) != {os.getsid(0)})\n"
+    )
+    runner, _ = make_runner(tmp_path, python(code))
+    output = await run_to_end(runner)
+    assert output[Stream.STDOUT] == b"True True True\n"
+
+
+async def test_environment_is_minimal_and_nothing_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBD_TEST_SECRET", "daemon-only")
+    assert os.environ["JOBD_TEST_SECRET"] == "daemon-only"
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    runner, _ = make_runner(tmp_path, python(code), env={"FOO": "bar baz", "EMPTY": ""})
+    output = await run_to_end(runner)
+    env = json.loads(output[Stream.STDOUT])
+    assert "JOBD_TEST_SECRET" not in env
+    assert env == {
+        "PATH": BASE_PATH,
+        "HOME": "/",
+        "LANG": "C.UTF-8",
+        "JOBD_JOB_ID": runner.job.id,
+        "FOO": "bar baz",
+        "EMPTY": "",
+    }
+
+
+async def test_cwd_and_request_path(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    make_file(bindir / "where", 0o755, '#!/bin/sh\npwd\necho "$0"\n')
+    runner, _ = make_runner(tmp_path, ["where"], env={"PATH": str(bindir)}, cwd=str(tmp_path))
+    output = await run_to_end(runner)
+    assert output[Stream.STDOUT] == f"{tmp_path}\n{bindir / 'where'}\n".encode()
+
+
+# --- stopping ---------------------------------------------------------------------------
+
+IGNORE_TERM = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+WAIT = "import time; print('ready', flush=True); time.sleep(120)"
+
+
+async def test_stop_escalates_to_sigkill_after_grace(tmp_path: Path) -> None:
+    runner, recorder = make_runner(tmp_path, python(IGNORE_TERM), grace=30.0)
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        start = trio.current_time()
+        runner.request_stop("alice", 0.5)
+        assert runner.job.state is State.STOPPING
+        assert runner.job.stopped_by == "alice"
+        await runner.done.wait()
+        elapsed = trio.current_time() - start
+    assert 0.5 <= elapsed < 10
+    assert runner.job.result == Result(
+        Outcome.STOPPED, "stopped by alice (killed by SIGKILL)", None, signal.SIGKILL, "alice"
+    )
+    assert recorder.states == [State.RUNNING, State.STOPPING, State.FINISHED]
+
+
+async def test_stop_with_default_grace(tmp_path: Path) -> None:
+    runner, _ = make_runner(tmp_path, python(IGNORE_TERM), grace=0.3)
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        start = trio.current_time()
+        runner.request_stop("alice")
+        await runner.done.wait()
+        elapsed = trio.current_time() - start
+    assert 0.3 <= elapsed < 10
+    assert runner.job.result is not None and runner.job.result.signal == signal.SIGKILL
+
+
+async def test_stop_of_a_job_that_exits_on_sigterm(tmp_path: Path) -> None:
+    runner, _ = make_runner(tmp_path, python(WAIT), grace=60.0)
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        start = trio.current_time()
+        runner.request_stop("bob")
+        await runner.done.wait()
+        elapsed = trio.current_time() - start
+    assert elapsed < 10  # nowhere near the 60 s grace
+    assert runner.job.result == Result(
+        Outcome.STOPPED, "stopped by bob (killed by SIGTERM)", None, signal.SIGTERM, "bob"
+    )
+
+
+async def test_stop_of_a_job_that_cleans_up_and_exits(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, time\n"
+        # os.write and os._exit: the signal may come while print('ready') is still returning.
+        "def bye(*_):\n"
+        "    os.write(1, b'bye\\n')\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    runner, _ = make_runner(tmp_path, python(code), grace=60.0)
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        runner.request_stop("bob")
+        await runner.done.wait()
+    assert runner.job.result == Result(
+        Outcome.STOPPED, "stopped by bob (exited with code 0)", 0, None, "bob"
+    )
+    assert by_stream(await read_all(runner.output.path))[Stream.STDOUT] == b"ready\nbye\n"
+
+
+@pytest.mark.parametrize("settle", [False, True], ids=["before-enforcer-runs", "during-grace"])
+async def test_second_stop_shortens_grace(tmp_path: Path, settle: bool) -> None:
+    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        start = trio.current_time()
+        runner.request_stop("alice", 120)
+        if settle:
+            await trio.testing.wait_all_tasks_blocked()  # the grace period is running now
+        runner.request_stop("bob", 0.2)
+        await runner.done.wait()
+        elapsed = trio.current_time() - start
+    assert elapsed < 10
+    # The first request is the one on record.
+    assert runner.job.result == Result(
+        Outcome.STOPPED, "stopped by alice (killed by SIGKILL)", None, signal.SIGKILL, "alice"
+    )
+
+
+@pytest.mark.parametrize("settle", [False, True], ids=["before-enforcer-runs", "during-grace"])
+async def test_second_stop_cannot_lengthen_grace(tmp_path: Path, settle: bool) -> None:
+    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    async with running(runner):
+        await wait_for_output(output_of(runner), b"ready")
+        start = trio.current_time()
+        runner.request_stop("alice", 0.2)
+        if settle:
+            await trio.testing.wait_all_tasks_blocked()
+        runner.request_stop("bob", 120)
+        await runner.done.wait()
+        elapsed = trio.current_time() - start
+    assert 0.2 <= elapsed < 10
+
+
+async def test_stop_after_the_end_changes_nothing(tmp_path: Path) -> None:
+    runner, recorder = make_runner(tmp_path, python("pass"))
+    await run_to_end(runner)
+    result = runner.job.result
+    runner.request_stop("alice", 0)
+    assert runner.job.result == result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+    assert runner.job.stopped_by == ""
+    assert recorder.states == [State.RUNNING, State.FINISHED]
+
+
+# --- what is left behind ----------------------------------------------------------------
+
+SPAWN_SLEEPER = "import subprocess, sys\np = subprocess.Popen({argv!r})\nprint(p.pid, flush=True)\n"
+
+
+async def test_main_exit_kills_the_rest_of_its_group(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = SPAWN_SLEEPER.format(argv=["sleep", "300"])
+    runner, _ = make_runner(tmp_path, python(code))
+    async with running(runner):
+        pid = int(await wait_for_output(output_of(runner), b"\n"))
+        try:
+            await runner.done.wait()
+            # The sleeper, orphaned and then SIGKILLed with the group, is gone.
+            with trio.fail_after(5):
+                await wait_process_exit(pid)
+            assert process_gone_or_zombie(pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert runner.job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+    # It held the job's stdout open; killing it let the pumps reach end-of-file at once.
+    assert "held open after exit" not in caplog.text
+
+
+async def test_a_descendant_that_escaped_the_group_does_not_hold_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(supervisor, "DRAIN_TIMEOUT", 0.3)
+    code = SPAWN_SLEEPER.format(argv=["setsid", "sleep", "300"])
+    runner, _ = make_runner(tmp_path, python(code))
+    pid = 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobd.supervisor"):
+            async with running(runner):
+                pid = int(await wait_for_output(output_of(runner), b"\n"))
+                await runner.done.wait()
+        assert runner.job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+        assert "output pipe held open after exit; not read" in caplog.text
+        assert by_stream(await read_all(runner.output.path))[Stream.STDOUT] == b"%d\n" % pid
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with trio.fail_after(PROCESS_TIMEOUT):
+                await wait_process_exit(pid)
+
+
+async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> None:
+    code = SPAWN_SLEEPER.format(argv=["sleep", "300"]) + "import time; time.sleep(300)\n"
+    runner, recorder = make_runner(tmp_path, python(code))
+    grandchild = 0
+    try:
+        with trio.fail_after(PROCESS_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runner.run)
+                main_pid = runner.job.pid
+                assert main_pid is not None
+                grandchild = int(await wait_for_output(output_of(runner), b"\n"))
+                nursery.cancel_scope.cancel()
+        # The runner's clean-up ran shielded: killed, reaped and recorded before we got here.
+        assert runner.done.is_set()
+        assert runner.job.result == Result(Outcome.SIGNALED, "killed by SIGKILL", signal=9)
+        assert recorder.states[-1] is State.FINISHED
+        assert process_gone_or_zombie(main_pid)
+        with pytest.raises(ChildProcessError):
+            os.waitpid(main_pid, os.WNOHANG)  # noqa: ASYNC222 (never blocks: already reaped)
+        with trio.fail_after(5):
+            await wait_process_exit(grandchild)
+    finally:
+        if grandchild:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
+
+
+# --- failing to start -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "cwd", "message"),
+    [
+        (["/nonexistent/prog"], "/", "cannot execute '/nonexistent/prog': no such file"),
+        (["jobd-no-such-command"], "/",
+         f"cannot execute 'jobd-no-such-command': command not found in PATH={BASE_PATH}"),
+        (["sh"], "/nonexistent", "working directory '/nonexistent' does not exist"),
+    ],
+)  # fmt: skip
+async def test_spawn_failure_is_recorded(
+    tmp_path: Path, argv: list[str], cwd: str, message: str
+) -> None:
+    runner, recorder = make_runner(tmp_path, argv, cwd=cwd)
+    with trio.fail_after(PROCESS_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            # Done by the time start() returns: nothing runs.
+            assert runner.done.is_set()
+    job = runner.job
+    assert job.state is State.FINISHED
+    assert job.result == Result(Outcome.FAILED_TO_START, message)
+    assert job.pid is None and job.started_at is None and job.ended_at is not None
+    assert runner.output.closed
+    assert recorder.states == [State.FINISHED]
+    assert await read_all(runner.output.path) == []
+
+
+async def test_exec_error_is_recorded(tmp_path: Path) -> None:
+    # Executable, but not a program the kernel can run: exec itself fails.
+    prog = make_file(tmp_path / "script", 0o755, "echo no shebang line\n")
+    prog.write_bytes(b"\x00\x01\x02 not a program")
+    prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
+    runner, _ = make_runner(tmp_path, [str(prog)])
+    with trio.fail_after(PROCESS_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+    assert runner.job.result is not None
+    assert runner.job.result.outcome is Outcome.FAILED_TO_START
+    assert runner.job.result.message == (
+        f"cannot execute {str(prog)!r}: not an executable format (a script without #! line?)"
+    )
+
+
+def test_python_helper() -> None:
+    assert python("pass") == [sys.executable, "-c", "pass"]
+    assert subprocess.run(python("print(6 * 7)"), capture_output=True, check=True).stdout == b"42\n"

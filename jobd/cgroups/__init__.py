@@ -1,0 +1,28 @@
+"""Per-job cgroups: limits, usage, whole-tree kill, emptiness and OOM events.
+
+``detect()`` picks the backend (v2, v1 with or without the unified hierarchy, or none);
+``FakeBackend`` stands in for it in tests.
+"""
+
+from jobd.cgroups.base import CONTROLLERS, CgroupBackend, JobCgroup, Limits, Usage
+from jobd.cgroups.blockdev import block_device
+from jobd.cgroups.detect import detect
+from jobd.cgroups.fake import FakeBackend, FakeCgroup
+from jobd.cgroups.none import NoneBackend
+from jobd.units import format_size, parse_cpu, parse_size
+
+__all__ = [
+    "CONTROLLERS",
+    "CgroupBackend",
+    "FakeBackend",
+    "FakeCgroup",
+    "JobCgroup",
+    "Limits",
+    "NoneBackend",
+    "Usage",
+    "block_device",
+    "detect",
+    "format_size",
+    "parse_cpu",
+    "parse_size",
+]

@@ -1,0 +1,148 @@
+"""The cgroup interface every backend implements, and the data types it speaks.
+
+A *backend* (v2, v1, fake, none) is chosen once by :func:`jobd.cgroups.detect`. It owns one
+parent group per hierarchy and makes one *job group* per job under it. The supervisor only
+ever talks to these two protocols, so the fake backend can stand in for the kernel in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+from jobd.errors import FailedPrecondition
+
+# What a backend may offer; "kill" means a whole-tree kill that no process can escape.
+CONTROLLERS = frozenset({"cpu", "memory", "io", "pids", "kill", "freeze"})
+
+# Which controller each limit needs, in the order messages name them.
+LIMIT_CONTROLLER = {
+    "cpu": "cpu",
+    "memory": "memory",
+    "io_read_bps": "io",
+    "io_write_bps": "io",
+    "pids": "pids",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-job limits; ``None`` leaves that resource unlimited."""
+
+    cpu: float | None = None  # fraction of cores: 0.5 is half a core, 2.0 two cores
+    memory: int | None = None  # bytes, swap included where the kernel lets us say so
+    io_read_bps: int | None = None  # bytes per second on io_device
+    io_write_bps: int | None = None
+    io_device: tuple[int, int] | None = None  # (major, minor) of a whole disk
+    pids: int | None = None  # maximum number of tasks (threads count)
+
+    def __post_init__(self) -> None:
+        if self.cpu is not None and not (math.isfinite(self.cpu) and self.cpu > 0):
+            raise ValueError(f"cpu limit must be a positive number of cores, not {self.cpu!r}")
+        for name in ("memory", "io_read_bps", "io_write_bps", "pids"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} limit must be a positive integer, not {value!r}")
+        has_bps = self.io_read_bps is not None or self.io_write_bps is not None
+        # A bandwidth without a device would silently limit nothing.
+        if has_bps and self.io_device is None:
+            raise ValueError("an io bandwidth limit needs io_device (major, minor)")
+
+    def requested(self) -> list[str]:
+        """Names of the limits that are set, in field order."""
+        return [
+            f.name
+            for f in fields(self)
+            if f.name in LIMIT_CONTROLLER and getattr(self, f.name) is not None
+        ]
+
+    def controllers(self) -> list[str]:
+        """The controllers these limits need, each once, in a stable order."""
+        return list(dict.fromkeys(LIMIT_CONTROLLER[name] for name in self.requested()))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a job group consumed; ``None`` where this backend cannot tell."""
+
+    cpu_seconds: float | None = None
+    memory_peak: int | None = None  # bytes
+    oom_kills: int = 0  # times the kernel OOM killer killed a task of this group
+    pids_limit_hits: int = 0  # times a fork failed on the task limit
+
+
+class JobCgroup(Protocol):
+    """One job's group, present in every hierarchy the backend uses."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """Every ``cgroup.procs`` the job's first process writes its pid into before exec."""
+        ...
+
+    def usage(self) -> Usage: ...
+
+    def kill(self) -> None:
+        """SIGKILL every process in the group, however it detached itself."""
+        ...
+
+    async def wait_empty(self) -> None:
+        """Return once no process is left in the group (at once if it never had one)."""
+        ...
+
+    async def wait_oom(self) -> None:
+        """Return once the kernel OOM killer fired in this group (at once if it already did)."""
+        ...
+
+    def remove(self) -> None:
+        """Remove the group everywhere; it must be empty. Removing twice is fine."""
+        ...
+
+
+class CgroupBackend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def controllers(self) -> frozenset[str]: ...
+
+    def describe(self) -> str:
+        """Several lines for ``jobd --check``: what was found, and why anything is missing."""
+        ...
+
+    def create(self, name: str, limits: Limits) -> JobCgroup: ...
+
+    def leftovers(self) -> Sequence[JobCgroup]:
+        """Job groups under our parent group, e.g. from a daemon that died."""
+        ...
+
+    def remove_parent(self) -> None:
+        """Remove the (empty) parent groups; a no-op while job groups remain."""
+        ...
+
+
+def require_controllers(
+    limits: Limits, available: Iterable[str], reasons: Mapping[str, str]
+) -> None:
+    """Raise FailedPrecondition naming the first limit whose controller is missing."""
+    have = set(available)
+    for limit in limits.requested():
+        controller = LIMIT_CONTROLLER[limit]
+        if controller not in have:
+            why = reasons.get(controller, "not available")
+            raise FailedPrecondition(
+                f"cannot apply the {limit} limit: cgroup controller {controller!r} is "
+                f"unavailable ({why})"
+            )
+
+
+def check_group_name(name: str) -> None:
+    """Job group names become directory names next to control files: keep them plain."""
+    ok = name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+    if not ok or len(name) > 200:
+        raise ValueError(f"invalid cgroup name {name!r}: use letters, digits, '-' and '_'")

@@ -1,0 +1,245 @@
+"""cgroup v2: one hierarchy, the controllers enabled top-down through cgroup.subtree_control."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+import trio
+
+from jobd.cgroups.base import (
+    CgroupBackend,
+    JobCgroup,
+    Limits,
+    Usage,
+    check_group_name,
+    require_controllers,
+)
+from jobd.cgroups.files import (
+    describe_error,
+    mkdir_error,
+    read_keyed,
+    read_pids,
+    read_text,
+    write_value,
+)
+from jobd.cgroups.inotify import wait_until
+from jobd.cgroups.mounts import Hierarchy
+from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, wait_unpopulated
+from jobd.errors import FailedPrecondition
+
+LIMIT_CONTROLLERS = ("cpu", "memory", "io", "pids")
+CPU_PERIOD_US = 100_000
+MIN_CPU_QUOTA_US = 1_000  # the kernel's floor
+
+
+class V2Cgroup:
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.procs_files = [path / "cgroup.procs"]
+        self._final: Usage | None = None
+
+    def __repr__(self) -> str:
+        return f"V2Cgroup({self.path})"
+
+    def usage(self) -> Usage:
+        if self._final is not None:
+            return self._final
+        return v2_usage(self.path)
+
+    def kill(self) -> None:
+        kill_cgroup2(self.path)
+
+    async def wait_empty(self) -> None:
+        await wait_unpopulated(self.path)
+
+    async def wait_oom(self) -> None:
+        await wait_oom_kill(self.path / "memory.events")
+
+    def remove(self) -> None:
+        if self._final is None and self.path.exists():
+            self._final = v2_usage(self.path)  # so usage() still answers after removal
+        rmdir_tree(self.path)
+
+
+def v2_usage(path: Path) -> Usage:
+    def keyed(file: str) -> dict[str, int]:
+        try:
+            return read_keyed(path / file)
+        except FileNotFoundError:
+            return {}
+
+    usec = keyed("cpu.stat").get("usage_usec")
+    try:
+        peak: int | None = int(read_text(path / "memory.peak"))
+    except FileNotFoundError:  # memory controller off, or a kernel before 5.19
+        peak = None
+    return Usage(
+        cpu_seconds=None if usec is None else usec / 1e6,
+        memory_peak=peak,
+        oom_kills=keyed("memory.events").get("oom_kill", 0),
+        pids_limit_hits=keyed("pids.events").get("max", 0),
+    )
+
+
+async def wait_oom_kill(events: Path) -> None:
+    def fired() -> bool:
+        return read_keyed(events).get("oom_kill", 0) > 0
+
+    try:
+        await wait_until(events, fired)
+    except FileNotFoundError:
+        await trio.sleep_forever()  # no memory controller, or the group is gone: never fires
+
+
+def write_limits(path: Path, limits: Limits) -> None:
+    if limits.cpu is not None:
+        quota = max(MIN_CPU_QUOTA_US, round(limits.cpu * CPU_PERIOD_US))
+        write_value(path / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+    if limits.memory is not None:
+        write_value(path / "memory.max", limits.memory)
+        # Without this a job could page out to swap and never meet its limit.
+        if (path / "memory.swap.max").exists():
+            write_value(path / "memory.swap.max", 0)
+        # Kill the whole job on OOM, as v1 jobd does by hand, never leave it half-alive.
+        if (path / "memory.oom.group").exists():
+            write_value(path / "memory.oom.group", 1)
+    if limits.io_device is not None and (limits.io_read_bps or limits.io_write_bps):
+        major, minor = limits.io_device
+        parts = [f"{major}:{minor}"]
+        if limits.io_read_bps is not None:
+            parts.append(f"rbps={limits.io_read_bps}")
+        if limits.io_write_bps is not None:
+            parts.append(f"wbps={limits.io_write_bps}")
+        write_value(path / "io.max", " ".join(parts))
+    if limits.pids is not None:
+        write_value(path / "pids.max", limits.pids)
+
+
+class V2Backend:
+    name = "v2"
+
+    def __init__(self, parent_name: str, hierarchy: Hierarchy, notes: list[str]) -> None:
+        self.hierarchy = hierarchy
+        self.parent = hierarchy.current / parent_name
+        self.notes = list(notes)
+        self.reasons: dict[str, str] = {}
+        self.error: str | None = None
+        self.controllers: frozenset[str] = frozenset()
+        try:
+            os.makedirs(self.parent, exist_ok=True)
+        except OSError as exc:
+            self.error = mkdir_error(self.parent, exc)
+            self.reasons = dict.fromkeys((*LIMIT_CONTROLLERS, "kill", "freeze"), self.error)
+            return
+        enabled = self._enable_controllers()
+        tree = set()
+        if (self.parent / "cgroup.kill").exists() or (self.parent / "cgroup.freeze").exists():
+            tree.add("kill")
+        else:
+            self.reasons["kill"] = "no cgroup.kill or cgroup.freeze (kernel before 5.2)"
+        if (self.parent / "cgroup.freeze").exists():
+            tree.add("freeze")
+        else:
+            self.reasons["freeze"] = "no cgroup.freeze (kernel before 5.2)"
+        self.controllers = frozenset(enabled | tree)
+
+    @property
+    def unusable_reason(self) -> str | None:
+        return self.error
+
+    def _enable_controllers(self) -> set[str]:
+        """Make each limit controller reach our job groups: enabled in our own group's
+        subtree_control (so the parent has it) and in the parent's (so jobs have it)."""
+        own = self.hierarchy.current
+        offered = set(read_text(own / "cgroup.controllers").split())
+        for controller in LIMIT_CONTROLLERS:
+            if controller not in offered:
+                self.reasons[controller] = (
+                    f"not delegated to {own} (absent from cgroup.controllers)"
+                )
+                continue
+            try:
+                write_value(own / "cgroup.subtree_control", f"+{controller}")
+            except OSError as exc:
+                self.reasons[controller] = _enable_error(own, exc)
+        wanted = set(read_text(self.parent / "cgroup.controllers").split()) & set(LIMIT_CONTROLLERS)
+        members = read_pids(self.parent / "cgroup.procs")
+        if members and wanted:
+            # "No internal processes": a group with members cannot hand controllers down.
+            why = f"{self.parent} itself contains processes {members[:5]}; move them out"
+            self.reasons.update(dict.fromkeys(wanted, why))
+            return set()
+        for controller in sorted(wanted):
+            try:
+                write_value(self.parent / "cgroup.subtree_control", f"+{controller}")
+            except OSError as exc:
+                self.reasons[controller] = _enable_error(self.parent, exc)
+        return set(read_text(self.parent / "cgroup.subtree_control").split()) & wanted
+
+    def describe(self) -> str:
+        lines = [f"cgroups: v2 at {self.hierarchy.mount_point}"]
+        lines.append(f"  daemon's group: {self.hierarchy.current}")
+        lines.append(f"  parent group:   {self.parent}")
+        if self.error:
+            lines.append(f"  unusable: {self.error}")
+        for controller in (*LIMIT_CONTROLLERS, "kill", "freeze"):
+            state = (
+                "available"
+                if controller in self.controllers
+                else ("unavailable: " + self.reasons.get(controller, "unknown"))
+            )
+            lines.append(f"  {controller:<7} {state}")
+        lines.append("  wait_empty: event-driven (inotify on cgroup.events)")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+    def create(self, name: str, limits: Limits) -> V2Cgroup:
+        check_group_name(name)
+        require_controllers(limits, self.controllers, self.reasons)
+        path = self.parent / name
+        try:
+            os.mkdir(path)
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot create cgroup {path}: {describe_error(exc)}") from exc
+        try:
+            write_limits(path, limits)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            raise FailedPrecondition(
+                f"cannot set limits in cgroup {path}: {exc.filename}: {describe_error(exc)}"
+            ) from exc
+        return V2Cgroup(name, path)
+
+    def leftovers(self) -> list[V2Cgroup]:
+        if self.error is not None:
+            return []
+        with os.scandir(self.parent) as entries:
+            names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        return [V2Cgroup(name, self.parent / name) for name in names]
+
+    def remove_parent(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                os.rmdir(self.parent)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+
+
+def _enable_error(group: Path, exc: OSError) -> str:
+    if exc.errno == errno.EBUSY:
+        return (
+            f"cannot enable it below {group}, which contains processes (cgroup v2 'no "
+            "internal processes' rule): run jobd in a delegated group of its own, e.g. "
+            "systemd Delegate=yes, or at the root"
+        )
+    return f"cannot enable it in {group / 'cgroup.subtree_control'}: {describe_error(exc)}"
+
+
+def _conforms(backend: V2Backend, group: V2Cgroup) -> tuple[CgroupBackend, JobCgroup]:
+    return backend, group  # mypy checks these against the protocols here

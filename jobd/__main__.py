@@ -7,10 +7,38 @@ import sys
 
 import trio
 
-from jobd.config import ConfigError, load
+from jobd.cgroups import detect
+from jobd.config import Config, ConfigError, cgroup_parent_for, load
 from jobd.server import serve
 from jobd.statedir import StateDirError
 from jobd.tls import TLSConfigError
+
+
+def check_report(config: Config) -> str:
+    """What ``jobd --check`` prints: the effective configuration and what this host offers."""
+    backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir))
+    try:
+        lines = [
+            f"config file: {config.config_file or '(none)'}",
+            f"listen: {config.listen[0]}:{config.listen[1]}",
+            f"cacert: {config.cacert}",
+            f"cert: {config.cert}" + (f", key: {config.key}" if config.key else ""),
+            f"state dir: {config.state_dir}",
+            f"grace: {config.grace:g} s; output cap per job: {config.max_output} bytes",
+            f"default limits: {_limits_text(config.limit_defaults)}",
+            *(f"maximum limits for {role.value}: {_limits_text(req)}"
+              for role, req in config.limit_maxima.items()),
+            "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
+            backend.describe(),
+        ]
+    finally:
+        backend.remove_parent()
+    return "\n".join(lines)
+
+
+def _limits_text(request: object) -> str:
+    values = {k: v for k, v in vars(request).items() if v not in (None, "")}
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "none"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         format="jobd: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.check:
+        print(check_report(config))
+        return
     try:
         trio.run(serve, config)
     except TLSConfigError as exc:

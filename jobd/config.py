@@ -10,6 +10,19 @@ Example file (every key optional)::
     grace = 10.0                      # seconds between SIGTERM and SIGKILL
     max_output = "1G"                 # output kept per job; the rest is dropped and counted
 
+    cgroup_parent = "jobd"            # cgroup under which job groups live (default: derived)
+
+    [limits.default]                  # what a job gets when it asks for nothing
+    cpu = 1.0                         # cores; "50%" and "500m" work too
+    memory = "1G"
+    io_read_bps = "100M"
+    io_write_bps = "100M"
+    io_device = "/var/lib/jobd"       # or "MAJOR:MINOR"; default: the state directory's disk
+    pids = 4096
+
+    [limits.max.user]                 # the most a role may ask for (same keys)
+    memory = "4G"
+
     [identities]                      # certificate CN -> role; replaces the built-in table
     client_0 = "admin"
     alice = "user"
@@ -18,15 +31,19 @@ Example file (every key optional)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.job import LimitRequest
+from jobd.limits import BUILTIN_DEFAULTS
+from jobd.limits import parse_table as parse_limit_table
 from jobd.units import parse_size
 
 DEFAULT_MAX_OUTPUT = 1 << 30
@@ -34,6 +51,14 @@ DEFAULT_MAX_OUTPUT = 1 << 30
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which setting and why."""
+
+
+def cgroup_parent_for(state_dir: Path) -> str:
+    """Each daemon treats every group under its parent as its own: one parent per state dir."""
+    if state_dir == default_state_dir():
+        return "jobd"
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
+    return f"jobd-{digest}"
 
 
 def default_state_dir() -> Path:
@@ -74,6 +99,9 @@ class Config:
     state_dir: Path = field(default_factory=default_state_dir)
     grace: float = 10.0
     max_output: int = DEFAULT_MAX_OUTPUT
+    cgroup_parent: str = ""
+    limit_defaults: LimitRequest = BUILTIN_DEFAULTS
+    limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     config_file: Path | None = None
 
@@ -87,9 +115,12 @@ class Config:
         self.config_file = path
         self._apply(data, source=str(path))
 
+    def _apply_limits(self, table: Any, source: str) -> None:
+        _apply_limits_table(self, table, source)
+
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
-        known.add("identities")
+        known |= {"identities", "limits", "cgroup_parent"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -111,6 +142,10 @@ class Config:
             value = data["max_output"]
             text = value if isinstance(value, str) else str(value)
             self.max_output = _size(text, source, "max_output")
+        if "cgroup_parent" in data:
+            self.cgroup_parent = _typed(data, "cgroup_parent", str, source)
+        if "limits" in data:
+            self._apply_limits(data["limits"], source)
         if "identities" in data:
             table = data["identities"]
             if not isinstance(table, dict):
@@ -119,6 +154,36 @@ class Config:
                 self.roles = parse_roles(table)
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+
+
+def _apply_limits_table(config: Config, table: Any, source: str) -> None:
+    if not isinstance(table, dict) or set(table) - {"default", "max"}:
+        raise ConfigError(f"{source}: [limits] holds only [limits.default] and [limits.max.ROLE]")
+    try:
+        if "default" in table:
+            default = _table(table["default"], "limits.default", source)
+            parsed = parse_limit_table(default, f"{source}: [limits.default]")
+            config.limit_defaults = replace(BUILTIN_DEFAULTS, **_set_fields(parsed))
+        for role_name, limits in _table(table.get("max", {}), "limits.max", source).items():
+            try:
+                role = Role(role_name)
+            except ValueError:
+                raise ConfigError(f"{source}: [limits.max.{role_name}]: no such role") from None
+            where = f"limits.max.{role_name}"
+            maximum = _table(limits, where, source)
+            config.limit_maxima[role] = parse_limit_table(maximum, f"{source}: [{where}]")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _table(value: Any, name: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    return value
+
+
+def _set_fields(request: LimitRequest) -> dict[str, Any]:
+    return {k: v for k, v in vars(request).items() if v not in (None, "")}
 
 
 def _size(text: str, source: str, name: str = "") -> int:
@@ -152,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
+    p.add_argument("--check", action="store_true", help="print the configuration and what "
+                   "this machine supports (cgroups), then exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jobd.job import Job, JobSpec, Outcome, Result, State
+from jobd.cgroups.base import Limits, Usage
+from jobd.job import Job, JobSpec, LimitRequest, Outcome, Result, State
 from jobd.output import Chunk, Stream
 from jobd.v1 import jobs_pb2 as pb
 
@@ -23,6 +25,7 @@ OUTCOME_TO_PB: Mapping[Outcome, pb.JobResult.Outcome.ValueType] = {
     Outcome.STOPPED: pb.JobResult.OUTCOME_STOPPED,
     Outcome.FAILED_TO_START: pb.JobResult.OUTCOME_FAILED_TO_START,
     Outcome.LOST: pb.JobResult.OUTCOME_LOST,
+    Outcome.OOM_KILLED: pb.JobResult.OUTCOME_OOM_KILLED,
 }
 
 STREAM_TO_PB: Mapping[Stream, pb.OutputStream.ValueType] = {
@@ -36,8 +39,48 @@ STREAM_FROM_PB: Mapping[pb.OutputStream.ValueType, Stream] = {
 }
 
 
+def limits_from_pb(msg: pb.Limits) -> LimitRequest:
+    def get(name: str) -> Any:
+        return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[arg-type]
+
+    return LimitRequest(
+        cpu=get("cpu"),
+        memory=get("memory_bytes"),
+        io_read_bps=get("io_read_bps"),
+        io_write_bps=get("io_write_bps"),
+        io_device=msg.io_device,
+        pids=get("pids"),
+    )
+
+
 def spec_from_pb(request: pb.StartJobRequest) -> JobSpec:
-    return JobSpec(argv=tuple(request.argv), env=dict(request.env), cwd=request.cwd or "/")
+    return JobSpec(
+        argv=tuple(request.argv),
+        env=dict(request.env),
+        cwd=request.cwd or "/",
+        limits=limits_from_pb(request.limits),
+    )
+
+
+def limits_to_pb(limits: Limits) -> pb.Limits:
+    device = limits.io_device
+    return pb.Limits(
+        cpu=limits.cpu,
+        memory_bytes=limits.memory,
+        io_read_bps=limits.io_read_bps,
+        io_write_bps=limits.io_write_bps,
+        io_device=f"{device[0]}:{device[1]}" if device else "",
+        pids=limits.pids,
+    )
+
+
+def usage_to_pb(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        cpu_seconds=usage.cpu_seconds or 0.0,
+        memory_peak_bytes=usage.memory_peak,
+        oom_kills=usage.oom_kills,
+        pids_limit_hits=usage.pids_limit_hits,
+    )
 
 
 def _timestamp(seconds: float | None) -> Timestamp | None:
@@ -77,6 +120,8 @@ def job_to_pb(job: Job) -> pb.Job:
         output_bytes=job.output_bytes,
         output_dropped_bytes=job.output_dropped_bytes,
         output_error=job.output_error,
+        limits=limits_to_pb(job.limits),
+        usage=usage_to_pb(job.usage),
     )
 
 

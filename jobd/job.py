@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from jobd.cgroups.base import Limits, Usage
 from jobd.errors import IllegalTransition
 
 
@@ -64,6 +65,7 @@ class Outcome(enum.Enum):
     STOPPED = "stopped"
     FAILED_TO_START = "failed_to_start"
     LOST = "lost"
+    OOM_KILLED = "oom_killed"
 
 
 SHUTDOWN = "jobd (shutdown)"
@@ -85,11 +87,17 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def result_of_exit(returncode: int, stopped_by: str) -> Result:
-    """How a process that ended with ``returncode`` (negative: killed by that signal) ended."""
+def result_of_exit(returncode: int, stopped_by: str, oom: str = "") -> Result:
+    """How a process that ended with ``returncode`` (negative: killed by that signal) ended.
+
+    ``oom`` describes the kernel's OOM kill in the job's group, if there was one: the whole
+    group is killed then, so that is how the job ended, whatever the main process saw.
+    """
     code = returncode if returncode >= 0 else None
     sig = -returncode if returncode < 0 else None
     how = f"exited with code {code}" if sig is None else f"killed by {signal_name(sig)}"
+    if oom:
+        return Result(Outcome.OOM_KILLED, f"killed: {oom}", code, sig, stopped_by)
     if stopped_by:
         return Result(Outcome.STOPPED, f"stopped by {stopped_by} ({how})", code, sig, stopped_by)
     if sig is not None:
@@ -102,6 +110,20 @@ class JobSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = "/"
+    # What the request asked for; the job's effective limits are Job.limits.
+    limits: LimitRequest = field(default_factory=lambda: LimitRequest())
+
+
+@dataclass(frozen=True)
+class LimitRequest:
+    """Limits as a client asked for them: ``None`` takes the daemon's default."""
+
+    cpu: float | None = None
+    memory: int | None = None
+    io_read_bps: int | None = None
+    io_write_bps: int | None = None
+    io_device: str = ""
+    pids: int | None = None
 
 
 @dataclass
@@ -123,6 +145,8 @@ class Job:
     output_error: str = ""
     # procid.identity() of the main process: lets a later daemon find it without PID reuse.
     process_key: str = ""
+    limits: Limits = field(default_factory=Limits)
+    usage: Usage = field(default_factory=Usage)
 
     def _apply(self, event: Event) -> None:
         self.state = transition(self.state, event)
@@ -140,9 +164,9 @@ class Job:
         self._apply(Event.STOP)
         self.stopped_by = by
 
-    def exited(self, returncode: int) -> None:
+    def exited(self, returncode: int, oom: str = "") -> None:
         self._apply(Event.EXITED)
-        self._finish(result_of_exit(returncode, self.stopped_by))
+        self._finish(result_of_exit(returncode, self.stopped_by, oom))
 
     def lost(self, message: str) -> None:
         self._apply(Event.LOST)

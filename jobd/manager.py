@@ -16,8 +16,12 @@ from pathlib import Path
 import trio
 
 from jobd import procid
+from jobd.auth import Role
+from jobd.cgroups.base import CgroupBackend
+from jobd.cgroups.none import NoneBackend
 from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec
+from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
@@ -29,6 +33,7 @@ MAX_GRACE = 24 * 3600.0
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
 LOST = "lost: jobd died while the job ran; its processes were killed on restart"
+LEFTOVER_TIMEOUT = 10.0
 
 
 def validate_spec(spec: JobSpec) -> None:
@@ -70,11 +75,15 @@ class JobManager:
         store: Store,
         default_grace: float = 10.0,
         output_cap: int | None = None,
+        cgroups: CgroupBackend | None = None,
+        limits: LimitPolicy | None = None,
     ) -> None:
         self.state = state
         self.store = store
         self.default_grace = default_grace
         self.output_cap = output_cap
+        self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
+        self.limits = limits or LimitPolicy()
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -85,12 +94,29 @@ class JobManager:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
+        await self.reap_leftover_cgroups()
         self.recover()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self.store.keep_flushing)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.store.keep_flushing)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.cgroups.remove_parent()
+
+    async def reap_leftover_cgroups(self) -> None:
+        """Job cgroups of a daemon that died: kill everything in them and remove them."""
+        for group in self.cgroups.leftovers():
+            group.kill()
+            with trio.move_on_after(LEFTOVER_TIMEOUT):
+                await group.wait_empty()
+            try:
+                group.remove()
+            except OSError as exc:
+                log.error("cannot remove leftover cgroup %s: %s", group.name, exc)
+                continue
+            log.warning("killed the processes of cgroup %s, left by a jobd that died", group.name)
 
     def recover(self) -> None:
         """Jobs recorded as live belong to a daemon that died: kill what is left, say so."""
@@ -104,13 +130,20 @@ class JobManager:
                 " (its process group was killed)" if killed else "",
             )
 
-    async def start(self, owner: str, spec: JobSpec) -> Job:
+    async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
-        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec)
+        limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
+        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits)
         output = OutputLog(self.state.log_path(job.id), self.output_cap)
-        runner = JobRunner(job, output, self.default_grace, on_change=self.store.save)
+        try:
+            cgroup = self.cgroups.create(f"job-{job.id}", limits)
+        except BaseException:
+            output.close()
+            output.path.unlink()  # no job, no log
+            raise
+        runner = JobRunner(job, output, self.default_grace, self.store.save, cgroup)
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
         try:
@@ -141,7 +174,10 @@ class JobManager:
 
     def find(self, job_id: str) -> Job | None:
         runner = self._runners.get(job_id)
-        return runner.job if runner is not None else self.store.get(job_id)
+        if runner is None:
+            return self.store.get(job_id)
+        runner.refresh_usage()
+        return runner.job
 
     def get(self, job_id: str) -> Job:
         job = self.find(job_id)

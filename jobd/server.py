@@ -17,7 +17,9 @@ import trio
 import trio_asyncio
 from grpclib.server import Server
 
-from jobd.config import Config
+from jobd.cgroups import CONTROLLERS, CgroupBackend, detect
+from jobd.config import Config, cgroup_parent_for
+from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.service import JobService
 from jobd.statedir import StateDir
@@ -38,6 +40,17 @@ def _listener(server: Server) -> asyncio.Server:
     return listener
 
 
+def detect_cgroups(config: Config) -> CgroupBackend:
+    backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir))
+    missing = sorted(CONTROLLERS - backend.controllers)
+    log.info("cgroups: %s backend; available: %s", backend.name,
+             ", ".join(sorted(backend.controllers)) or "nothing")
+    if missing:
+        log.warning("cgroup features unavailable (jobs run without them): %s; see jobd --check",
+                    ", ".join(missing))
+    return backend
+
+
 def _format_addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -51,7 +64,9 @@ async def serve(
     state.claim()
     store = Store(state.database)
     try:
-        manager = JobManager(state, store, config.grace, config.max_output)
+        cgroups = detect_cgroups(config)
+        policy = LimitPolicy(config.limit_defaults, config.limit_maxima, str(state.path))
+        manager = JobManager(state, store, config.grace, config.max_output, cgroups, policy)
         await _serve(config, ssl_context, manager, task_status)
     finally:
         store.close()

@@ -122,7 +122,8 @@ class JobService(JobServiceBase):
 
     async def _start(self, identity: Identity, request: pb.StartJobRequest) -> pb.StartJobResponse:
         authorize(identity, Action.START)
-        job = await self.manager.start(identity.name, spec_from_pb(request))
+        assert identity.role is not None  # authorize() refused callers without a role
+        job = await self.manager.start(identity.name, spec_from_pb(request), identity.role)
         return pb.StartJobResponse(job_id=job.id, job=job_to_pb(job))
 
     def _job(self, identity: Identity, action: Action, job_id: str) -> Any:

@@ -9,6 +9,7 @@ disk full), the change is kept in memory, retried, and the daemon keeps serving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -18,6 +19,7 @@ from typing import Any
 
 import trio
 
+from jobd.cgroups.base import Limits, Usage
 from jobd.job import Job, JobSpec, Outcome, Result, State
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def job_to_record(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "pid": job.pid,
         "process_key": job.process_key,
+        "limits": dataclasses.asdict(job.limits),
+        "usage": dataclasses.asdict(job.usage),
         "stopped_by": job.stopped_by,
         "output_bytes": job.output_bytes,
         "output_dropped_bytes": job.output_dropped_bytes,
@@ -78,11 +82,20 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         ended_at=ended_at,
         pid=rec.get("pid"),
         process_key=rec.get("process_key", ""),
+        limits=_limits(rec.get("limits")),
+        usage=Usage(**rec["usage"]) if rec.get("usage") else Usage(),
         stopped_by=rec.get("stopped_by", ""),
         output_bytes=rec.get("output_bytes", 0),
         output_dropped_bytes=rec.get("output_dropped_bytes", 0),
         output_error=rec.get("output_error", ""),
     )
+
+
+def _limits(raw: dict[str, Any] | None) -> Limits:
+    if not raw:
+        return Limits()
+    device = raw.get("io_device")
+    return Limits(**{**raw, "io_device": tuple(device) if device else None})
 
 
 def _result_from_record(r: dict[str, Any]) -> Result:

@@ -1,9 +1,12 @@
 """One job's life: spawn its process, pump its output into the log, enforce stop, record exit.
 
 A job's process leads its own session and process group, reads /dev/null, inherits no file
-descriptor but its two output pipes, and gets a minimal environment. When the main process
-exits, whatever is left of its process group is killed, as systemd does for a service's
-control group.
+descriptor but its two output pipes, and gets a minimal environment. With cgroups it starts
+as a tiny ``/bin/sh`` shim that writes its own pid into every ``cgroup.procs`` of the job and
+then execs the command: the job is contained from its first instruction, and the daemon never
+takes the slow fork() path that ``preexec_fn`` would force. When the main process exits, what
+is left of the job (its cgroup, or at least its process group) is killed, as systemd does for
+a service.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import contextlib
 import errno
 import fcntl
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -21,9 +23,11 @@ from collections.abc import Callable, Mapping
 import trio
 
 from jobd import procid
+from jobd.cgroups.base import JobCgroup
 from jobd.errors import SpawnFailed
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
+from jobd.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,13 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # (setsid) may still hold a pipe open; stop reading after this long rather than never end.
 DRAIN_TIMEOUT = 2.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# A stuck cgroup (a task in uninterruptible sleep) must not hang the daemon's shutdown.
+EMPTY_TIMEOUT = 10.0
+# Joins every cgroup given before "--", then becomes the command ("$@" keeps argv[0] as
+# given and is looked up in the job's PATH, exactly as the daemon already checked).
+SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+SHELL = "/bin/sh"
+NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
 
 
 def job_environment(job_id: str, requested: Mapping[str, str]) -> dict[str, str]:
@@ -51,12 +62,26 @@ def resolve_executable(argv0: str, search_path: str, cwd: str) -> str:
             raise SpawnFailed(f"cannot execute {argv0!r}: is a directory")
         if not os.access(path, os.X_OK):
             raise SpawnFailed(f"cannot execute {argv0!r}: permission denied")
+        _check_format(argv0, path)
         return path
     for entry in search_path.split(":"):
         path = os.path.join(cwd, entry or ".", argv0)
         if os.path.isfile(path) and os.access(path, os.X_OK):
+            _check_format(argv0, path)
             return path
     raise SpawnFailed(f"cannot execute {argv0!r}: command not found in PATH={search_path}")
+
+
+def _check_format(argv0: str, path: str) -> None:
+    # execve refuses anything but a binary or a #! script; the shim's exec would instead run
+    # such a file as a shell script. Refuse it here, as execve would.
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise SpawnFailed(f"cannot execute {argv0!r}: {exc.strerror}") from None
+    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
+        raise SpawnFailed(f"cannot execute {argv0!r}: {NOT_EXECUTABLE}")
 
 
 def check_cwd(cwd: str) -> None:
@@ -78,7 +103,7 @@ def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
 
 
 class JobRunner:
-    """Owns one job's process and output while it runs. Created and run by the manager."""
+    """Owns one job's process, cgroup and output while it runs. Created and run by the manager."""
 
     def __init__(
         self,
@@ -86,15 +111,18 @@ class JobRunner:
         output: OutputLog,
         default_grace: float,
         on_change: Callable[[Job], None] = lambda job: None,
+        cgroup: JobCgroup | None = None,
     ) -> None:
         self.job = job
         self.output = output
+        self.cgroup = cgroup
         self._on_change = on_change
         self.done = trio.Event()
         self._default_grace = default_grace
         self._stop_requested = trio.Event()
         self._grace = default_grace
         self._grace_scope: trio.CancelScope | None = None
+        self._oom = False
 
     def request_stop(self, by: str, grace: float | None = None) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL after ``grace`` seconds.
@@ -113,14 +141,23 @@ class JobRunner:
         elif self.job.state is State.STOPPING:
             self._grace = min(self._grace, grace)
 
+    def refresh_usage(self) -> None:
+        if self.cgroup is not None and not self.job.finished:
+            self.job.usage = self.cgroup.usage()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         spec = self.job.spec
         env = job_environment(self.job.id, spec.env)
         try:
             check_cwd(spec.cwd)
             executable = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd)
+            argv = list(spec.argv)
+            if self.cgroup is not None and self.cgroup.procs_files:
+                procs = [str(p) for p in self.cgroup.procs_files]
+                argv = [SHELL, "-c", SHIM, "jobd-shim", *procs, "--", *argv]
+                executable = SHELL
             proc = await trio.lowlevel.open_process(
-                list(spec.argv),
+                argv,
                 executable=executable,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -134,6 +171,7 @@ class JobRunner:
             message = str(exc) if isinstance(exc, SpawnFailed) else _spawn_error(spec.argv[0], exc)
             self.job.spawn_failed(message)
             self.output.close()
+            self._remove_cgroup()
             self._on_change(self.job)
             self.done.set()
             task_status.started()
@@ -151,18 +189,24 @@ class JobRunner:
     async def _supervise(self, proc: trio.Process) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         async with trio.open_nursery() as nursery:
-            stopper = trio.CancelScope()
-            nursery.start_soon(self._enforce_stop, proc.pid, stopper)
+            watchers = trio.CancelScope()
+            nursery.start_soon(self._watch, proc.pid, watchers)
             async with trio.open_nursery() as pumps:
                 for pipe, stream in ((proc.stdout, Stream.STDOUT), (proc.stderr, Stream.STDERR)):
                     _grow_pipe(pipe)
                     pumps.start_soon(self._pump, pipe, stream)
                 await proc.wait()
-                stopper.cancel()  # no stop signals once the pid may be reused
-                _signal_group(proc.pid, signal.SIGKILL)
+                watchers.cancel()  # no stop signals once the pid may be reused
+                self._kill_tree(proc.pid)
                 pumps.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
             if pumps.cancel_scope.cancelled_caught:
                 log.warning("job %s: output pipe held open after exit; not read", self.job.id)
+
+    def _kill_tree(self, pgid: int) -> None:
+        """SIGKILL whatever is left of the job: its cgroup if it has one, its process group."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        _signal_group(pgid, signal.SIGKILL)
 
     async def _pump(self, pipe: trio.abc.ReceiveStream, stream: Stream) -> None:
         async with pipe:
@@ -173,41 +217,71 @@ class JobRunner:
                 if self.output.error and not self.job.output_error:
                     self.job.output_error = self.output.error
 
-    async def _enforce_stop(self, pgid: int, scope: trio.CancelScope) -> None:
+    async def _watch(self, pgid: int, scope: trio.CancelScope) -> None:
+        """Stop requests and OOM kills, until the main process has exited (``scope``)."""
         with scope:
-            await self._stop_requested.wait()
-            _signal_group(pgid, signal.SIGTERM)
-            with trio.move_on_after(self._grace) as grace:
-                self._grace_scope = grace
-                await trio.sleep_forever()
-            self._grace_scope = None
-            log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
-            _signal_group(pgid, signal.SIGKILL)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._enforce_stop, pgid)
+                if self.cgroup is not None:
+                    nursery.start_soon(self._watch_oom, self.cgroup)
+
+    async def _enforce_stop(self, pgid: int) -> None:
+        await self._stop_requested.wait()
+        _signal_group(pgid, signal.SIGTERM)
+        with trio.move_on_after(self._grace) as grace:
+            self._grace_scope = grace
+            await trio.sleep_forever()
+        self._grace_scope = None
+        log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
+        self._kill_tree(pgid)
+
+    async def _watch_oom(self, cgroup: JobCgroup) -> None:
+        await cgroup.wait_oom()
+        self._oom = True
+        log.warning("job %s: the kernel's OOM killer fired; killing the job", self.job.id)
+        # cgroup v1's OOM killer kills only the largest task: the rest goes with it.
+        cgroup.kill()
 
     async def _reap(self, proc: trio.Process) -> None:
         """Runs shielded on every way out: the process is dead and recorded when it returns."""
         if proc.returncode is None:  # cancelled from outside: the daemon is going away fast
-            _signal_group(proc.pid, signal.SIGKILL)
+            self._kill_tree(proc.pid)
             await proc.wait()
-            _signal_group(proc.pid, signal.SIGKILL)
+            self._kill_tree(proc.pid)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 await pipe.aclose()
+        oom = ""
+        if self.cgroup is not None:
+            with trio.move_on_after(EMPTY_TIMEOUT) as waited:
+                await self.cgroup.wait_empty()
+            if waited.cancelled_caught:
+                log.error("job %s: processes left in cgroup after SIGKILL", self.job.id)
+            usage = self.cgroup.usage()
+            self.job.usage = usage
+            if self._oom or usage.oom_kills:
+                limit = self.job.limits.memory
+                oom = "out of memory" + (f" (limit {format_size(limit)})" if limit else "")
+            self._remove_cgroup()
         assert proc.returncode is not None
-        self.job.exited(proc.returncode)
+        self.job.exited(proc.returncode, oom)
         self.job.output_dropped_bytes = self.output.dropped_bytes
         self.job.output_error = self.output.error or ""
         self.output.close()
         self._on_change(self.job)
         self.done.set()
 
+    def _remove_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        try:
+            self.cgroup.remove()
+        except OSError as exc:
+            log.error("job %s: cannot remove its cgroup: %s", self.job.id, exc)
+
 
 def _spawn_error(argv0: str, exc: OSError) -> str:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno == errno.ENOEXEC:
-        reason = "not an executable format (a script without #! line?)"
+        reason = NOT_EXECUTABLE
     return f"cannot execute {argv0!r}: {reason}"
-
-
-def grace_is_valid(grace: float) -> bool:
-    return math.isfinite(grace) and 0 <= grace <= 24 * 3600

@@ -145,8 +145,8 @@ def test_empty_identities_table_refuses_everyone(tmp_path: Path) -> None:
         ('[identities]\nalice = "root"\n', "identity 'alice': role 'root' is not one of"),
         ("[identities]\nalice = 1\n", "identity 'alice': role 1 is not one of"),
         ('[identities.alice]\nrole = "user"\n', "identity 'alice': role {'role': 'user'}"),
-        ('max_output = "lots"\n', "max_output: 'lots' is not a size"),
-        ("max_output = true\n", "max_output: 'True' is not a size"),
+        ('max_output = "lots"\n', "max_output: invalid size 'lots'"),
+        ("max_output = true\n", "max_output: invalid size 'True'"),
         ("listen = \n", "jobd.toml: "),  # not TOML at all
     ],
 )
@@ -248,7 +248,7 @@ def test_bad_max_output_flag() -> None:
     with pytest.raises(ConfigError) as info:
         load(["--max-output", "big"])
     assert str(info.value).startswith("--max-output: ")
-    assert "'big' is not a size" in str(info.value)
+    assert "invalid size 'big'" in str(info.value)
 
 
 def test_bad_listen_flag() -> None:

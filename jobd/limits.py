@@ -1,0 +1,110 @@
+"""Which limits a job gets: what it asked for, the daemon's defaults, its role's maxima.
+
+For each resource: an explicit request must not exceed the role's maximum (INVALID_ARGUMENT
+naming the limit); without one, the default applies, capped by the maximum — and a role with
+a maximum but no default gets the maximum, so leaving a limit out never escapes it. Defaults
+that this machine cannot enforce are dropped; an explicit request for one is refused later by
+the cgroup backend (FAILED_PRECONDITION naming the controller).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from jobd.auth import Role
+from jobd.cgroups.base import LIMIT_CONTROLLER, Limits
+from jobd.cgroups.blockdev import block_device
+from jobd.errors import InvalidArgument
+from jobd.job import LimitRequest
+from jobd.units import format_size, parse_cpu, parse_size
+
+NAMES = ("cpu", "memory", "io_read_bps", "io_write_bps", "pids")
+BUILTIN_DEFAULTS = LimitRequest(pids=4096)  # a fork bomb stops here unless configured
+_DEVICE = re.compile(r"(\d+):(\d+)")
+
+
+def describe(name: str, value: float) -> str:
+    if name == "cpu":
+        return f"{value:g} CPU"
+    if name == "pids":
+        return f"{int(value)} tasks"
+    suffix = "/s" if name.startswith("io_") else ""
+    return format_size(int(value)) + suffix
+
+
+def parse_device(text: str) -> tuple[int, int]:
+    """"MAJOR:MINOR", or a path whose disk is meant."""
+    match = _DEVICE.fullmatch(text.strip())
+    if match:
+        return int(match[1]), int(match[2])
+    try:
+        return block_device(text)
+    except FileNotFoundError:
+        raise InvalidArgument(f"io_device {text!r}: no such file or device") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"io_device {text!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    defaults: LimitRequest = BUILTIN_DEFAULTS
+    maxima: Mapping[Role, LimitRequest] = field(default_factory=dict)
+    default_io_device: str = ""
+
+    def effective(
+        self, request: LimitRequest, role: Role, available: frozenset[str]
+    ) -> Limits:
+        maximum = self.maxima.get(role, LimitRequest())
+        values: dict[str, Any] = {}
+        for name in NAMES:
+            asked, cap = getattr(request, name), getattr(maximum, name)
+            if asked is not None:
+                if not asked > 0:
+                    raise InvalidArgument(f"{name} limit must be more than 0")
+                if cap is not None and asked > cap:
+                    raise InvalidArgument(
+                        f"{name} limit {describe(name, asked)} is above the maximum for the "
+                        f"{role.value} role ({describe(name, cap)})"
+                    )
+                values[name] = asked
+                continue
+            value = getattr(self.defaults, name)
+            if cap is not None:
+                value = cap if value is None else min(value, cap)
+            if value is not None and LIMIT_CONTROLLER[name] in available:
+                values[name] = value
+        if "io_read_bps" in values or "io_write_bps" in values:
+            device = request.io_device or self.defaults.io_device or self.default_io_device
+            if not device:
+                raise InvalidArgument("an io limit needs io_device (MAJOR:MINOR or a path)")
+            values["io_device"] = parse_device(device)
+        try:
+            return Limits(**values)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+
+def parse_table(table: Mapping[str, Any], where: str) -> LimitRequest:
+    """A config file's limits table: cpu = 0.5 | "50%", memory = "1G", pids = 64, ..."""
+    unknown = sorted(set(table) - {*NAMES, "io_device"})
+    if unknown:
+        raise ValueError(f"{where}: unknown limit(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, raw in table.items():
+        try:
+            if name == "io_device":
+                values[name] = str(raw)
+            elif name == "cpu":
+                values[name] = parse_cpu(str(raw))
+            elif name == "pids":
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+                    raise ValueError(f"pids must be a positive whole number, not {raw!r}")
+                values[name] = raw
+            else:
+                values[name] = parse_size(str(raw))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {name}: {exc}") from None
+    return replace(LimitRequest(), **values)

@@ -7,16 +7,15 @@ import sys
 
 import trio
 
-from jobd.cgroups import detect
-from jobd.config import Config, ConfigError, cgroup_parent_for, load
-from jobd.server import serve
+from jobd.config import Config, ConfigError, load
+from jobd.server import detect_cgroups, serve
 from jobd.statedir import StateDirError
 from jobd.tls import TLSConfigError
 
 
 def check_report(config: Config) -> str:
     """What ``jobd --check`` prints: the effective configuration and what this host offers."""
-    backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir))
+    backend = detect_cgroups(config)
     try:
         lines = [
             f"config file: {config.config_file or '(none)'}",

@@ -10,6 +10,7 @@ Example file (every key optional)::
     grace = 10.0                      # seconds between SIGTERM and SIGKILL
     max_output = "1G"                 # output kept per job; the rest is dropped and counted
 
+    cgroups = true                    # false: no limits, stop kills the process group only
     cgroup_parent = "jobd"            # cgroup under which job groups live (default: derived)
 
     [limits.default]                  # what a job gets when it asks for nothing
@@ -100,6 +101,7 @@ class Config:
     grace: float = 10.0
     max_output: int = DEFAULT_MAX_OUTPUT
     cgroup_parent: str = ""
+    cgroups: bool = True
     limit_defaults: LimitRequest = BUILTIN_DEFAULTS
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
@@ -120,7 +122,7 @@ class Config:
 
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
-        known |= {"identities", "limits", "cgroup_parent"}
+        known |= {"identities", "limits", "cgroup_parent", "cgroups"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -142,6 +144,8 @@ class Config:
             value = data["max_output"]
             text = value if isinstance(value, str) else str(value)
             self.max_output = _size(text, source, "max_output")
+        if "cgroups" in data:
+            self.cgroups = _typed(data, "cgroups", bool, source)
         if "cgroup_parent" in data:
             self.cgroup_parent = _typed(data, "cgroup_parent", str, source)
         if "limits" in data:
@@ -217,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
+    p.add_argument("--no-cgroups", action="store_true", help="run jobs without cgroups "
+                   "(no limits; stop kills the process group only)")
     p.add_argument("--check", action="store_true", help="print the configuration and what "
                    "this machine supports (cgroups), then exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -233,6 +239,8 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     for name in ("cacert", "cert", "key", "state_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
+    if args.no_cgroups:
+        config.cgroups = False
     if args.max_output is not None:
         config.max_output = _size(args.max_output, "--max-output")
     if args.grace is not None:

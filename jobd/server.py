@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import trio
 import trio_asyncio
 from grpclib.server import Server
 
-from jobd.cgroups import CONTROLLERS, CgroupBackend, detect
+from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, cgroup_parent_for
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
@@ -41,6 +42,9 @@ def _listener(server: Server) -> asyncio.Server:
 
 
 def detect_cgroups(config: Config) -> CgroupBackend:
+    if not config.cgroups:
+        log.info("cgroups: disabled by configuration")
+        return NoneBackend("disabled by configuration (cgroups = false, --no-cgroups)")
     backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir))
     missing = sorted(CONTROLLERS - backend.controllers)
     log.info("cgroups: %s backend; available: %s", backend.name,
@@ -49,6 +53,14 @@ def detect_cgroups(config: Config) -> CgroupBackend:
         log.warning("cgroup features unavailable (jobs run without them): %s; see jobd --check",
                     ", ".join(missing))
     return backend
+
+
+def _raise_fd_limit() -> None:
+    # Each running job holds about three descriptors: at scale, descriptors run out first.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open file limit raised from %d to %d", soft, hard)
 
 
 def _format_addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -60,6 +72,7 @@ async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     ssl_context = server_context(config.cacert, config.cert, config.key)
+    _raise_fd_limit()
     state = StateDir(config.state_dir)
     state.claim()
     store = Store(state.database)

@@ -30,6 +30,8 @@ EXIT_BROKEN_PIPE = 141
 DEFAULT_SERVER = "localhost:9090"
 DEFAULT_CACERT = "ca/ca.crt"
 DEFAULT_CERT = "ca/client_0.pem"
+DEFAULT_LIST_LIMIT = 50
+MAX_TAIL_LINES = 2**32 - 1  # StreamOutputRequest.tail_lines is a uint32
 
 EPILOG = f"""\
 environment:
@@ -51,6 +53,12 @@ START_EPILOG = """\
 No shell runs: ARGV is executed as given. A single argument containing whitespace is split
 like a shell would split it (no expansion), so `jobctl start 'sleep 2'` runs sleep with the
 argument 2; quote inside it to keep spaces: `jobctl start "'/opt/my tool' -v"`.
+"""
+
+LOGS_EPILOG = """\
+When the connection breaks after some output, the error names the command that prints the
+rest (the same options with --offset N). If the job's output went past the server's per-job
+cap, a note on stderr says how much was dropped.
 """
 
 
@@ -77,6 +85,33 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
+    return value
+
+
+def line_count(text: str) -> int:
+    value = positive(text)
+    if value > MAX_TAIL_LINES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_TAIL_LINES} lines, got {text!r}")
+    return value
+
+
+def offset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an offset of 0 or more, got {text!r}")
     return value
 
 
@@ -190,21 +225,65 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     status.add_argument("--json", action="store_true", help="print the job as JSON")
     status.add_argument("id", metavar="ID")
 
-    ls = sub.add_parser("list", help="list jobs", description="List the jobs you may see.")
-    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    ls = sub.add_parser(
+        "list",
+        help="list jobs, newest first",
+        description=f"List the jobs you may see, newest first: the newest {DEFAULT_LIST_LIMIT} "
+        "unless told otherwise.",
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON array of jobs")
     ls.add_argument("--owner", metavar="NAME", default="", help="only jobs of this identity")
+    how_many = ls.add_mutually_exclusive_group()
+    how_many.add_argument(
+        "--limit",
+        metavar="N",
+        type=positive,
+        default=DEFAULT_LIST_LIMIT,
+        help=f"show the newest N jobs (default: {DEFAULT_LIST_LIMIT})",
+    )
+    how_many.add_argument("--all", action="store_true", help="show every job")
 
     logs = sub.add_parser(
         "logs",
         help="print a job's output",
-        description="Print a job's output as it was written: stdout to "
-        "stdout, stderr to stderr, byte for byte.",
+        description="Print a job's output as it was written: stdout to stdout, stderr to "
+        "stderr, byte for byte. Without -f, a running job's output is printed up to where it "
+        "was when asked.",
+        epilog=LOGS_EPILOG,
     )
     logs.add_argument(
         "-f",
         "--follow",
         action="store_true",
         help="keep printing until the job ends (Ctrl-C leaves it running)",
+    )
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument(
+        "--stdout",
+        dest="only",
+        action="store_const",
+        const="stdout",
+        default=None,
+        help="only the job's stdout",
+    )
+    which.add_argument(
+        "--stderr", dest="only", action="store_const", const="stderr", help="only the job's stderr"
+    )
+    where = logs.add_mutually_exclusive_group()
+    where.add_argument(
+        "--tail",
+        metavar="N",
+        type=line_count,
+        default=0,
+        help="start N lines before the end (of the chosen stream, with --stdout/--stderr)",
+    )
+    where.add_argument(
+        "--offset",
+        metavar="N",
+        type=offset,
+        default=0,
+        help="start at a position the server handed out before (a chunk's next_offset, as "
+        "named when a connection breaks)",
     )
     logs.add_argument("id", metavar="ID")
     return parser

@@ -45,6 +45,7 @@ from jobd.v1.jobs_grpc import JobServiceStub
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_SERVER",
+    "PAGE_SIZE",
     "STATUS_ERRORS",
     "Aborted",
     "AddressError",
@@ -60,8 +61,10 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobClient",
+    "ListJobsResponse",
     "NotFound",
     "OutOfRange",
+    "OutputStream",
     "PermissionDenied",
     "ResourceExhausted",
     "ServerError",
@@ -79,8 +82,13 @@ __all__ = [
 DEFAULT_PORT = 9090
 DEFAULT_SERVER = f"localhost:{DEFAULT_PORT}"
 
+# Jobs asked for per ListJobs call when following pages (the server's default; it allows 10000).
+PAGE_SIZE = 1000
+
 Job: TypeAlias = pb.Job
+ListJobsResponse: TypeAlias = pb.ListJobsResponse
 StreamOutputResponse: TypeAlias = pb.StreamOutputResponse
+OutputStream: TypeAlias = pb.OutputStream.ValueType
 
 
 class ClientError(Exception):
@@ -361,14 +369,25 @@ class JobClient:
             return await self._stub.GetJob(pb.GetJobRequest(job_id=job_id))
 
     async def stream(
-        self, job_id: str, offset: int = 0
+        self,
+        job_id: str,
+        offset: int = 0,
+        *,
+        only: OutputStream = pb.OUTPUT_STREAM_UNSPECIFIED,
+        tail_lines: int = 0,
     ) -> AsyncGenerator[StreamOutputResponse, None]:
         """The job's output from ``offset``, live until it ends; the last message has ``final``.
+
+        ``offset`` is 0 or a chunk's ``next_offset`` (to resume); ``only`` keeps one stream;
+        ``tail_lines`` starts that many lines before the end of the output there is now
+        instead of at ``offset`` (give one or the other).
 
         Leaving early cancels the call on the server only once the generator is closed, so
         wrap it in :func:`contextlib.aclosing` when you may stop before the end.
         """
-        request = pb.StreamOutputRequest(job_id=job_id, offset=offset)
+        request = pb.StreamOutputRequest(
+            job_id=job_id, offset=offset, only=only, tail_lines=tail_lines
+        )
         with self._errors():
             async with self._stub.StreamOutput.open() as call:
                 await call.send_message(request, end=True)
@@ -376,9 +395,29 @@ class JobClient:
                     self._answered = True
                     yield message
 
-    # Last: inside the class body, `list` names this method from here on.
-    async def list(self, owner: str = "") -> builtins.list[Job]:
-        """Jobs visible to the caller; ``owner`` narrows them to one identity."""
+    async def list_page(
+        self, owner: str = "", limit: int = 0, page_token: str = ""
+    ) -> ListJobsResponse:
+        """One page of jobs, newest first: at most ``limit`` (0: the server's default, 1000),
+        after the page that handed out ``page_token``. ``next_page_token`` is set when older
+        jobs remain."""
+        request = pb.ListJobsRequest(owner=owner, limit=limit, page_token=page_token)
         with self._errors():
-            response = await self._stub.ListJobs(pb.ListJobsRequest(owner=owner))
-        return builtins.list(response.jobs)
+            return await self._stub.ListJobs(request)
+
+    # Last: inside the class body, `list` names this method from here on.
+    async def list(self, owner: str = "", limit: int | None = None) -> builtins.list[Job]:
+        """Jobs visible to the caller, newest first; ``owner`` narrows them to one identity.
+
+        At most ``limit`` jobs; None follows the pages to the oldest job.
+        """
+        jobs: builtins.list[Job] = []
+        token = ""
+        while limit is None or len(jobs) < limit:
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(jobs))
+            page = await self.list_page(owner, size, token)
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                break
+        return jobs

@@ -63,6 +63,8 @@ def result_text(job: pb.Job) -> str:
         return "failed to start"
     if outcome == pb.JobResult.OUTCOME_LOST:
         return "lost: the daemon died while it ran"
+    if outcome == pb.JobResult.OUTCOME_OOM_KILLED:
+        return "killed by the OOM killer: memory limit reached"
     return "finished"
 
 
@@ -112,6 +114,54 @@ def size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def mib(n: int) -> str:
+    """``12.3 MiB``: memory sizes in one unit, easy to compare."""
+    return f"{n / 2**20:.1f} MiB"
+
+
+def cores(n: float) -> str:
+    return f"{n:g} core" + ("" if n == 1 else "s")
+
+
+def limit_rows(limits: pb.Limits) -> list[tuple[str, str]]:
+    """``Label: value`` rows for the limits that are set."""
+    rows = []
+    if limits.HasField("cpu"):
+        rows.append(("CPU limit", cores(limits.cpu)))
+    if limits.HasField("memory_bytes"):
+        rows.append(("Memory limit", mib(limits.memory_bytes)))
+    if limits.HasField("io_read_bps"):
+        rows.append(("IO read limit", f"{size(limits.io_read_bps)}/s"))
+    if limits.HasField("io_write_bps"):
+        rows.append(("IO write limit", f"{size(limits.io_write_bps)}/s"))
+    if limits.io_device:
+        rows.append(("IO device", printable(limits.io_device)))
+    if limits.HasField("pids"):
+        rows.append(("Task limit", str(limits.pids)))
+    return rows
+
+
+def usage_rows(usage: pb.Usage) -> list[tuple[str, str]]:
+    """``Label: value`` rows for the usage figures that are set (counters when not zero)."""
+    rows = [("CPU time", f"{usage.cpu_seconds:.2f} s")]
+    if usage.HasField("memory_peak_bytes"):
+        rows.append(("Memory peak", mib(usage.memory_peak_bytes)))
+    if usage.oom_kills:
+        rows.append(("OOM kills", str(usage.oom_kills)))
+    if usage.pids_limit_hits:
+        rows.append(("Task-limit hits", str(usage.pids_limit_hits)))
+    return rows
+
+
+def dropped_note(job: pb.Job) -> str:
+    """The note for output the server dropped, e.g. ``output truncated: 12 bytes dropped (...)``;
+    empty when nothing was dropped."""
+    if not job.output_dropped_bytes:
+        return ""
+    why = f" ({printable(job.output_error)})" if job.output_error else ""
+    return f"output truncated: {job.output_dropped_bytes} bytes dropped{why}"
+
+
 def _when(job: pb.Job, field: Literal["created_at", "started_at", "ended_at"], now: float) -> str:
     if not job.HasField(field):
         return "-"
@@ -135,6 +185,15 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
         ("PID", str(job.pid) if job.pid else "-"),
         ("Output", f"{size(job.output_bytes)} ({job.output_bytes} bytes)"),
     ]
+    if job.output_dropped_bytes:
+        dropped = job.output_dropped_bytes
+        rows.append(("Dropped", f"{size(dropped)} ({dropped} bytes) of output not kept"))
+    if job.output_error:
+        rows.append(("Output error", printable(job.output_error)))
+    if job.HasField("limits"):
+        rows.extend(limit_rows(job.limits))
+    if job.HasField("usage"):
+        rows.extend(usage_rows(job.usage))
     width = max(len(label) for label, _ in rows) + 1
     return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
 
@@ -166,9 +225,9 @@ JOB_TABLE_HEADER = ("ID", "OWNER", "STATE", "RESULT", "AGE", "COMMAND")
 
 
 def job_table(jobs: Sequence[pb.Job], now: float | None = None, width: int | None = None) -> str:
-    """One row per job, oldest first, under :data:`JOB_TABLE_HEADER`."""
+    """One row per job, in the order given (the server's: newest first), under
+    :data:`JOB_TABLE_HEADER`."""
     now = time.time() if now is None else now
-    ordered = sorted(jobs, key=lambda job: (seconds(job.created_at), job.id))
     rows = [
         (
             printable(job.id),
@@ -178,7 +237,7 @@ def job_table(jobs: Sequence[pb.Job], now: float | None = None, width: int | Non
             age(now - seconds(job.created_at)) if job.HasField("created_at") else "-",
             command_text(job.argv),
         )
-        for job in ordered
+        for job in jobs
     ]
     return table(JOB_TABLE_HEADER, rows, width)
 

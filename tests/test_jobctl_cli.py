@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,8 @@ import trustme
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Server, Stream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jobctl import cli, render
 from jobctl.client import (
@@ -107,6 +109,14 @@ def test_start_single_argument_is_split_without_dashes() -> None:
         (["stop", "--grace", "soon", "x"], "not a number of seconds"),
         (["stop", "--grace", "nan", "x"], "expected zero or more seconds"),
         (["status"], "the following arguments are required: ID"),
+        (["list", "--limit", "0"], "expected 1 or more, got '0'"),
+        (["list", "--limit", "x"], "not a whole number: 'x'"),
+        (["list", "--limit", "5", "--all"], "not allowed with argument"),
+        (["logs", "--stdout", "--stderr", "j1"], "not allowed with argument"),
+        (["logs", "--tail", "2", "--offset", "9", "j1"], "not allowed with argument"),
+        (["logs", "--tail", "0", "j1"], "expected 1 or more"),
+        (["logs", "--tail", str(2**32), "j1"], "expected at most 4294967295 lines"),
+        (["logs", "--offset", "-1", "j1"], "expected an offset of 0 or more"),
         (["frobnicate"], "invalid choice"),
         ([], "the following arguments are required: COMMAND"),
     ],
@@ -140,9 +150,15 @@ def test_other_commands_parse() -> None:
     assert parse("stop", "j1").grace is None
     assert parse("status", "--json", "j1").json
     args = parse("list", "--owner", "bob", "--json")
-    assert (args.owner, args.json) == ("bob", True)
-    assert parse("logs", "-f", "j1").follow
-    assert not parse("logs", "j1").follow
+    assert (args.owner, args.json, args.limit, args.all) == ("bob", True, 50, False)
+    assert parse("list", "--limit", "7").limit == 7
+    assert parse("list", "--all").all
+    args = parse("logs", "j1")
+    assert (args.follow, args.only, args.tail, args.offset) == (False, None, 0, 0)
+    args = parse("logs", "-f", "--stderr", "--tail", "3", "j1")
+    assert (args.follow, args.only, args.tail, args.offset) == (True, "stderr", 3, 0)
+    args = parse("logs", "--stdout", "--offset", "123", "-f", "j1")
+    assert (args.follow, args.only, args.tail, args.offset) == (True, "stdout", 0, 123)
 
 
 def test_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -335,6 +351,53 @@ def test_details_of_a_running_job() -> None:
     assert len({line.index(line.split()[1]) for line in text.splitlines()}) == 1
 
 
+def test_details_show_only_what_is_set() -> None:
+    text = render.job_details(make_job(), now=NOW)
+    for label in ("Dropped", "Output error", "limit", "CPU time", "Memory", "OOM", "Task"):
+        assert label not in text
+    job = make_job(output_dropped_bytes=3976, output_error="output cap of 1 KiB reached")
+    job.limits.memory_bytes = 256 * 2**20
+    job.limits.pids = 100
+    job.usage.cpu_seconds = 1.234
+    job.usage.memory_peak_bytes = 12 * 2**20 + 2**19
+    text = render.job_details(job, now=NOW)
+    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+    assert lines["Dropped"] == "3.9 KiB (3976 bytes) of output not kept"
+    assert lines["Output error"] == "output cap of 1 KiB reached"
+    assert lines["Memory limit"] == "256.0 MiB"
+    assert lines["Task limit"] == "100"
+    assert lines["CPU time"] == "1.23 s"
+    assert lines["Memory peak"] == "12.5 MiB"
+    for absent in ("CPU limit", "IO read limit", "IO write limit", "IO device", "OOM kills"):
+        assert absent not in lines
+    assert "Task-limit hits" not in lines
+    job.limits.cpu = 0.5
+    job.limits.io_write_bps = 2**20
+    job.limits.io_device = "8:0"
+    job.usage.oom_kills = 1
+    job.usage.pids_limit_hits = 3
+    text = render.job_details(job, now=NOW)
+    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+    assert lines["CPU limit"] == "0.5 cores"
+    assert lines["IO write limit"] == "1.0 MiB/s"
+    assert lines["IO device"] == "8:0"
+    assert lines["OOM kills"] == "1"
+    assert lines["Task-limit hits"] == "3"
+    assert "IO read limit" not in lines
+    assert len({line.index(line.split(":", 1)[1].strip()) for line in text.splitlines()}) == 1
+
+
+def test_dropped_note() -> None:
+    assert render.dropped_note(make_job()) == ""
+    job = make_job(output_dropped_bytes=12345, output_error="output cap of 1 GiB reached; later")
+    assert render.dropped_note(job) == (
+        "output truncated: 12345 bytes dropped (output cap of 1 GiB reached; later)"
+    )
+    assert render.dropped_note(make_job(output_dropped_bytes=5)) == (
+        "output truncated: 5 bytes dropped"
+    )
+
+
 def test_details_of_a_finished_job() -> None:
     job = finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=2, message="exited with code 2")
     text = render.job_details(job, now=NOW)
@@ -363,6 +426,10 @@ def test_details_of_a_finished_job() -> None:
         ),
         (finished(outcome=pb.JobResult.OUTCOME_FAILED_TO_START), "j1: failed to start"),
         (finished(outcome=pb.JobResult.OUTCOME_LOST), "j1: lost: the daemon died while it ran"),
+        (
+            finished(outcome=pb.JobResult.OUTCOME_OOM_KILLED),
+            "j1: killed by the OOM killer: memory limit reached",
+        ),
         (make_job(state=99), "j1: state 99 (pid 4242)"),
     ],
 )
@@ -395,6 +462,19 @@ def test_job_json() -> None:
         "stopped_by": "",
         "message": "exited with code 0",
     }
+    assert data["output_dropped_bytes"] == 0
+    assert data["output_error"] == ""
+    assert "limits" not in data and "usage" not in data
+    job.limits.pids = 10
+    job.usage.memory_peak_bytes = 2**33
+    data = json.loads(render.to_json(render.job_to_dict(job)))
+    assert data["limits"] == {"pids": 10, "io_device": ""}
+    assert data["usage"] == {
+        "cpu_seconds": 0.0,
+        "memory_peak_bytes": 2**33,
+        "oom_kills": 0,
+        "pids_limit_hits": 0,
+    }
     assert data["created_at"].endswith("Z")
     assert list(data)[:3] == ["id", "owner", "argv"]
     running = render.job_to_dict(make_job())
@@ -411,13 +491,14 @@ def test_table() -> None:
     text = render.job_table(jobs, now=NOW, width=80)
     lines = text.splitlines()
     assert lines[0].split() == ["ID", "OWNER", "STATE", "RESULT", "AGE", "COMMAND"]
-    assert lines[1].split()[:2] == ["j1", "alice"]  # oldest first
-    assert "exited with code 0" in lines[1]
-    assert lines[2].split()[:5] == ["b-later", "alice", "running", "-", "5s"]
+    # in the order given: the server's, newest first
+    assert lines[1].split()[:5] == ["b-later", "alice", "running", "-", "5s"]
+    assert lines[2].split()[:2] == ["j1", "alice"]
+    assert "exited with code 0" in lines[2]
     assert all(len(line) <= 80 for line in lines)
-    assert lines[2].endswith("...")
-    assert lines[1][lines[0].index("COMMAND") :].startswith("sleep 5")
-    assert len(render.job_table(jobs, now=NOW).splitlines()[2]) > 200  # no width: no cut
+    assert lines[1].endswith("...")
+    assert lines[2][lines[0].index("COMMAND") :].startswith("sleep 5")
+    assert len(render.job_table(jobs, now=NOW).splitlines()[1]) > 200  # no width: no cut
 
 
 @pytest.mark.parametrize(
@@ -542,10 +623,18 @@ class FakeJobService(JobServiceBase):
         self.stream_ended = threading.Event()
         self.error: GRPCError | None = None
         self.endless: set[str] = set()  # jobs that print a line every 10 ms, forever
+        self.page_size = 1000  # at most this many jobs per ListJobs answer, whatever was asked
+        self.break_after: GRPCError | None = None  # raised after the output instead of the end
 
     def add(self, job: pb.Job, *messages: pb.StreamOutputResponse) -> None:
+        """Add a job (newer than those added before) and its output; each chunk without a
+        next_offset gets one as jobd's framed log would give it (9 bytes a frame)."""
         self.jobs[job.id] = job
         self.output[job.id] = list(messages)
+        position = 0
+        for message in messages:
+            for c in message.chunks:
+                position = c.next_offset = c.next_offset or position + 9 + len(c.data)
 
     async def _request(self, stream: Stream[Any, Any]) -> Any:
         request = await stream.recv_message()
@@ -596,14 +685,27 @@ class FakeJobService(JobServiceBase):
 
     async def ListJobs(self, stream: Stream[Any, Any]) -> None:
         request = await self._request(stream)
-        jobs = [j for j in self.jobs.values() if not request.owner or j.owner == request.owner]
-        await stream.send_message(pb.ListJobsResponse(jobs=jobs))
+        newest_first = reversed(self.jobs.values())
+        jobs = [j for j in newest_first if not request.owner or j.owner == request.owner]
+        start = int(request.page_token or 0)
+        end = start + min(request.limit or 1000, self.page_size)
+        token = str(end) if end < len(jobs) else ""
+        await stream.send_message(pb.ListJobsResponse(jobs=jobs[start:end], next_page_token=token))
 
     async def StreamOutput(self, stream: Stream[Any, Any]) -> None:
-        _, job = await self._job(stream)
+        """Honours ``offset`` and ``only``; ``tail_lines`` is only recorded."""
+        request, job = await self._job(stream)
         try:
             for message in self.output[job.id]:
-                await stream.send_message(message)
+                chunks = [
+                    c
+                    for c in message.chunks
+                    if c.next_offset > request.offset and request.only in (0, c.stream)
+                ]
+                if chunks or not message.chunks:
+                    await stream.send_message(pb.StreamOutputResponse(chunks=chunks))
+            if self.break_after is not None:
+                raise self.break_after
             while job.id in self.endless:
                 await stream.send_message(pb.StreamOutputResponse(chunks=[chunk(b"tick\n")]))
                 await asyncio.sleep(0.01)
@@ -613,6 +715,13 @@ class FakeJobService(JobServiceBase):
             await stream.send_message(pb.StreamOutputResponse(final=job))
         finally:
             self.stream_ended.set()
+
+
+def run_asyncio(coro: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run`` on a plain selector loop: other test modules import trio_asyncio, which
+    makes ``asyncio.run`` build its own kind of loop for the whole process."""
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(coro)
 
 
 @contextmanager
@@ -633,7 +742,7 @@ def serve(service: FakeJobService, certs: Certs) -> Iterator[int]:
         server.close()
         await server.wait_closed()
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread = threading.Thread(target=run_asyncio, args=(main(),), daemon=True)
     thread.start()
     assert started.wait(10)
     try:
@@ -692,7 +801,7 @@ def test_status_list_and_stop(
     assert jobctl("status", "--json", "j1") == 0
     assert json.loads(capsys.readouterr().out)["output_bytes"] == 1536
     assert jobctl("list") == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["ID", "j1", "j2"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["ID", "j2", "j1"]
     assert jobctl("list", "--json", "--owner", "bob") == 0
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["j2"]
     assert jobctl("stop", "--grace", "1.5", "j1") == 0
@@ -745,14 +854,231 @@ def test_logs_of_a_running_job_stop_at_what_existed(
     jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     service.add(
-        make_job(output_bytes=6),
+        make_job(output_bytes=8),
         pb.StreamOutputResponse(chunks=[chunk(b"ab"), chunk(b"cd", pb.OUTPUT_STREAM_STDERR)]),
-        pb.StreamOutputResponse(chunks=[chunk(b"efgh")]),  # reaches 6 bytes: stop here
+        pb.StreamOutputResponse(chunks=[chunk(b"efgh")]),  # reaches 8 bytes: stop here
         pb.StreamOutputResponse(chunks=[chunk(b"later")]),
     )
     assert jobctl("logs", "j1") == 0
     assert capsysbinary.readouterr() == (b"abefgh", b"cd")
     assert service.stream_ended.wait(5), "the stream was not cancelled on the server"
+
+
+def test_list_shows_the_newest_50_and_follows_pages(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(120):
+        service.add(make_job(id=f"j{i:03}", owner="bob" if i % 2 else "alice"))
+    service.page_size = 7  # a server may answer fewer than asked: follow the token
+
+    assert jobctl("list") == 0
+    out, err = capsys.readouterr()
+    ids = [line.split()[0] for line in out.splitlines()[1:]]
+    assert ids == [f"j{i:03}" for i in range(119, 69, -1)]
+    assert err == "jobctl: note: showing the newest 50 jobs; older ones exist (--all, --limit N)\n"
+    limits = [r.limit for r in service.requests if isinstance(r, pb.ListJobsRequest)]
+    assert limits[0] == 51 and sum(min(n, 7) for n in limits) == 51
+
+    assert jobctl("list", "--json", "--limit", "3") == 0
+    out, err = capsys.readouterr()
+    assert [job["id"] for job in json.loads(out)] == ["j119", "j118", "j117"]
+    assert err == ""
+
+    assert jobctl("list", "--json", "--all") == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert isinstance(jobs, list)
+    assert [job["id"] for job in jobs] == [f"j{i:03}" for i in range(119, -1, -1)]
+
+    assert jobctl("list", "--all", "--owner", "alice") == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 61
+    assert err == ""
+    assert {r.owner for r in service.requests[-9:]} == {"alice"}
+
+    assert jobctl("list", "--limit", "60", "--owner", "bob") == 0  # exactly all of bob's
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 61
+    assert err == ""
+
+
+def test_list_of_nothing(jobctl: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert jobctl("list", "--json") == 0
+    assert capsys.readouterr() == ("[]\n", "")
+    assert jobctl("list") == 0
+    assert capsys.readouterr() == ("ID  OWNER  STATE  RESULT  AGE  COMMAND\n", "")
+
+
+def mixed_output() -> list[pb.StreamOutputResponse]:
+    return [
+        pb.StreamOutputResponse(
+            chunks=[chunk(b"o1\no2\n"), chunk(b"e1\n", pb.OUTPUT_STREAM_STDERR), chunk(b"o3")]
+        ),
+        pb.StreamOutputResponse(
+            chunks=[chunk(b"\no4\n"), chunk(b"e2\ne3\ne4", pb.OUTPUT_STREAM_STDERR)]
+        ),
+        pb.StreamOutputResponse(chunks=[chunk(b"o5\n")]),
+    ]
+
+
+def test_logs_of_a_finished_job_ask_the_server_to_choose(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    service.add(finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0), *mixed_output())
+    stream_requests = lambda: [r for r in service.requests if isinstance(r, pb.StreamOutputRequest)]  # noqa: E731
+
+    assert jobctl("logs", "--stdout", "j1") == 0
+    assert capsysbinary.readouterr() == (b"o1\no2\no3\no4\no5\n", b"")
+    assert stream_requests()[-1].only == pb.OUTPUT_STREAM_STDOUT
+
+    assert jobctl("logs", "-f", "--stderr", "j1") == 0
+    assert capsysbinary.readouterr() == (b"", b"e1\ne2\ne3\ne4")
+    assert stream_requests()[-1].only == pb.OUTPUT_STREAM_STDERR
+
+    assert jobctl("logs", "--tail", "2", "j1") == 0
+    capsysbinary.readouterr()
+    request = stream_requests()[-1]
+    assert (request.tail_lines, request.offset, request.only) == (2, 0, 0)
+
+    # resume after the first chunk: "o1\no2\n" took 9 + 6 bytes of the log
+    assert jobctl("logs", "-f", "--offset", "15", "j1") == 0
+    assert capsysbinary.readouterr() == (b"o3\no4\no5\n", b"e1\ne2\ne3\ne4")
+    assert stream_requests()[-1].offset == 15
+
+
+@pytest.mark.parametrize(
+    ("argv", "out", "err"),
+    [
+        ([], b"o1\no2\no3\no4\n", b"e1\ne2\ne3\ne4"),
+        (["--stdout"], b"o1\no2\no3\no4\n", b""),
+        (["--stderr"], b"", b"e1\ne2\ne3\ne4"),
+        (["--tail", "1"], b"", b"e4"),
+        (["--tail", "2"], b"", b"e3\ne4"),
+        (["--tail", "4"], b"o4\n", b"e2\ne3\ne4"),
+        (["--tail", "99"], b"o1\no2\no3\no4\n", b"e1\ne2\ne3\ne4"),
+        (["--stdout", "--tail", "2"], b"o3\no4\n", b""),
+        (["--stderr", "--tail", "3"], b"", b"e2\ne3\ne4"),
+        (["--offset", "15"], b"o3\no4\n", b"e1\ne2\ne3\ne4"),
+        (["--offset", "15", "--stderr"], b"", b"e1\ne2\ne3\ne4"),
+        (["--offset", "38"], b"\no4\n", b"e2\ne3\ne4"),  # after "o3": 15 + 12 + 11
+        (["--offset", "80"], b"", b""),  # "o5": it came after we asked
+        (["--offset", "68"], b"", b""),  # the end, as it was when asked
+        (["--offset", "1000"], b"", b""),  # nothing there existed when asked
+    ],
+)
+def test_logs_of_a_running_job_choose_here_up_to_what_existed(
+    jobctl: Any,
+    service: FakeJobService,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    argv: list[str],
+    out: bytes,
+    err: bytes,
+) -> None:
+    # jobd counts output_bytes over both streams; the last message came later ("o5").
+    service.add(make_job(output_bytes=23), *mixed_output())
+    assert jobctl("logs", *argv, "j1") == 0
+    assert capsysbinary.readouterr() == (out, err)
+    request = [r for r in service.requests if isinstance(r, pb.StreamOutputRequest)][-1]
+    assert (request.offset, request.only, request.tail_lines) == (0, 0, 0)
+    assert service.stream_ended.wait(5), "the stream was not cancelled on the server"
+
+
+def test_logs_of_a_running_job_stop_inside_a_message(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # "then" ends after "e1\n" (9 bytes), in the middle of the first message; an offset past
+    # it gets nothing and is not checked against chunks that came later.
+    service.add(make_job(output_bytes=9), *mixed_output())
+    assert jobctl("logs", "j1") == 0
+    assert capsysbinary.readouterr() == (b"o1\no2\n", b"e1\n")
+    assert jobctl("logs", "--offset", "30", "j1") == 0
+    assert capsysbinary.readouterr() == (b"", b"")
+    assert jobctl("logs", "--tail", "1", "--stdout", "j1") == 0
+    assert capsysbinary.readouterr() == (b"o2\n", b"")
+
+
+@pytest.mark.parametrize("offset", ["1", "16", "67"])
+def test_logs_of_a_running_job_refuse_an_offset_inside_a_chunk(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str], offset: str
+) -> None:
+    service.add(make_job(output_bytes=23), *mixed_output())
+    assert jobctl("logs", "--offset", offset, "j1") == cli.EXIT_FAILED
+    assert capsys.readouterr() == (
+        "",
+        f"jobctl: offset {offset} is not where a chunk of job j1 starts: give a next_offset\n",
+    )
+
+
+def test_logs_note_dropped_output(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    job = finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0)
+    job.output_dropped_bytes = 12345
+    job.output_error = "output cap of 1 GiB reached; later output dropped"
+    service.add(job, pb.StreamOutputResponse(chunks=[chunk(b"kept")]))
+    note = (
+        b"jobctl: note: output truncated: 12345 bytes dropped "
+        b"(output cap of 1 GiB reached; later output dropped)\n"
+    )
+    for argv in (["logs", "j1"], ["logs", "-f", "j1"], ["logs", "--stdout", "j1"]):
+        assert jobctl(*argv) == 0
+        assert capsysbinary.readouterr() == (b"kept", note)
+    service.add(make_job(id="j2", output_bytes=4, output_dropped_bytes=7))
+    service.output["j2"] = service.output["j1"]
+    assert jobctl("logs", "j2") == 0
+    assert capsysbinary.readouterr() == (
+        b"kept",
+        b"jobctl: note: output truncated: 7 bytes dropped\n",
+    )
+
+
+def test_logs_name_the_offset_to_resume_from(
+    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    service.add(make_job(), *mixed_output())
+    service.break_after = GRPCError(Status.UNAVAILABLE, "jobd is shutting down")
+    assert jobctl("logs", "-f", "--stdout", "j1") == cli.EXIT_CONNECT
+    assert capsysbinary.readouterr() == (
+        b"o1\no2\no3\no4\no5\n",
+        b"jobctl: unavailable: jobd is shutting down "
+        b"(for the rest: jobctl logs -f --stdout --offset 80 j1)\n",
+    )
+    assert jobctl("logs", "-f", "--stdout", "--offset", "80", "j1") == cli.EXIT_CONNECT
+    assert capsysbinary.readouterr() == (b"", b"jobctl: unavailable: jobd is shutting down\n")
+
+
+def test_logs_name_the_offset_when_the_connection_breaks(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    from jobctl import commands
+
+    class Broken:
+        async def stream(self, job_id: str, offset: int = 0, **kw: Any) -> Any:
+            yield pb.StreamOutputResponse(chunks=[pb.OutputChunk(data=b"x", next_offset=10)])
+            raise ConnectError("connection to h:1 broke: Connection reset by peer", server="h:1")
+
+    with pytest.raises(ConnectError) as info:
+        asyncio.run(commands.follow(Broken(), "j1", commands.Output()))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "connection to h:1 broke: Connection reset by peer "
+        "(for the rest: jobctl logs --offset 10 j1)"
+    )
+    assert info.value.server == "h:1"
+    assert capsysbinary.readouterr() == (b"x", b"")
+
+
+def test_logs_of_a_stream_that_ends_without_the_job(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobctl import commands
+
+    class Short:
+        async def stream(self, job_id: str, offset: int = 0, **kw: Any) -> Any:
+            yield pb.StreamOutputResponse(chunks=[pb.OutputChunk(data=b"", next_offset=10)])
+
+    with pytest.raises(
+        commands.CommandFailed, match=r"ended early \(for the rest: jobctl logs --offset 10 j1\)"
+    ):
+        asyncio.run(commands.follow(Short(), "j1", commands.Output()))  # type: ignore[arg-type]
 
 
 def test_logs_of_a_silent_running_job_return_at_once(
@@ -900,3 +1226,50 @@ def test_broken_stdout_pipe_is_quiet(endless_job: subprocess.Popen[bytes]) -> No
     assert endless_job.wait(20) == cli.EXIT_BROKEN_PIPE
     assert endless_job.stderr is not None
     assert endless_job.stderr.read() == b""
+
+
+# --- client-side tail, as jobd counts lines -----------------------------------------------------
+
+frame_data = st.binary(max_size=12).map(lambda b: b.replace(b"\x00", b"\n"))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frames=st.lists(st.tuples(st.sampled_from([1, 2]), frame_data), max_size=12),
+    lines=st.integers(min_value=1, max_value=8),
+    only=st.sampled_from([0, 1, 2]),
+)
+def test_client_tail_matches_jobd(
+    tmp_path: Path, frames: list[tuple[int, bytes]], lines: int, only: int
+) -> None:
+    """jobctl's own tail (for a running job read up to "now") picks what jobd's tail_lines does."""
+    import trio
+
+    from jobctl.commands import Tail
+    from jobd.output import OutputLog, Stream, follow
+
+    path = tmp_path / f"tail-{os.getpid()}-{id(frames)}.log"
+    log = OutputLog(path)
+    for stream, data in frames:
+        if data:  # jobd's pumps never append nothing
+            log.append(Stream(stream), data)
+    log.close()
+
+    async def jobd_tail() -> list[tuple[int, bytes]]:
+        chosen = Stream(only) if only else None
+        out = []
+        async for chunks in follow(path, None, only=chosen, tail_lines=lines):
+            out += [(int(c.stream), c.data) for c in chunks]
+        return out
+
+    tail = Tail(lines)
+    for stream, data in frames:
+        if only in (0, stream):
+            tail.add(stream, data)  # type: ignore[arg-type]
+    mine = [(int(stream), data) for stream, data in tail.chunks() if data]
+    try:
+        assert mine == trio.run(jobd_tail)
+    finally:
+        path.unlink()

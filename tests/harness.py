@@ -67,11 +67,13 @@ def bin_path(name: str) -> str:
 class Daemon:
     """One jobd process on 127.0.0.1 with a free port, stopped and checked on close."""
 
-    def __init__(self, certs: Certs, state_dir: Path, *extra: str) -> None:
+    def __init__(self, certs: Certs, state_dir: Path, *extra: str, config_extra: str = "") -> None:
+        """``config_extra``: TOML text appended to the config file (e.g. limits tables)."""
         self.certs = certs
         self.state_dir = state_dir
         config = state_dir.parent / f"{state_dir.name}.toml"
-        config.write_text("[identities]\n" + "".join(f'{k} = "{v}"\n' for k, v in ROLES.items()))
+        identities = "".join(f'{k} = "{v}"\n' for k, v in ROLES.items())
+        config.write_text("[identities]\n" + identities + config_extra)
         self.argv = [
             sys.executable, "-m", "jobd",
             "--listen", "127.0.0.1:0",

@@ -41,3 +41,10 @@ def proto(session: nox.Session) -> None:
     """Regenerate jobd/v1 from proto/ (commit the result)."""
     session.install(*group("proto"))
     session.run("python", "proto/gen.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and print their table (slow; `-- --quick` for a short run)."""
+    session.install("-e", ".", *group("test"))
+    session.run("python", "tests/bench.py", *session.posargs)

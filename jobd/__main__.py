@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         trio.run(serve, config)
     except TLSConfigError as exc:
         sys.exit(f"jobd: TLS setup failed: {exc}")
-    except StateDirError as exc:
+    except (StateDirError, ConfigError) as exc:
         sys.exit(f"jobd: {exc}")
     except OSError as exc:
         sys.exit(f"jobd: {exc}")

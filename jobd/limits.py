@@ -16,13 +16,15 @@ from typing import Any
 
 from jobd.auth import Role
 from jobd.cgroups.base import LIMIT_CONTROLLER, Limits
-from jobd.cgroups.blockdev import block_device
+from jobd.cgroups.blockdev import block_device, whole_disk
 from jobd.errors import InvalidArgument
 from jobd.job import LimitRequest
 from jobd.units import format_size, parse_cpu, parse_size
 
 NAMES = ("cpu", "memory", "io_read_bps", "io_write_bps", "pids")
 BUILTIN_DEFAULTS = LimitRequest(pids=4096)  # a fork bomb stops here unless configured
+# The kernel's CFS quota has a 1 ms floor per 100 ms period: less than 0.01 CPU cannot be kept.
+MINIMUM = {"cpu": 0.01}
 _DEVICE = re.compile(r"(\d+):(\d+)")
 
 
@@ -38,9 +40,9 @@ def describe(name: str, value: float) -> str:
 def parse_device(text: str) -> tuple[int, int]:
     """"MAJOR:MINOR", or a path whose disk is meant."""
     match = _DEVICE.fullmatch(text.strip())
-    if match:
-        return int(match[1]), int(match[2])
     try:
+        if match:
+            return whole_disk(int(match[1]), int(match[2]))
         return block_device(text)
     except FileNotFoundError:
         raise InvalidArgument(f"io_device {text!r}: no such file or device") from None
@@ -54,6 +56,14 @@ class LimitPolicy:
     maxima: Mapping[Role, LimitRequest] = field(default_factory=dict)
     default_io_device: str = ""
 
+    def validate(self) -> None:
+        """Refuse at start-up what would make every job start fail later."""
+        if self.defaults.io_read_bps or self.defaults.io_write_bps:
+            try:
+                parse_device(self.defaults.io_device or self.default_io_device)
+            except InvalidArgument as exc:
+                raise ValueError(f"[limits.default]: {exc}") from None
+
     def effective(
         self, request: LimitRequest, role: Role, available: frozenset[str]
     ) -> Limits:
@@ -62,8 +72,9 @@ class LimitPolicy:
         for name in NAMES:
             asked, cap = getattr(request, name), getattr(maximum, name)
             if asked is not None:
-                if not asked > 0:
-                    raise InvalidArgument(f"{name} limit must be more than 0")
+                if not asked >= MINIMUM.get(name, 0) or not asked > 0:
+                    least = f"at least {MINIMUM[name]:g}" if name in MINIMUM else "more than 0"
+                    raise InvalidArgument(f"{name} limit must be {least}")
                 if cap is not None and asked > cap:
                     raise InvalidArgument(
                         f"{name} limit {describe(name, asked)} is above the maximum for the "
@@ -105,6 +116,8 @@ def parse_table(table: Mapping[str, Any], where: str) -> LimitRequest:
                 values[name] = raw
             else:
                 values[name] = parse_size(str(raw))
+                if values[name] <= 0:
+                    raise ValueError(f"must be more than 0, not {raw!r}")
         except ValueError as exc:
             raise ValueError(f"{where}: {name}: {exc}") from None
     return replace(LimitRequest(), **values)

@@ -22,7 +22,7 @@ from jobd.cgroups.none import NoneBackend
 from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.limits import LimitPolicy
-from jobd.output import Chunk, OutputLog, Stream, follow
+from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
 from jobd.supervisor import JobRunner
@@ -116,7 +116,8 @@ class JobManager:
             except OSError as exc:
                 log.error("cannot remove leftover cgroup %s: %s", group.name, exc)
                 continue
-            log.warning("killed the processes of cgroup %s, left by a jobd that died", group.name)
+            log.warning("reaped cgroup %s, left by a jobd that died: killed anything in it "
+                        "and removed it", group.name)
 
     def recover(self) -> None:
         """Jobs recorded as live belong to a daemon that died: kill what is left, say so."""
@@ -217,7 +218,12 @@ class JobManager:
         return self.find(job.id) or job
 
     def output(
-        self, job: Job, offset: int = 0, only: Stream | None = None, tail_lines: int = 0
+        self,
+        job: Job,
+        offset: int = 0,
+        only: Stream | None = None,
+        tail_lines: int = 0,
+        no_follow: bool = False,
     ) -> AsyncGenerator[list[Chunk], None]:
         if offset and tail_lines:
             raise InvalidArgument("give an offset or a number of tail lines, not both")
@@ -227,7 +233,10 @@ class JobManager:
         size = live.size if live is not None else _file_size(path)
         if offset > size:
             raise InvalidArgument(f"offset {offset} is past the end of the output ({size})")
-        return follow(path, live, offset, only=only, tail_lines=tail_lines)
+        if not is_frame_boundary(path, offset):
+            raise InvalidArgument(f"offset {offset} is not where a chunk starts: give 0 or a "
+                                  "next_offset received before")
+        return follow(path, live, offset, only=only, tail_lines=tail_lines, no_follow=no_follow)
 
     def running(self) -> list[Job]:
         return [r.job for r in self._runners.values() if not r.job.finished]

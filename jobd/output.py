@@ -151,6 +151,22 @@ def parse_frames(buf: bytes, offset: int) -> tuple[list[Chunk], int]:
     return chunks, pos
 
 
+def is_frame_boundary(path: Path, offset: int) -> bool:
+    """Whether a frame ends at ``offset`` (so that one can start there)."""
+    if offset == 0:
+        return True
+    if offset < OVERHEAD:
+        return False
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        (length,) = TRAILER.unpack(os.pread(fd, TRAILER.size, offset - TRAILER.size))
+        start = offset - OVERHEAD - length
+        if start < 0 or length > MAX_FRAME_DATA:
+            return False
+        stream, head_length = HEADER.unpack(os.pread(fd, HEADER.size, start))
+    return head_length == length and stream in (Stream.STDOUT, Stream.STDERR)
+
+
 def tail_start(fd: int, end: int, lines: int, only: Stream | None) -> tuple[int, int]:
     """Where the last ``lines`` lines before ``end`` begin: (frame offset, bytes to skip).
 
@@ -188,12 +204,14 @@ async def follow(
     *,
     only: Stream | None = None,
     tail_lines: int = 0,
+    no_follow: bool = False,
 ) -> AsyncGenerator[list[Chunk], None]:
     """Every chunk from ``offset`` on; with ``live``, wait for more until the log closes.
 
     ``offset`` must be 0 or a ``next_offset`` handed out before: anything else is not a frame
     boundary and is reported as a damaged log. ``tail_lines`` starts that many lines before
-    the end instead. Batches may be empty when ``only`` filters a whole read out.
+    the end instead. ``no_follow`` stops at the end there is now. Batches may be empty when
+    ``only`` filters a whole read out.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -201,15 +219,17 @@ async def follow(
         raise CorruptLog(f"output log {path.name} is missing") from None
     try:
         skip = 0
+        end = live.size if live is not None else os.fstat(fd).st_size
         if tail_lines:
-            end = live.size if live is not None else os.fstat(fd).st_size
             offset, skip = tail_start(fd, end, tail_lines, only)
+        if no_follow:
+            live = None  # what was there when we started is all we read
         while True:
             # Take the event and the closed flag before reading: whatever is appended after
             # the read sets this very event, so no wake-up is lost.
             changed = live.changed if live is not None else None
             closed = live is None or live.closed
-            buf = os.pread(fd, READ_SIZE, offset)
+            buf = os.pread(fd, min(READ_SIZE, end - offset) if no_follow else READ_SIZE, offset)
             chunks, used = parse_frames(buf, offset)
             if chunks:
                 offset += used

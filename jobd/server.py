@@ -19,7 +19,7 @@ import trio_asyncio
 from grpclib.server import Server
 
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
-from jobd.config import Config, cgroup_parent_for
+from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.service import JobService
@@ -79,6 +79,10 @@ async def serve(
     try:
         cgroups = detect_cgroups(config)
         policy = LimitPolicy(config.limit_defaults, config.limit_maxima, str(state.path))
+        try:
+            policy.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         manager = JobManager(state, store, config.grace, config.max_output, cgroups, policy)
         await _serve(config, ssl_context, manager, task_status)
     finally:

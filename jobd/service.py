@@ -6,6 +6,7 @@ gRPC statuses here and only here, through ``STATUS_OF``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -55,6 +56,11 @@ def rpc(handler: Handler) -> Handler:
     async def wrapper(self: JobService, stream: Stream[Any, Any]) -> None:
         try:
             await handler(self, stream)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # grpclib cancelled the call (the client reset it) while the trio side was
+                # finishing normally: say so, or grpclib logs a spurious traceback.
+                raise asyncio.CancelledError()
         except errors.JobdError as exc:
             raise GRPCError(status_of(exc), str(exc)) from None
         except GRPCError:
@@ -158,12 +164,17 @@ class JobService(JobServiceBase):
         self._streams_idle = trio.Event() if self.active_streams == 1 else self._streams_idle
         try:
             only = STREAM_FROM_PB.get(request.only)
-            output = self.manager.output(job, request.offset, only, request.tail_lines)
+            output = self.manager.output(
+                job, request.offset, only, request.tail_lines, request.no_follow
+            )
             async with contextlib.aclosing(output):  # its file closes when the client leaves
                 async for chunks in output:
                     if chunks:
                         await send(chunks_to_pb(chunks))
-            final = await self.manager.wait_finished(job)
+            if request.no_follow:
+                final = self.manager.find(job.id) or job
+            else:
+                final = await self.manager.wait_finished(job)
             await send(pb.StreamOutputResponse(final=job_to_pb(final)))
         finally:
             self.active_streams -= 1

@@ -221,8 +221,15 @@ class Store:
         async with self._read_lock:
             rows = await trio.to_thread.run_sync(self._select_page, owner, limit + 1, after)
         jobs = [job_from_row(r) for r in rows]
-        for job in self._pending.values():  # rare: only while the database is unwritable
-            jobs = [j if j.id != job.id else job for j in jobs]
+        if self._pending:  # rare: only while the database is unwritable
+            pending = {
+                j.id: j
+                for j in self._pending.values()
+                if (not owner or j.owner == owner)
+                and (after is None or (j.created_at, j.id) < after)
+            }
+            jobs = [j for j in jobs if j.id not in pending] + list(pending.values())
+            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return Page(jobs, _encode_token(jobs[-1]) if more and jobs else "")

@@ -228,6 +228,8 @@ class JobRunner:
     async def _enforce_stop(self, pgid: int) -> None:
         await self._stop_requested.wait()
         _signal_group(pgid, signal.SIGTERM)
+        if self.cgroup is not None:  # descendants that left the process group hear it too
+            self.cgroup.terminate()
         with trio.move_on_after(self._grace) as grace:
             self._grace_scope = grace
             await trio.sleep_forever()

@@ -335,3 +335,34 @@ def test_second_sigint_kills_at_once(certs: Certs, tmp_path: Any) -> None:
         assert processes_in_group(pid) == []
     finally:
         daemon.kill()
+
+
+def test_no_follow_stops_at_the_current_end(daemon: Daemon) -> None:
+    async def scenario(stub: Any) -> None:
+        job_id = await start(stub, ["sh", "-c", "echo a; echo ready; exec sleep 300"])
+        await wait_for_output(stub, job_id, b"ready")
+        out = bytearray()
+        final = None
+        async with stub.StreamOutput.open() as stream:
+            request = pb.StreamOutputRequest(job_id=job_id, no_follow=True)
+            await stream.send_message(request, end=True)
+            async for msg in stream:
+                out += b"".join(c.data for c in msg.chunks)
+                final = msg.final if msg.HasField("final") else final
+        assert bytes(out) == b"a\nready\n"
+        assert final is not None and final.state == pb.JOB_STATE_RUNNING
+        await stub.StopJob(pb.StopJobRequest(job_id=job_id))
+
+    daemon.run("client_0", scenario)
+
+
+def test_an_offset_that_is_not_a_chunk_start_is_invalid(daemon: Daemon) -> None:
+    async def scenario(stub: Any) -> None:
+        job_id = await start(stub, ["echo", "hello world"])
+        await collect(stub, job_id)
+        message = await expect_status(Status.INVALID_ARGUMENT, collect(stub, job_id, offset=3))
+        assert "not where a chunk starts" in message
+        message = await expect_status(Status.INVALID_ARGUMENT, collect(stub, job_id, offset=10**9))
+        assert "past the end" in message
+
+    daemon.run("client_0", scenario)

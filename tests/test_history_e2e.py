@@ -138,6 +138,8 @@ def test_a_locked_database_delays_history_but_not_jobs(certs: Certs, state: Path
             out, _, _, _ = await collect(stub, job_id)
             assert out == b"still served\n"
             assert (await get(stub, job_id)).result.exit_code == 0
+            listed = await stub.ListJobs(pb.ListJobsRequest())
+            assert job_id in [j.id for j in listed.jobs]  # listed while only in memory
             return job_id
 
         job_id = daemon.run("client_0", while_locked)

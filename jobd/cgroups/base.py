@@ -91,6 +91,10 @@ class JobCgroup(Protocol):
         """SIGKILL every process in the group, however it detached itself."""
         ...
 
+    def terminate(self) -> None:
+        """SIGTERM every process in the group now (the polite first step of a stop)."""
+        ...
+
     async def wait_empty(self) -> None:
         """Return once no process is left in the group (at once if it never had one)."""
         ...

@@ -22,12 +22,19 @@ def block_device(
     st = os.stat(path)
     dev = st.st_rdev if stat.S_ISBLK(st.st_mode) else st.st_dev
     major, minor = os.major(dev), os.minor(dev)
-    entry = sys_dev_block / f"{major}:{minor}"
-    if not entry.exists():
+    if not (sys_dev_block / f"{major}:{minor}").exists():
         raise ValueError(
             f"{os.fspath(path)!r} is on device {major}:{minor}, which is not a block device "
             "(tmpfs, overlay or btrfs subvolume?); name the disk explicitly"
         )
+    return whole_disk(major, minor, sys_dev_block)
+
+
+def whole_disk(major: int, minor: int, sys_dev_block: Path = SYS_DEV_BLOCK) -> tuple[int, int]:
+    """The disk of block device ``major:minor`` (itself, unless it is a partition)."""
+    entry = sys_dev_block / f"{major}:{minor}"
+    if not entry.exists():
+        raise ValueError(f"{major}:{minor} is not a block device on this machine")
     if (entry / "partition").exists():
         # /sys/dev/block/M:m links to .../block/<disk>/<partition>; the disk is the parent.
         disk = entry.resolve().parent / "dev"

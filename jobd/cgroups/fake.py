@@ -39,6 +39,7 @@ class FakeCgroup:
             procs.touch()
             self.procs_files.append(procs)
         self.kills = 0
+        self.terminates = 0
         self.removed = False
         self.populated = False
         self.empty_on_kill = empty_on_kill
@@ -73,6 +74,9 @@ class FakeCgroup:
 
     def usage(self) -> Usage:
         return Usage(self.cpu_seconds, self.memory_peak, self.oom_kills, self.pids_limit_hits)
+
+    def terminate(self) -> None:
+        self.terminates += 1
 
     def kill(self) -> None:
         self.kills += 1

@@ -56,10 +56,15 @@ def sigkill_members(procs_file: Path) -> int:
     Only safe against PID reuse when the group is frozen (or its tasks cannot exit): used
     on kernels without cgroup.kill, right after reading the list from the cgroup itself.
     """
+    return signal_members(procs_file, signal.SIGKILL)
+
+
+def signal_members(procs_file: Path, signum: int) -> int:
+    """Send ``signum`` to each process listed now in ``procs_file``; how many were signalled."""
     count = 0
     for pid in read_pids(procs_file):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
             count += 1
     return count
 

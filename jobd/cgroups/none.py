@@ -30,6 +30,9 @@ class NoneCgroup:
     def kill(self) -> None:
         pass  # nothing to go through: the caller must signal its process group itself
 
+    def terminate(self) -> None:
+        pass
+
     async def wait_empty(self) -> None:
         pass
 

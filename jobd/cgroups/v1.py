@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 from pathlib import Path
 
 import trio
@@ -25,6 +26,7 @@ from jobd.cgroups.files import (
     read_int,
     read_keyed,
     read_pids,
+    signal_members,
     write_value,
 )
 from jobd.cgroups.mounts import Hierarchy
@@ -102,6 +104,11 @@ class V1Cgroup:
     def _oom_kills(self) -> int:
         # failcnt stays 0 when the OOM killer fires; oom_kill counts the kills.
         return self._keyed("memory", "memory.oom_control").get("oom_kill", 0)
+
+    def terminate(self) -> None:
+        directory = self.dirs.get(UNIFIED) or next(iter(self.dirs.values()))
+        for procs in tree_procs(directory):
+            signal_members(procs, signal.SIGTERM)
 
     def kill(self) -> None:
         if UNIFIED in self.dirs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 from pathlib import Path
 
 import trio
@@ -23,11 +24,12 @@ from jobd.cgroups.files import (
     read_keyed,
     read_pids,
     read_text,
+    signal_members,
     write_value,
 )
 from jobd.cgroups.inotify import wait_until
 from jobd.cgroups.mounts import Hierarchy
-from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, wait_unpopulated
+from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, tree_procs, wait_unpopulated
 from jobd.errors import FailedPrecondition
 
 LIMIT_CONTROLLERS = ("cpu", "memory", "io", "pids")
@@ -49,6 +51,10 @@ class V2Cgroup:
         if self._final is not None:
             return self._final
         return v2_usage(self.path)
+
+    def terminate(self) -> None:
+        for procs in tree_procs(self.path):
+            signal_members(procs, signal.SIGTERM)
 
     def kill(self) -> None:
         kill_cgroup2(self.path)

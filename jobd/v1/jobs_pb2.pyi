@@ -345,6 +345,7 @@ class StreamOutputRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     ONLY_FIELD_NUMBER: _builtins.int
     TAIL_LINES_FIELD_NUMBER: _builtins.int
+    NO_FOLLOW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     offset: _builtins.int
     """Position in the job's output log to start from: 0, or the `next_offset` of a chunk
@@ -356,6 +357,10 @@ class StreamOutputRequest(_message.Message):
     """Start this many lines before the end of the output there is now (of `only`, if set),
     instead of at `offset`. 0: start at `offset`.
     """
+    no_follow: _builtins.bool
+    """Stop at the end of the output there is when the call starts, instead of following the
+    job until it ends; the last message then carries the job's status as it is now.
+    """
     def __init__(
         self,
         *,
@@ -363,10 +368,11 @@ class StreamOutputRequest(_message.Message):
         offset: _builtins.int = ...,
         only: Global___OutputStream.ValueType = ...,
         tail_lines: _builtins.int = ...,
+        no_follow: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "offset", b"offset", "only", b"only", "tail_lines", b"tail_lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "no_follow", b"no_follow", "offset", b"offset", "only", b"only", "tail_lines", b"tail_lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,504 @@
+"""Benchmarks of jobd, each next to its floor measured in the same run.
+
+Run with ``nox -s bench`` (``-- --quick`` for a short run, ``-- --only NAME`` for one group).
+Prints one table and writes it as JSON (``--json FILE``, default bench-results.json) so runs
+can be compared between commits. This machine is shared and noisy: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Certs, Daemon, bin_path, make_certs
+from jobd.v1 import jobs_pb2 as pb
+
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    group: str
+    name: str
+    value: float
+    unit: str
+    floor: float | None = None
+    floor_name: str = ""
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.floor if self.floor else None
+
+
+ROWS: list[Row] = []
+
+
+def record(row: Row) -> None:
+    ROWS.append(row)
+    ratio = f"  ({row.ratio:.2f}x {row.floor_name})" if row.ratio is not None else ""
+    print(f"  {row.name}: {row.value:.3f} {row.unit}{ratio}", flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+# Clients (asyncio + grpclib, like jobctl)
+
+
+async def open_stub(daemon: Daemon, who: str = "client_0") -> tuple[Any, Any]:
+    from grpclib.client import Channel
+
+    from jobd.tls import client_context
+    from jobd.v1.jobs_grpc import JobServiceStub
+
+    channel = Channel("127.0.0.1", daemon.port, ssl=client_context(daemon.certs.ca,
+                                                                   daemon.certs.client(who)))
+    return channel, JobServiceStub(channel)
+
+
+async def timed_calls(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
+    samples = []
+    for _ in range(n):
+        begin = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - begin) * 1000)
+    return samples
+
+
+async def drain(stub: Any, job_id: str) -> int:
+    total = 0
+    async with stub.StreamOutput.open() as stream:
+        await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
+        async for msg in stream:
+            total += sum(len(c.data) for c in msg.chunks)
+    return total
+
+
+# Floors
+
+
+def spawn_floor(n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        begin = time.perf_counter()
+        pid = os.posix_spawn("/bin/true", ["true"], {})
+        os.waitpid(pid, 0)
+        samples.append((time.perf_counter() - begin) * 1000)
+    return samples
+
+
+def floor_server_main(certs_dir: str, stream_bytes: int) -> None:
+    """A bare grpclib server with jobd's TLS and trio bridge: the floor of every RPC."""
+    import trio
+    import trio_asyncio
+    from grpclib.server import Server
+
+    from jobd.tls import server_context
+    from jobd.v1.jobs_grpc import JobServiceBase
+
+    message = pb.StreamOutputResponse(
+        chunks=[pb.OutputChunk(stream=pb.OUTPUT_STREAM_STDOUT, data=bytes(MiB))]
+    )
+
+    async def get_job(request: Any) -> pb.Job:
+        return pb.Job(id=request.job_id)
+
+    class Floor(JobServiceBase):
+        async def GetJob(self, stream: Any) -> None:
+            request = await stream.recv_message()
+            await stream.send_message(await trio_asyncio.trio_as_aio(get_job)(request))
+
+        async def StreamOutput(self, stream: Any) -> None:
+            await stream.recv_message()
+            for _ in range(stream_bytes // MiB):
+                await stream.send_message(message)
+
+        async def StartJob(self, stream: Any) -> None: ...
+        async def StopJob(self, stream: Any) -> None: ...
+        async def ListJobs(self, stream: Any) -> None: ...
+
+    async def main() -> None:
+        d = Path(certs_dir)
+        ctx = server_context(d / "ca.crt", d / "server.pem")
+        async with trio_asyncio.open_loop():
+            server = Server([Floor()])
+            await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", 0, ssl=ctx)
+            port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            print(port, flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+class FloorServer:
+    def __init__(self, certs: Certs, stream_bytes: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--floor-server", str(certs.dir), str(stream_bytes)],
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.certs = certs
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def stream_client_main(port: int, certs_dir: str, job_id: str, count: int = 1) -> None:
+    """Read ``count`` whole streams at once and discard them, as ``jobctl logs -f`` would."""
+    from grpclib.client import Channel
+
+    from jobd.tls import client_context
+    from jobd.v1.jobs_grpc import JobServiceStub
+
+    async def main() -> None:
+        d = Path(certs_dir)
+        channel = Channel("127.0.0.1", port, ssl=client_context(d / "ca.crt", d / "client_0.pem"))
+        try:
+            stub = JobServiceStub(channel)
+            await asyncio.gather(*(drain(stub, job_id) for _ in range(count)))
+        finally:
+            channel.close()
+
+    asyncio.run(main())
+
+
+def timed_process(argv: list[str], **kw: Any) -> float:
+    begin = time.perf_counter()
+    subprocess.run(argv, check=True, **kw)
+    return time.perf_counter() - begin
+
+
+# Benchmark groups
+
+
+def bench_start(certs: Certs, base: Path, n: int) -> None:
+    print("start latency", flush=True)
+    spawn = statistics.median(spawn_floor(n))
+    record(Row("start", "spawn floor: posix_spawn+wait /bin/true p50", spawn, "ms"))
+    floor = FloorServer(certs, 0)
+    try:
+        async def floor_calls() -> list[float]:
+            from grpclib.client import Channel
+
+            from jobd.tls import client_context
+            from jobd.v1.jobs_grpc import JobServiceStub
+
+            ctx = client_context(certs.ca, certs.client("client_0"))
+            channel = Channel("127.0.0.1", floor.port, ssl=ctx)
+            stub = JobServiceStub(channel)
+            try:
+                await stub.GetJob(pb.GetJobRequest(job_id="warm-up"))
+                return await timed_calls(n, lambda: stub.GetJob(pb.GetJobRequest(job_id="x")))
+            finally:
+                channel.close()
+
+        rpc = statistics.median(asyncio.run(floor_calls()))
+    finally:
+        floor.close()
+    record(Row("start", "RPC floor: bare grpclib unary + trio hop p50", rpc, "ms"))
+    for label, extra in (("without cgroups", ("--no-cgroups",)), ("with cgroups", ())):
+        daemon = Daemon(certs, base / f"start-{len(extra)}", *extra).start()
+        try:
+            async def starts(daemon: Daemon) -> list[float]:
+                channel, stub = await open_stub(daemon)
+                try:
+                    request = pb.StartJobRequest(argv=["/bin/true"])
+                    await stub.StartJob(request)
+                    return await timed_calls(n, lambda: stub.StartJob(request))
+                finally:
+                    channel.close()
+
+            samples = asyncio.run(starts(daemon))
+        finally:
+            daemon.stop()
+        record(Row("start", f"StartJob /bin/true {label} p50", statistics.median(samples), "ms",
+                   rpc + spawn, "RPC+spawn floor", "<= 1.3x"))
+        record(Row("start", f"StartJob /bin/true {label} p99", pct(samples, 99), "ms"))
+    by = {r.name: r.value for r in ROWS}
+    delta = by["StartJob /bin/true with cgroups p50"] - by["StartJob /bin/true without cgroups p50"]
+    record(Row("start", "cgroups cost at the median", delta, "ms", target="<= 2 ms"))
+
+
+def bench_throughput(certs: Certs, base: Path, size: int) -> None:
+    print(f"throughput, {size // MiB} MiB to one follower", flush=True)
+    pipe = timed_process(["sh", "-c", f"head -c {size} /dev/zero | cat > /dev/null"])
+    record(Row("throughput", "pipe floor: head | cat", size / MiB / pipe, "MiB/s"))
+    floor = FloorServer(certs, size)
+    try:
+        bare = timed_process([sys.executable, __file__, "--stream-client", str(floor.port),
+                              str(certs.dir), "x"])
+    finally:
+        floor.close()
+    stream_floor = size / MiB / bare
+    record(Row("throughput", "stream floor: bare grpclib stream, same TLS", stream_floor, "MiB/s"))
+    daemon = Daemon(certs, base / "throughput").start()
+    try:
+        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
+               "JOBCTL_CERT": str(certs.client("client_0"))}
+        begin = time.perf_counter()
+        job = subprocess.run([bin_path("jobctl"), "start", "--", "head", "-c", str(size),
+                              "/dev/zero"], env=env, check=True, capture_output=True)
+        job_id = job.stdout.decode().strip()
+        with open(os.devnull, "wb") as null:
+            subprocess.run([bin_path("jobctl"), "logs", "-f", job_id], env=env, check=True,
+                           stdout=null)
+        seconds = time.perf_counter() - begin
+        record(Row("throughput", "jobd: job -> jobctl logs -f > /dev/null", size / MiB / seconds,
+                   "MiB/s", stream_floor, "stream floor", ">= 0.8x"))
+        grpc = timed_process([sys.executable, __file__, "--stream-client", str(daemon.port),
+                              str(certs.dir), job_id])
+        record(Row("throughput", "jobd: finished job -> grpclib client", size / MiB / grpc,
+                   "MiB/s", stream_floor, "stream floor"))
+    finally:
+        daemon.stop()
+
+
+def bench_followers(certs: Certs, base: Path, size: int, followers: int) -> None:
+    print(f"{followers} followers of one {size // MiB} MiB job", flush=True)
+    daemon = Daemon(certs, base / "followers").start()
+    try:
+        async def start() -> str:
+            channel, stub = await open_stub(daemon)
+            try:
+                # Output trickles out over ~2 s so followers really follow a live job.
+                code = (f"import sys, time\nfor _ in range({size // MiB}):\n"
+                        f"    sys.stdout.buffer.write(bytes({MiB})); sys.stdout.flush()\n"
+                        f"    time.sleep({2 / max(1, size // MiB)})\n")
+                reply = await stub.StartJob(pb.StartJobRequest(argv=[sys.executable, "-c", code]))
+                return str(reply.job_id)
+            finally:
+                channel.close()
+
+        begin = time.perf_counter()
+        job_id = asyncio.run(start())
+        # Four client processes (the grpclib client is CPU-bound), each following many times.
+        clients = [subprocess.Popen([sys.executable, __file__, "--stream-client",
+                                     str(daemon.port), str(certs.dir), job_id,
+                                     str(followers // 4)])
+                   for _ in range(4)]
+        for c in clients:
+            c.wait()
+        seconds = time.perf_counter() - begin
+        record(Row("followers", f"aggregate to {followers} followers", followers * size / MiB
+                   / seconds, "MiB/s"))
+        record(Row("followers", "daemon peak RSS", rss_kib(daemon.proc.pid, "VmHWM") / 1024,
+                   "MiB"))  # type: ignore[union-attr]
+    finally:
+        daemon.stop()
+
+
+def bench_stalled(certs: Certs, base: Path, size: int) -> None:
+    print("a stalled follower", flush=True)
+    daemon = Daemon(certs, base / "stalled").start()
+    try:
+        free, stalled = asyncio.run(_stalled_runs(daemon, size))
+    finally:
+        daemon.stop()
+    record(Row("stalled", f"job writing {size // MiB} MiB, no follower", free, "s"))
+    record(Row("stalled", "same job, one stalled follower", stalled, "s", free, "no follower",
+               "<= 1.05x"))
+
+
+async def _stalled_runs(daemon: Daemon, size: int) -> tuple[float, float]:
+    channel, stub = await open_stub(daemon)
+    # The stalled follower has a connection of its own, as a stalled client would: HTTP/2
+    # flow control is per connection too, and it must not starve our own calls.
+    stalled_channel, stalled_stub = await open_stub(daemon)
+    try:
+        async def one(stall: bool) -> float:
+            argv = ["head", "-c", str(size), "/dev/zero"]
+            reply = await stub.StartJob(pb.StartJobRequest(argv=argv))
+            if stall:
+                async with stalled_stub.StreamOutput.open() as stream:
+                    request = pb.StreamOutputRequest(job_id=reply.job_id)
+                    await stream.send_message(request, end=True)
+                    await stream.recv_message()  # one message, then never read again
+                    job = await _wait_finished(stub, reply.job_id)
+                    await stream.cancel()
+            else:
+                job = await _wait_finished(stub, reply.job_id)
+            return (job.ended_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
+
+        runs = [(await one(False), await one(True)) for _ in range(3)]
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    finally:
+        channel.close()
+        stalled_channel.close()
+
+
+async def _wait_finished(stub: Any, job_id: str) -> Any:
+    # Following stderr (these jobs write none) to the end: the final message has the status.
+    async with stub.StreamOutput.open() as stream:
+        request = pb.StreamOutputRequest(job_id=job_id, only=pb.OUTPUT_STREAM_STDERR)
+        await stream.send_message(request, end=True)
+        final = None
+        async for msg in stream:
+            if msg.HasField("final"):
+                final = msg.final
+    return final
+
+
+def bench_scale(certs: Certs, base: Path, jobs: int) -> None:
+    print(f"{jobs} running jobs", flush=True)
+    daemon = Daemon(certs, base / "scale").start()
+    try:
+        async def scenario() -> tuple[float, list[float], float]:
+            channels = [await open_stub(daemon) for _ in range(4)]
+            try:
+                ids: list[str] = []
+
+                async def starter(stub: Any, count: int) -> None:
+                    for _ in range(count):
+                        reply = await stub.StartJob(pb.StartJobRequest(argv=["sleep", "3600"]))
+                        ids.append(reply.job_id)
+
+                begin = time.perf_counter()
+                await asyncio.gather(*(starter(s, jobs // 4) for _, s in channels))
+                started = time.perf_counter() - begin
+                rss = rss_kib(daemon.proc.pid) / 1024  # type: ignore[union-attr]
+                stub = channels[0][1]
+                samples = []
+                for job_id in ids:
+                    t = time.perf_counter()
+                    await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+                    samples.append((time.perf_counter() - t) * 1000)
+                return started, samples, rss
+            finally:
+                for channel, _ in channels:
+                    channel.close()
+
+        started, samples, rss = asyncio.run(scenario())
+        record(Row("scale", f"starting {jobs} sleep jobs, 4 clients", started, "s",
+                   target="<= 3 s"))
+        record(Row("scale", f"daemon RSS with {jobs} running jobs", rss, "MiB",
+                   target="<= 100 MiB"))
+        record(Row("scale", "GetJob p50 then", statistics.median(samples), "ms"))
+        record(Row("scale", "GetJob p99 then", pct(samples, 99), "ms", target="<= 20 ms"))
+        begin = time.perf_counter()
+        daemon.stop()
+        record(Row("scale", f"shutdown stopping {jobs} jobs", time.perf_counter() - begin, "s"))
+    finally:
+        daemon.kill()
+
+
+def bench_history(certs: Certs, base: Path, count: int) -> None:
+    print(f"list with {count} finished jobs in history", flush=True)
+    state = base / "history"
+    Daemon(certs, state).start().stop()  # creates the schema
+    db = sqlite3.connect(state / "jobs.db")
+    now = time.time()
+    record_text = json.dumps({"argv": ["true"], "env": {}, "cwd": "/", "result": {
+        "outcome": "exited", "message": "exited with code 0", "exit_code": 0, "signal": None,
+        "stopped_by": ""}, "output_bytes": 0})
+    rows = [(str(uuid.uuid4()), f"client_{i % 3}", "finished", now - count + i, now - count + i,
+             record_text) for i in range(count)]
+    with db:
+        db.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", rows)
+    db.close()
+    daemon = Daemon(certs, state).start()
+    try:
+        async def scenario() -> tuple[list[float], list[float]]:
+            channel, stub = await open_stub(daemon)
+            try:
+                page = await timed_calls(20, lambda: stub.ListJobs(pb.ListJobsRequest()))
+                small = await timed_calls(50, lambda: stub.ListJobs(pb.ListJobsRequest(limit=50)))
+                return page, small
+            finally:
+                channel.close()
+
+        page, small = asyncio.run(scenario())
+        record(Row("history", "ListJobs newest 1000 of all, p50", statistics.median(page), "ms"))
+        record(Row("history", "ListJobs newest 50, p50", statistics.median(small), "ms"))
+        record(Row("history", "ListJobs newest 50, p99", pct(small, 99), "ms"))
+        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
+               "JOBCTL_CERT": str(certs.client("client_0"))}
+        cli = [timed_process([bin_path("jobctl"), "list"], env=env, stdout=subprocess.DEVNULL)
+               for _ in range(5)]
+        record(Row("history", "jobctl list (whole process), p50", statistics.median(cli) * 1000,
+                   "ms"))
+    finally:
+        daemon.stop()
+
+
+GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer samples")
+    parser.add_argument("--only", choices=GROUPS, action="append", help="run only these groups")
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    quick = args.quick
+    groups = args.only or list(GROUPS)
+    with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
+        base = Path(tmp)
+        (base / "certs").mkdir()
+        certs = make_certs(base / "certs")
+        if "start" in groups:
+            bench_start(certs, base, 100 if quick else 500)
+        if "throughput" in groups:
+            bench_throughput(certs, base, (256 if quick else 1024) * MiB)
+        if "followers" in groups:
+            bench_followers(certs, base, (8 if quick else 32) * MiB, 20 if quick else 100)
+        if "stalled" in groups:
+            bench_stalled(certs, base, (256 if quick else 1024) * MiB)
+        if "scale" in groups:
+            bench_scale(certs, base, 200 if quick else 1000)
+        if "history" in groups:
+            bench_history(certs, base, 10_000 if quick else 100_000)
+    print()
+    print(table())
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
+            "cpus": os.cpu_count(), "quick": quick}
+    args.json.write_text(json.dumps({"meta": meta, "rows": [asdict(r) | {"ratio": r.ratio}
+                                                            for r in ROWS]}, indent=1))
+
+
+def table() -> str:
+    lines = ["| benchmark | value | floor | ratio | target |", "|---|---|---|---|---|"]
+    for r in ROWS:
+        floor = f"{r.floor:.3f} {r.unit} ({r.floor_name})" if r.floor else ""
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+        lines.append(f"| {r.name} | {r.value:.3f} {r.unit} | {floor} | {ratio} | {r.target} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--floor-server":
+        floor_server_main(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--stream-client":
+        stream_client_main(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5:6][0])
+                           if len(sys.argv) > 5 else 1)
+    else:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        main()

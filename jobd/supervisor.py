@@ -222,7 +222,8 @@ class JobRunner:
         with scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._enforce_stop, pgid)
-                if self.cgroup is not None:
+                # Without a memory limit of its own, the group's OOM killer never fires.
+                if self.cgroup is not None and self.job.limits.memory is not None:
                     nursery.start_soon(self._watch_oom, self.cgroup)
 
     async def _enforce_stop(self, pgid: int) -> None:
@@ -259,12 +260,12 @@ class JobRunner:
                 await self.cgroup.wait_empty()
             if waited.cancelled_caught:
                 log.error("job %s: processes left in cgroup after SIGKILL", self.job.id)
-            usage = self.cgroup.usage()
+            self._remove_cgroup()
+            usage = self.cgroup.usage()  # kept by remove(): read once
             self.job.usage = usage
             if self._oom or usage.oom_kills:
                 limit = self.job.limits.memory
                 oom = "out of memory" + (f" (limit {format_size(limit)})" if limit else "")
-            self._remove_cgroup()
         assert proc.returncode is not None
         self.job.exited(proc.returncode, oom)
         self.job.output_dropped_bytes = self.output.dropped_bytes

@@ -95,6 +95,14 @@ def _tree(path: Path) -> list[Path]:
 
 def rmdir_tree(path: Path) -> None:
     """rmdir ``path`` after any child groups a job made itself; gone already is fine."""
+    try:
+        os.rmdir(path)  # the common case: no child groups, so no walk
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
     for directory in reversed(_tree(path)):
         try:
             os.rmdir(directory)

@@ -35,7 +35,7 @@ OVERHEAD = HEADER.size + TRAILER.size
 # The pumps read at most this much at a time, so a frame is never larger than this...
 MAX_FRAME_DATA = 256 * 1024
 # ...and a follower's read always holds at least one whole frame.
-READ_SIZE = 4 * MAX_FRAME_DATA
+READ_SIZE = 2 * MAX_FRAME_DATA
 
 
 class Stream(enum.IntEnum):
@@ -237,7 +237,11 @@ async def follow(
                     first = chunks[0]
                     chunks[0] = Chunk(first.stream, first.data[skip:], first.next_offset)
                     skip = 0
-                yield [c for c in chunks if (only is None or c.stream == only) and c.data]
+                batch = [c for c in chunks if (only is None or c.stream == only) and c.data]
+                # Hold nothing while suspended: a stalled follower costs its batch, once.
+                buf, chunks = b"", []
+                yield batch
+                del batch
                 continue
             if closed:
                 if buf:

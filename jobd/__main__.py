@@ -24,6 +24,8 @@ def check_report(config: Config) -> str:
             f"cert: {config.cert}" + (f", key: {config.key}" if config.key else ""),
             f"state dir: {config.state_dir}",
             f"grace: {config.grace:g} s; output cap per job: {config.max_output} bytes",
+            f"retention: max_age {config.retention.max_age} s, "
+            f"max_output {config.retention.max_output} bytes",
             f"default limits: {_limits_text(config.limit_defaults)}",
             *(f"maximum limits for {role.value}: {_limits_text(req)}"
               for role, req in config.limit_maxima.items()),

@@ -24,6 +24,10 @@ Example file (every key optional)::
     [limits.max.user]                 # the most a role may ask for (same keys)
     memory = "4G"
 
+    [retention]
+    max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
+    max_output = "10G"                # stored output above this: oldest jobs' output deleted
+
     [identities]                      # certificate CN -> role; replaces the built-in table
     client_0 = "admin"
     alice = "user"
@@ -45,7 +49,8 @@ from jobd.auth import DEFAULT_ROLES, Role, parse_roles
 from jobd.job import LimitRequest
 from jobd.limits import BUILTIN_DEFAULTS
 from jobd.limits import parse_table as parse_limit_table
-from jobd.units import parse_size
+from jobd.retention import RetentionPolicy
+from jobd.units import parse_duration, parse_size
 
 DEFAULT_MAX_OUTPUT = 1 << 30
 
@@ -102,6 +107,7 @@ class Config:
     max_output: int = DEFAULT_MAX_OUTPUT
     cgroup_parent: str = ""
     cgroups: bool = True
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     limit_defaults: LimitRequest = BUILTIN_DEFAULTS
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
@@ -122,7 +128,7 @@ class Config:
 
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
-        known |= {"identities", "limits", "cgroup_parent", "cgroups"}
+        known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -144,6 +150,8 @@ class Config:
             value = data["max_output"]
             text = value if isinstance(value, str) else str(value)
             self.max_output = _size(text, source, "max_output")
+        if "retention" in data:
+            self.retention = _retention(_table(data["retention"], "retention", source), source)
         if "cgroups" in data:
             self.cgroups = _typed(data, "cgroups", bool, source)
         if "cgroup_parent" in data:
@@ -178,6 +186,26 @@ def _apply_limits_table(config: Config, table: Any, source: str) -> None:
             config.limit_maxima[role] = parse_limit_table(maximum, f"{source}: [{where}]")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _retention(table: dict[str, Any], source: str) -> RetentionPolicy:
+    """max_age = "30d" | false, max_output = "10G" | false (false: no limit)."""
+    unknown = sorted(set(table) - {"max_age", "max_output"})
+    if unknown:
+        raise ConfigError(f"{source}: [retention]: unknown setting(s) {', '.join(unknown)}")
+    policy = RetentionPolicy()
+    try:
+        if "max_age" in table:
+            value = table["max_age"]
+            age = None if value is False else parse_duration(str(value))
+            policy = replace(policy, max_age=age)
+        if "max_output" in table:
+            value = table["max_output"]
+            size = None if value is False else parse_size(str(value))
+            policy = replace(policy, max_output=size)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [retention]: {exc}") from None
+    return policy
 
 
 def _table(value: Any, name: str, source: str) -> dict[str, Any]:

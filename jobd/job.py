@@ -145,6 +145,8 @@ class Job:
     output_error: str = ""
     # procid.identity() of the main process: lets a later daemon find it without PID reuse.
     process_key: str = ""
+    # The retention policy deleted the output log; the record stays.
+    output_deleted: bool = False
     limits: Limits = field(default_factory=Limits)
     usage: Usage = field(default_factory=Usage)
 

@@ -23,6 +23,7 @@ from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
+from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
 from jobd.supervisor import JobRunner
@@ -61,6 +62,11 @@ def validate_grace(grace: float | None) -> None:
         raise InvalidArgument(f"grace period must be between 0 and {MAX_GRACE:.0f} seconds")
 
 
+async def _nothing() -> AsyncGenerator[list[Chunk], None]:
+    return
+    yield
+
+
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -77,6 +83,7 @@ class JobManager:
         output_cap: int | None = None,
         cgroups: CgroupBackend | None = None,
         limits: LimitPolicy | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -84,6 +91,7 @@ class JobManager:
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
         self.limits = limits or LimitPolicy()
+        self.retention = Retention(retention or RetentionPolicy(), store, state)
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -100,6 +108,7 @@ class JobManager:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.store.keep_flushing)
+                await nursery.start(self.retention.run)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -144,7 +153,7 @@ class JobManager:
             output.close()
             output.path.unlink()  # no job, no log
             raise
-        runner = JobRunner(job, output, self.default_grace, self.store.save, cgroup)
+        runner = JobRunner(job, output, self.default_grace, self._changed, cgroup)
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
         try:
@@ -166,6 +175,11 @@ class JobManager:
         if job.result is not None:
             raise SpawnFailed(f"{job.result.message} (job {job.id} recorded as failed to start)")
         return job
+
+    def _changed(self, job: Job) -> None:
+        self.store.save(job)
+        if job.finished:  # before anyone hears that it ended, so they see the pruning too
+            self.retention.job_ended(_file_size(self.state.log_path(job.id)))
 
     async def _forget_runner(self, runner: JobRunner) -> None:
         await runner.done.wait()
@@ -227,6 +241,8 @@ class JobManager:
     ) -> AsyncGenerator[list[Chunk], None]:
         if offset and tail_lines:
             raise InvalidArgument("give an offset or a number of tail lines, not both")
+        if job.output_deleted:  # the final status says so
+            return _nothing()
         runner = self._runners.get(job.id)
         live = runner.output if runner is not None else None
         path = self.state.log_path(job.id)

@@ -83,7 +83,9 @@ async def serve(
             policy.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        manager = JobManager(state, store, config.grace, config.max_output, cgroups, policy)
+        manager = JobManager(
+            state, store, config.grace, config.max_output, cgroups, policy, config.retention
+        )
         await _serve(config, ssl_context, manager, task_status)
     finally:
         store.close()

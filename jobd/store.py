@@ -31,11 +31,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     created_at REAL NOT NULL,
     ended_at REAL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    output_kept INTEGER NOT NULL DEFAULT 1
 );
+"""
+INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_by_ended ON jobs (state, ended_at, id);
+CREATE INDEX IF NOT EXISTS jobs_with_output ON jobs (output_kept, state, ended_at, id);
 """
 RETRY_INTERVAL = 1.0
 
@@ -55,6 +60,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
         "output_bytes": job.output_bytes,
         "output_dropped_bytes": job.output_dropped_bytes,
         "output_error": job.output_error,
+        "output_deleted": job.output_deleted,
         "result": None
         if result is None
         else {
@@ -88,6 +94,7 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         output_bytes=rec.get("output_bytes", 0),
         output_dropped_bytes=rec.get("output_dropped_bytes", 0),
         output_error=rec.get("output_error", ""),
+        output_deleted=rec.get("output_deleted", False),
     )
 
 
@@ -104,11 +111,12 @@ def _result_from_record(r: dict[str, Any]) -> Result:
 
 def _row(job: Job) -> tuple[Any, ...]:
     record = json.dumps(job_to_record(job), separators=(",", ":"))
-    return (job.id, job.owner, job.state.value, job.created_at, job.ended_at, record)
+    kept = 0 if job.output_deleted else 1
+    return (job.id, job.owner, job.state.value, job.created_at, job.ended_at, record, kept)
 
 
 COLUMNS = "id, owner, state, created_at, ended_at, record"
-UPSERT = f"INSERT OR REPLACE INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+UPSERT = f"INSERT OR REPLACE INTO jobs ({COLUMNS}, output_kept) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,10 @@ class Store:
         self.path = path
         self._db = self._connect()
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "output_kept" not in columns:  # a database from before retention existed
+            self._db.execute("ALTER TABLE jobs ADD COLUMN output_kept INTEGER NOT NULL DEFAULT 1")
+        self._db.executescript(INDEXES)
         # Read from worker threads through a connection of their own; WAL lets them run
         # beside the writer.
         self._reader = self._connect(check_same_thread=False)
@@ -208,6 +220,27 @@ class Store:
             return self._pending[job_id]
         row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return job_from_row(row) if row else None
+
+    def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of jobs that ended before ``cutoff``, oldest first."""
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE state = ? AND ended_at < ? ORDER BY ended_at, id LIMIT ?",
+            (State.FINISHED.value, cutoff, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def oldest_with_output(self, limit: int) -> list[Job]:
+        """Finished jobs whose output is still stored, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE output_kept = 1 AND state = ? "
+            "ORDER BY ended_at, id LIMIT ?",
+            (State.FINISHED.value, limit),
+        ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    def delete(self, job_ids: list[str]) -> None:
+        marks = ", ".join("?" * len(job_ids))
+        self._db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", job_ids)
 
     def unfinished(self) -> list[Job]:
         rows = self._db.execute(

@@ -52,3 +52,15 @@ def format_size(size: int) -> str:
             value = size / scale
             return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
     return f"{size} B"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "15m", "12h", "30d" or "2w"."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: expected e.g. 3600, 90m, 12h, 30d")
+    return float(match[1]) * _SECONDS[match[2].lower()]

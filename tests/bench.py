@@ -422,7 +422,8 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
     rows = [(str(uuid.uuid4()), f"client_{i % 3}", "finished", now - count + i, now - count + i,
              record_text) for i in range(count)]
     with db:
-        db.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO jobs (id, owner, state, created_at, ended_at, record) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", rows)
     db.close()
     daemon = Daemon(certs, state).start()
     try:

@@ -1,0 +1,141 @@
+"""Retention: old jobs are forgotten, the oldest output goes first, running jobs stay."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import Certs, Daemon, collect, start
+from jobd.config import ConfigError, load
+from jobd.job import Job, JobSpec, State
+from jobd.retention import Retention, RetentionPolicy
+from jobd.statedir import StateDir
+from jobd.store import Store
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateDir:
+    s = StateDir(tmp_path / "state")
+    s.claim()
+    yield s  # type: ignore[misc]
+    s.release()
+
+
+def make_job(store: Store, state: StateDir, job_id: str, *, ended: float | None,
+             size: int) -> Job:  # fmt: skip
+    job = Job(id=job_id, owner="client_0", spec=JobSpec(argv=("true",)), created_at=0.0)
+    job.spawned(1)
+    if ended is not None:
+        job.exited(0)
+        job.ended_at = ended
+    assert job.state is (State.FINISHED if ended is not None else State.RUNNING)
+    state.log_path(job_id).write_bytes(b"x" * size)
+    store.save(job)
+    return job
+
+
+def test_jobs_older_than_max_age_are_forgotten(state: StateDir) -> None:
+    store = Store(state.database)
+    now = time.time()
+    make_job(store, state, "old", ended=now - 40 * DAY, size=10)
+    make_job(store, state, "recent", ended=now - 1 * DAY, size=10)
+    make_job(store, state, "running", ended=None, size=10)
+    retention = Retention(RetentionPolicy(max_age=30 * DAY, max_output=None), store, state)
+    retention.stored = 30
+    retention.prune(now)
+    assert store.get("old") is None and not state.log_path("old").exists()
+    assert store.get("recent") is not None and state.log_path("recent").exists()
+    assert store.get("running") is not None and state.log_path("running").exists()
+    assert retention.stored == 20
+    store.close()
+
+
+def test_oldest_output_goes_first_and_records_stay(state: StateDir) -> None:
+    store = Store(state.database)
+    now = time.time()
+    for i in range(3):
+        make_job(store, state, f"done{i}", ended=now - 10 + i, size=100)
+    make_job(store, state, "running", ended=None, size=500)
+    retention = Retention(RetentionPolicy(max_age=None, max_output=650), store, state)
+    retention.stored = 800
+    retention.prune(now)
+    assert retention.stored == 600
+    for job_id, deleted in (("done0", True), ("done1", True), ("done2", False)):
+        job = store.get(job_id)
+        assert job is not None and job.output_deleted is deleted
+        assert state.log_path(job_id).exists() is not deleted
+        if deleted:
+            assert job.output_error == "output deleted: stored output was above 650 B"
+    assert state.log_path("running").exists()
+    # Only running jobs are left over the limit: nothing more to delete, no endless loop.
+    retention.policy = RetentionPolicy(max_age=None, max_output=100)
+    retention.prune(now)
+    assert state.log_path("running").exists()
+    store.close()
+
+
+def test_pruning_ends_while_the_database_refuses_changes(state: StateDir) -> None:
+    store = Store(state.database)
+    now = time.time()
+    make_job(store, state, "a", ended=now - 5, size=100)
+    make_job(store, state, "b", ended=now - 4, size=100)
+    locker = sqlite3.connect(state.database, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        retention = Retention(RetentionPolicy(max_age=None, max_output=0), store, state)
+        retention.stored = 200
+        retention.prune(now)  # returns: the changes wait in memory
+        assert retention.stored == 0
+        assert store.error is not None
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert store.flush()
+    job = store.get("a")
+    assert job is not None and job.output_deleted
+    store.close()
+
+
+def test_retention_config(tmp_path: Path) -> None:
+    path = tmp_path / "jobd.toml"
+    path.write_text('[retention]\nmax_age = "12h"\nmax_output = "2G"\n')
+    config, _ = load(["--config", str(path)])
+    assert config.retention == RetentionPolicy(max_age=12 * 3600, max_output=2 << 30)
+    path.write_text("[retention]\nmax_age = false\nmax_output = false\n")
+    config, _ = load(["--config", str(path)])
+    assert config.retention == RetentionPolicy(max_age=None, max_output=None)
+    assert load([])[0].retention == RetentionPolicy(max_age=30 * DAY, max_output=10 << 30)
+    for bad, needle in (('max_age = "soon"', "invalid duration"), ("keep = 1", "unknown")):
+        path.write_text(f"[retention]\n{bad}\n")
+        with pytest.raises(ConfigError, match=needle):
+            load(["--config", str(path)])
+
+
+def test_a_daemon_deletes_the_oldest_output_past_its_limit(certs: Certs, tmp_path: Path) -> None:
+    daemon = Daemon(certs, tmp_path / "state", config_extra='[retention]\nmax_output = "2K"\n')
+    daemon.start()
+    try:
+        async def scenario(stub: Any) -> None:
+            ids = []
+            for _ in range(3):
+                job_id = await start(stub, ["head", "-c", "900", "/dev/zero"])
+                await collect(stub, job_id)
+                ids.append(job_id)
+            # The third job's end pushed stored output over 2 KiB: the first one's goes.
+            out, _, final, _ = await collect(stub, ids[0])
+            assert out == b""
+            assert final.output_error.startswith("output deleted")
+            assert final.result.exit_code == 0  # the record itself stays
+            for job_id in ids[1:]:
+                assert (await collect(stub, job_id))[0] == bytes(900)
+
+        daemon.run("client_0", scenario)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()

@@ -57,12 +57,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         trio.run(serve, config)
-    except TLSConfigError as exc:
-        sys.exit(f"jobd: TLS setup failed: {exc}")
-    except (StateDirError, ConfigError) as exc:
-        sys.exit(f"jobd: {exc}")
-    except OSError as exc:
-        sys.exit(f"jobd: {exc}")
+    except BaseException as exc:
+        # Failures of start-up (files, port, state dir) arrive wrapped in the nurseries'
+        # exception groups: say them in one line. Anything else is a bug: let it show.
+        reason = _startup_failure(exc)
+        if reason is None:
+            raise
+        sys.exit(f"jobd: {reason}")
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, TLSConfigError):
+        return f"TLS setup failed: {exc}"
+    if isinstance(exc, StateDirError | ConfigError | OSError):
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Start-up failures are one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import Certs
+
+
+def run_jobd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobd", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_port_in_use(certs: Certs, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        state = str(tmp_path / "s")
+        result = run_jobd("--listen", f"127.0.0.1:{port}", "--cacert", str(certs.ca),
+                          "--cert", str(certs.server), "--state-dir", state)  # fmt: skip
+    assert result.returncode == 1
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_ca_file(certs: Certs, tmp_path: Path) -> None:
+    result = run_jobd("--cacert", str(tmp_path / "nope.crt"), "--cert", str(certs.server),
+                      "--state-dir", str(tmp_path / "s"))  # fmt: skip
+    assert result.returncode == 1
+    assert f"jobd: TLS setup failed: cannot load CA certificate {tmp_path / 'nope.crt'}" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config(tmp_path: Path) -> None:
+    config = tmp_path / "jobd.toml"
+    config.write_text("grace = -1\n")
+    result = run_jobd("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"jobd: {config}: grace must be a number of seconds, 0 to 86400"

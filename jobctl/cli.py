@@ -1,8 +1,9 @@
 """The ``jobctl`` command line: arguments, and the policy that turns failures into exit codes.
 
-Only the standard library is imported here. asyncio, grpclib and protobuf cost most of a
-command's start-up time, so they are imported (through :mod:`jobctl.commands`) once a command
-actually runs, and ``jobctl --help`` or a usage error never pays for them.
+Only the standard library (and :mod:`jobctl.units`, which uses nothing else) is imported
+here. asyncio, grpclib and protobuf cost most of a command's start-up time, so they are
+imported (through :mod:`jobctl.commands`) once a command actually runs, and ``jobctl --help``
+or a usage error never pays for them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import os
 import shlex
 import sys
 
+from jobctl import units
+
 TYPE_CHECKING = False  # not `from typing import`: typing alone costs ~2 ms of start-up
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-    from typing import Any, NoReturn
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, NoReturn, TypeVar
+
+    T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -53,6 +58,9 @@ START_EPILOG = """\
 No shell runs: ARGV is executed as given. A single argument containing whitespace is split
 like a shell would split it (no expansion), so `jobctl start 'sleep 2'` runs sleep with the
 argument 2; quote inside it to keep spaces: `jobctl start "'/opt/my tool' -v"`.
+
+With limits: `jobctl start --cpu 0.5 --memory 256M --pids 64 -- make -j4`. A limit above your
+role's maximum, or one the server cannot enforce, is refused and no job starts.
 """
 
 LOGS_EPILOG = """\
@@ -113,6 +121,64 @@ def offset(text: str) -> int:
     if not 0 <= value < 2**64:
         raise argparse.ArgumentTypeError(f"expected an offset of 0 or more, got {text!r}")
     return value
+
+
+def _limit(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a :mod:`jobctl.units` parser: its message, as a usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The resource limit options of a command that starts a job: ``args.cpu``, ``.memory``,
+    ``.io_read_bps``, ``.io_write_bps``, ``.io_device``, ``.pids``; None when not given."""
+    group = parser.add_argument_group(
+        "resource limits",
+        "Unset limits take the server's defaults; none may exceed your role's maximum.",
+    )
+    group.add_argument(
+        "--cpu",
+        metavar="CORES",
+        type=_limit(units.parse_cpu),
+        help="CPU time in cores: 0.5, 50%%, 500m (millicores), 2",
+    )
+    group.add_argument(
+        "--memory",
+        metavar="SIZE",
+        type=_limit(units.parse_size),
+        help="memory in bytes, K/M/G/T binary suffixes: 512K, 256M, 1G",
+    )
+    group.add_argument(
+        "--io-read-bps",
+        metavar="SIZE",
+        type=_limit(units.parse_rate),
+        help="disk read bandwidth per second, e.g. 10M",
+    )
+    group.add_argument(
+        "--io-write-bps",
+        metavar="SIZE",
+        type=_limit(units.parse_rate),
+        help="disk write bandwidth per second, e.g. 10M",
+    )
+    group.add_argument(
+        "--io-device",
+        metavar="DEV",
+        type=_limit(units.parse_device),
+        help="the disk of the io limits: MAJOR:MINOR, or a path on the server "
+        "(default: the server's)",
+    )
+    group.add_argument(
+        "--pids",
+        metavar="N",
+        type=_limit(units.parse_count),
+        help="most tasks (processes and threads) at once",
+    )
 
 
 def command_argv(words: Sequence[str]) -> list[str]:
@@ -198,6 +264,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     start.add_argument(
         "--cwd", metavar="DIR", default="", help="working directory on the server (default: /)"
     )
+    add_limit_options(start)
     start.add_argument(
         "argv",
         metavar="ARGV",

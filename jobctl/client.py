@@ -61,6 +61,7 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobClient",
+    "Limits",
     "ListJobsResponse",
     "NotFound",
     "OutOfRange",
@@ -86,6 +87,7 @@ DEFAULT_SERVER = f"localhost:{DEFAULT_PORT}"
 PAGE_SIZE = 1000
 
 Job: TypeAlias = pb.Job
+Limits: TypeAlias = pb.Limits
 ListJobsResponse: TypeAlias = pb.ListJobsResponse
 StreamOutputResponse: TypeAlias = pb.StreamOutputResponse
 OutputStream: TypeAlias = pb.OutputStream.ValueType
@@ -345,10 +347,19 @@ class JobClient:
             channel.close()
 
     async def start(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str = ""
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        limits: Limits | None = None,
     ) -> Job:
-        """Start ``argv`` (no shell); answers once it runs or has failed to start."""
-        request = pb.StartJobRequest(argv=list(argv), env=dict(env or {}), cwd=cwd)
+        """Start ``argv`` (no shell); answers once it runs or has failed to start.
+
+        ``limits`` left unset (or fields of it) take the server's defaults; one above the
+        caller's role maximum raises InvalidArgument, one the server cannot enforce
+        FailedPrecondition.
+        """
+        request = pb.StartJobRequest(argv=list(argv), env=dict(env or {}), cwd=cwd, limits=limits)
         with self._errors():
             response = await self._stub.StartJob(request)
         job = response.job
@@ -375,18 +386,20 @@ class JobClient:
         *,
         only: OutputStream = pb.OUTPUT_STREAM_UNSPECIFIED,
         tail_lines: int = 0,
+        no_follow: bool = False,
     ) -> AsyncGenerator[StreamOutputResponse, None]:
         """The job's output from ``offset``, live until it ends; the last message has ``final``.
 
         ``offset`` is 0 or a chunk's ``next_offset`` (to resume); ``only`` keeps one stream;
         ``tail_lines`` starts that many lines before the end of the output there is now
-        instead of at ``offset`` (give one or the other).
+        instead of at ``offset`` (give one or the other). ``no_follow`` stops at the end of
+        the output there is now; ``final`` is then the job's status at that point.
 
         Leaving early cancels the call on the server only once the generator is closed, so
         wrap it in :func:`contextlib.aclosing` when you may stop before the end.
         """
         request = pb.StreamOutputRequest(
-            job_id=job_id, offset=offset, only=only, tail_lines=tail_lines
+            job_id=job_id, offset=offset, only=only, tail_lines=tail_lines, no_follow=no_follow
         )
         with self._errors():
             async with self._stub.StreamOutput.open() as call:

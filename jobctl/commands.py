@@ -11,7 +11,6 @@ import argparse
 import shlex
 import shutil
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 
@@ -32,10 +31,25 @@ async def run(args: argparse.Namespace) -> None:
         await COMMANDS[args.command](client, args)
 
 
+def limits_of(args: argparse.Namespace) -> pb.Limits:
+    """The Limits of a StartJobRequest from the options of :func:`jobctl.cli.add_limit_options`;
+    what was not given stays unset (the server's default)."""
+    return pb.Limits(
+        cpu=args.cpu,
+        memory_bytes=args.memory,
+        io_read_bps=args.io_read_bps,
+        io_write_bps=args.io_write_bps,
+        io_device=args.io_device or "",
+        pids=args.pids,
+    )
+
+
 async def start(client: JobClient, args: argparse.Namespace) -> None:
     try:
-        job = await client.start(args.argv, env=dict(args.env), cwd=args.cwd)
-    except FailedPrecondition as exc:  # jobd: the command cannot be executed
+        job = await client.start(
+            args.argv, env=dict(args.env), cwd=args.cwd, limits=limits_of(args)
+        )
+    except FailedPrecondition as exc:  # jobd: cannot execute it, or cannot enforce a limit
         raise CommandFailed(printable(exc.message) or str(exc)) from exc
     # The id goes out even on failure: the job exists and `jobctl status` can explain it.
     print(job.id, flush=True)
@@ -101,54 +115,13 @@ class Output:
         self.err.flush()
 
 
-class Tail:
-    """The last ``lines`` lines of the chunks added, counted as jobd counts ``tail_lines``:
-    every newline ends a line, and the newline that ends the output starts no new one.
-
-    Holds only the chunks that can still hold those lines.
-    """
-
-    def __init__(self, lines: int) -> None:
-        self.lines = lines
-        self._chunks: deque[tuple[pb.OutputStream.ValueType, bytes]] = deque()
-        self._newlines_after_first = 0
-
-    def add(self, stream: pb.OutputStream.ValueType, data: bytes) -> None:
-        if not data:
-            return
-        if self._chunks:
-            self._newlines_after_first += data.count(b"\n")
-        self._chunks.append((stream, data))
-        # More newlines than lines after the first chunk: even if the last one ends the
-        # output, the lines start after the first chunk.
-        while len(self._chunks) > 1 and self._newlines_after_first > self.lines:
-            self._chunks.popleft()
-            self._newlines_after_first -= self._chunks[0][1].count(b"\n")
-
-    def chunks(self) -> list[tuple[pb.OutputStream.ValueType, bytes]]:
-        chunks = list(self._chunks)
-        newlines = 0
-        for i in range(len(chunks) - 1, -1, -1):
-            stream, data = chunks[i]
-            cut = len(data) - 1 if i == len(chunks) - 1 and data.endswith(b"\n") else len(data)
-            while (cut := data.rfind(b"\n", 0, cut)) >= 0:
-                newlines += 1
-                if newlines == self.lines:
-                    return [(stream, data[cut + 1 :]), *chunks[i + 1 :]]
-        return chunks
-
-
 async def logs(client: JobClient, args: argparse.Namespace) -> None:
-    only = STREAMS[args.only]
+    # Without -f the server stops at the end of the output there is when it is asked.
     output = Output((["-f"] if args.follow else []) + ([f"--{args.only}"] if args.only else []))
-    if args.follow:
-        job = await follow(client, args.id, output, args.offset, only, args.tail)
-    else:
-        job = await client.status(args.id)
-        if job.state == pb.JOB_STATE_FINISHED:  # the stream ends by itself after the last byte
-            job = await follow(client, args.id, output, args.offset, only, args.tail)
-        else:
-            await output_until(client, job, output, args.offset, only, args.tail)
+    only = STREAMS[args.only]
+    job = await follow(
+        client, args.id, output, args.offset, only, args.tail, no_follow=not args.follow
+    )
     if text := render.dropped_note(job):
         note(text)
 
@@ -160,10 +133,13 @@ async def follow(
     offset: int = 0,
     only: pb.OutputStream.ValueType = pb.OUTPUT_STREAM_UNSPECIFIED,
     tail_lines: int = 0,
+    *,
+    no_follow: bool = False,
 ) -> pb.Job:
-    """Write the job's output (chosen by the server) until it ends; its final status."""
+    """Write the job's output (chosen by the server) until it ends, or with ``no_follow``
+    up to where it was when asked; the job's status at the end of the stream."""
     final: pb.Job | None = None
-    stream = client.stream(job_id, offset, only=only, tail_lines=tail_lines)
+    stream = client.stream(job_id, offset, only=only, tail_lines=tail_lines, no_follow=no_follow)
     with _resume_hint(output, job_id):
         async with aclosing(stream) as messages:
             # Read on to the end of the call after the final status (the server ends it right
@@ -179,57 +155,6 @@ async def follow(
         hint = _resume_text(output, job_id)
         raise CommandFailed(f"the output stream of job {printable(job_id)} ended early{hint}")
     return final
-
-
-async def output_until(
-    client: JobClient,
-    job: pb.Job,
-    output: Output,
-    offset: int = 0,
-    only: pb.OutputStream.ValueType = pb.OUTPUT_STREAM_UNSPECIFIED,
-    tail_lines: int = 0,
-) -> None:
-    """Write the output a running ``job`` (as GetJob saw it) had then, and stop there.
-
-    A stream says where it is in the framed log, not how many output bytes came before, and
-    never says "this was the end for now". The one measure of "then" is ``job.output_bytes``
-    (both streams together), so read both from the start, count, and choose here what the
-    server would have chosen: the stream, the offset to start at, the last lines.
-    """
-    limit = job.output_bytes
-    if limit == 0:
-        return
-    tail = Tail(tail_lines) if tail_lines else None
-    received = 0
-    position = 0  # where the chunk being looked at starts in the log
-    with _resume_hint(output, job.id):
-        async with aclosing(client.stream(job.id)) as messages:
-            async for message in messages:
-                for chunk in message.chunks:
-                    if received >= limit:
-                        break
-                    data = chunk.data[: limit - received]
-                    received += len(data)
-                    start, position = position, chunk.next_offset
-                    if start < offset < position:
-                        raise CommandFailed(
-                            f"offset {offset} is not where a chunk of job "
-                            f"{printable(job.id)} starts: give a next_offset"
-                        )
-                    if (offset and position <= offset) or (only and chunk.stream != only):
-                        continue
-                    if tail is not None:
-                        tail.add(chunk.stream, data)
-                    else:
-                        output.write(chunk.stream, data)
-                        output.resume_offset = position
-                output.flush()
-                if received >= limit and not message.HasField("final"):
-                    break  # what existed when asked; the server stops when it sees the reset
-    if tail is not None:
-        for stream, data in tail.chunks():
-            output.write(stream, data)
-        output.flush()
 
 
 def _resume_text(output: Output, job_id: str) -> str:

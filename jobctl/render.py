@@ -18,6 +18,7 @@ from typing import Any, Literal
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from jobctl.units import format_size
 from jobd.v1 import jobs_pb2 as pb
 
 ELLIPSIS = "..."
@@ -114,43 +115,37 @@ def size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def mib(n: int) -> str:
-    """``12.3 MiB``: memory sizes in one unit, easy to compare."""
-    return f"{n / 2**20:.1f} MiB"
-
-
-def cores(n: float) -> str:
-    return f"{n:g} core" + ("" if n == 1 else "s")
-
-
-def limit_rows(limits: pb.Limits) -> list[tuple[str, str]]:
-    """``Label: value`` rows for the limits that are set."""
-    rows = []
+def limits_text(limits: pb.Limits) -> str:
+    """``cpu 0.5, memory 256 MiB, pids 64, io read 10 MiB/s on 254:0``; ``none`` if unset."""
+    parts = []
     if limits.HasField("cpu"):
-        rows.append(("CPU limit", cores(limits.cpu)))
+        parts.append(f"cpu {limits.cpu:g}")
     if limits.HasField("memory_bytes"):
-        rows.append(("Memory limit", mib(limits.memory_bytes)))
-    if limits.HasField("io_read_bps"):
-        rows.append(("IO read limit", f"{size(limits.io_read_bps)}/s"))
-    if limits.HasField("io_write_bps"):
-        rows.append(("IO write limit", f"{size(limits.io_write_bps)}/s"))
-    if limits.io_device:
-        rows.append(("IO device", printable(limits.io_device)))
+        parts.append(f"memory {format_size(limits.memory_bytes)}")
     if limits.HasField("pids"):
-        rows.append(("Task limit", str(limits.pids)))
-    return rows
+        parts.append(f"pids {limits.pids}")
+    io = []
+    if limits.HasField("io_read_bps"):
+        io.append(f"read {format_size(limits.io_read_bps)}/s")
+    if limits.HasField("io_write_bps"):
+        io.append(f"write {format_size(limits.io_write_bps)}/s")
+    if io or limits.io_device:
+        device = f" on {printable(limits.io_device)}" if limits.io_device else ""
+        parts.append(f"io {', '.join(io) or 'device'}{device}")
+    return ", ".join(parts) or "none"
 
 
-def usage_rows(usage: pb.Usage) -> list[tuple[str, str]]:
-    """``Label: value`` rows for the usage figures that are set (counters when not zero)."""
-    rows = [("CPU time", f"{usage.cpu_seconds:.2f} s")]
+def usage_text(usage: pb.Usage) -> str:
+    """``cpu 1.23 s, memory peak 12.3 MiB, OOM kills 1, task-limit hits 3`` (counters when
+    not zero)."""
+    parts = [f"cpu {usage.cpu_seconds:.2f} s"]
     if usage.HasField("memory_peak_bytes"):
-        rows.append(("Memory peak", mib(usage.memory_peak_bytes)))
+        parts.append(f"memory peak {format_size(usage.memory_peak_bytes)}")
     if usage.oom_kills:
-        rows.append(("OOM kills", str(usage.oom_kills)))
+        parts.append(f"OOM kills {usage.oom_kills}")
     if usage.pids_limit_hits:
-        rows.append(("Task-limit hits", str(usage.pids_limit_hits)))
-    return rows
+        parts.append(f"task-limit hits {usage.pids_limit_hits}")
+    return ", ".join(parts)
 
 
 def dropped_note(job: pb.Job) -> str:
@@ -191,9 +186,9 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
     if job.output_error:
         rows.append(("Output error", printable(job.output_error)))
     if job.HasField("limits"):
-        rows.extend(limit_rows(job.limits))
+        rows.append(("Limits", limits_text(job.limits)))
     if job.HasField("usage"):
-        rows.extend(usage_rows(job.usage))
+        rows.append(("Usage", usage_text(job.usage)))
     width = max(len(label) for label, _ in rows) + 1
     return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
 

@@ -29,10 +29,10 @@ import trustme
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Server, Stream
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobctl import cli, render
+from jobctl import cli, render, units
 from jobctl.client import (
     STATUS_ERRORS,
     AddressError,
@@ -96,6 +96,138 @@ def test_start_single_argument_is_split_without_dashes() -> None:
     args = parse("--cacert", "ca/ca.crt", "--cert", "ca/client_0.pem", "start", "sleep 2")
     assert args.argv == ["sleep", "2"]
     assert (args.cacert, args.cert) == ("ca/ca.crt", "ca/client_0.pem")
+
+
+MiB = 2**20
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        (units.parse_cpu, "0.5", 0.5),
+        (units.parse_cpu, "50%", 0.5),
+        (units.parse_cpu, "500m", 0.5),
+        (units.parse_cpu, "2", 2.0),
+        (units.parse_cpu, " 1.5 ", 1.5),
+        (units.parse_cpu, "250%", 2.5),
+        (units.parse_size, "256M", 256 * MiB),
+        (units.parse_size, "1G", 2**30),
+        (units.parse_size, "512K", 512 * 1024),
+        (units.parse_size, "512k", 512 * 1024),
+        (units.parse_size, "1048576", MiB),
+        (units.parse_size, "1.5G", 3 * 2**29),
+        (units.parse_size, "0.5K", 512),
+        (units.parse_size, "1GiB", 2**30),
+        (units.parse_size, "64MB", 64 * MiB),
+        (units.parse_size, "100B", 100),
+        (units.parse_size, "2T", 2 * 2**40),
+        (units.parse_size, "256 M", 256 * MiB),
+        (units.parse_size, str(2**64 - 1), 2**64 - 1),
+        (units.parse_size, "0.1K", None),  # 102.4 bytes
+        (units.parse_rate, "10M/s", 10 * MiB),
+        (units.parse_rate, "10MiB/s", 10 * MiB),
+        (units.parse_rate, "4096", 4096),
+        (units.parse_count, "64", 64),
+        (units.parse_count, str(2**32 - 1), 2**32 - 1),
+        (units.parse_device, "254:0", "254:0"),
+        (units.parse_device, "/dev/sda", "/dev/sda"),
+        (units.parse_device, "/var/lib/jobd", "/var/lib/jobd"),
+    ],
+)
+def test_limit_values(parse: Any, text: str, value: Any) -> None:
+    if value is None:
+        with pytest.raises(ValueError, match="not a whole number of bytes"):
+            parse(text)
+    else:
+        assert parse(text) == value
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--cpu", "0", "invalid CPU limit '0': must be more than 0"),
+        ("--cpu", "-1", "invalid CPU limit '-1': must be more than 0"),
+        ("--cpu", "0%", "invalid CPU limit '0%': must be more than 0"),
+        ("--cpu", "nan", "invalid CPU limit 'nan': must be more than 0"),
+        ("--cpu", "inf", "invalid CPU limit 'inf': must be more than 0"),
+        ("--cpu", "half", "invalid CPU limit 'half': expected cores such as 0.5, 50% or 500m"),
+        ("--cpu", "", "invalid CPU limit ''"),
+        ("--cpu", "1 core", "invalid CPU limit '1 core'"),
+        ("--memory", "0", "invalid size '0': must be more than 0"),
+        ("--memory", "0M", "invalid size '0M': must be more than 0"),
+        ("--memory", "-1M", "invalid size '-1M': expected bytes with an optional K, M, G or T"),
+        ("--memory", "12X", "invalid size '12X': expected bytes"),
+        ("--memory", "1.5", "invalid size '1.5': not a whole number of bytes"),
+        ("--memory", "M", "invalid size 'M': expected bytes"),
+        ("--memory", "1e6", "invalid size '1e6': expected bytes"),
+        ("--memory", str(2**64), f"invalid size '{2**64}': too large"),
+        ("--memory", "16777216T", "invalid size '16777216T': too large"),
+        ("--io-read-bps", "0", "invalid size '0': must be more than 0"),
+        ("--io-write-bps", "fast", "invalid size 'fast'"),
+        ("--io-write-bps", "10M/min", "invalid size '10M/min'"),
+        ("--io-device", "sda", "invalid device 'sda': expected MAJOR:MINOR (e.g. 8:0) or an abs"),
+        ("--io-device", "", "invalid device ''"),
+        ("--io-device", "8:", "invalid device '8:'"),
+        ("--pids", "0", f"invalid number '0': expected 1 to {2**32 - 1}"),
+        ("--pids", "-5", "invalid number '-5'"),
+        ("--pids", str(2**32), f"invalid number '{2**32}'"),
+        ("--pids", "many", "invalid number 'many': expected a whole number"),
+        ("--pids", "1.5", "invalid number '1.5': expected a whole number"),
+    ],
+)
+def test_bad_limit_values_are_usage_errors(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No server anywhere: the value is refused before a connection would be made.
+    environ = {"JOBCTL_SERVER": "127.0.0.1:1", "JOBCTL_CACERT": "/nonexistent"}
+    assert cli._main(["start", f"{option}={value}", "--", "true"], environ=environ) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    last = err.splitlines()[-1]
+    assert last.startswith(f"jobctl start: error: argument {option}: {message}"), err
+    assert "Traceback" not in err
+
+
+def limits_request(*words: str) -> pb.Limits:
+    from jobctl.commands import limits_of
+
+    args = parse("start", *words, "--", "true")
+    assert args.argv == ["true"]
+    limits: pb.Limits = limits_of(args)
+    return limits
+
+
+def test_limit_options_build_the_request() -> None:
+    limits = limits_request(
+        "--cpu", "500m", "--memory", "256M", "--io-read-bps", "10M", "--io-write-bps", "1M/s",
+        "--io-device", "254:0", "--pids", "64",
+    )  # fmt: skip
+    assert limits == pb.Limits(
+        cpu=0.5,
+        memory_bytes=256 * MiB,
+        io_read_bps=10 * MiB,
+        io_write_bps=MiB,
+        io_device="254:0",
+        pids=64,
+    )
+    # What is not given stays unset: the server's default applies.
+    limits = limits_request("--memory", "1G")
+    assert limits.memory_bytes == 2**30
+    for unset in ("cpu", "io_read_bps", "io_write_bps", "pids"):
+        assert not limits.HasField(unset)
+    assert limits.io_device == ""
+    assert limits_request() == pb.Limits()
+    # The last of a repeated option wins, as with every other option.
+    assert limits_request("--pids", "5", "--pids", "7").pids == 7
+
+
+def test_start_help_lists_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli._main(["start", "--help"], environ={}) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    for option in ("--cpu CORES", "--memory SIZE", "--io-read-bps SIZE", "--io-write-bps SIZE"):
+        assert option in out
+    assert "--io-device DEV" in out and "--pids N" in out
+    assert "50%, 500m" in out
 
 
 @pytest.mark.parametrize(
@@ -351,40 +483,96 @@ def test_details_of_a_running_job() -> None:
     assert len({line.index(line.split()[1]) for line in text.splitlines()}) == 1
 
 
+def detail_lines(job: pb.Job) -> dict[str, str]:
+    text = render.job_details(job, now=NOW)
+    # values line up in one column
+    assert len({line.index(line.split(":", 1)[1].strip()) for line in text.splitlines()}) == 1
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+
+
 def test_details_show_only_what_is_set() -> None:
     text = render.job_details(make_job(), now=NOW)
-    for label in ("Dropped", "Output error", "limit", "CPU time", "Memory", "OOM", "Task"):
+    for label in ("Dropped", "Output error", "Limits", "Usage"):
         assert label not in text
     job = make_job(output_dropped_bytes=3976, output_error="output cap of 1 KiB reached")
     job.limits.memory_bytes = 256 * 2**20
     job.limits.pids = 100
     job.usage.cpu_seconds = 1.234
     job.usage.memory_peak_bytes = 12 * 2**20 + 2**19
-    text = render.job_details(job, now=NOW)
-    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+    lines = detail_lines(job)
     assert lines["Dropped"] == "3.9 KiB (3976 bytes) of output not kept"
     assert lines["Output error"] == "output cap of 1 KiB reached"
-    assert lines["Memory limit"] == "256.0 MiB"
-    assert lines["Task limit"] == "100"
-    assert lines["CPU time"] == "1.23 s"
-    assert lines["Memory peak"] == "12.5 MiB"
-    for absent in ("CPU limit", "IO read limit", "IO write limit", "IO device", "OOM kills"):
-        assert absent not in lines
-    assert "Task-limit hits" not in lines
-    job.limits.cpu = 0.5
-    job.limits.io_write_bps = 2**20
-    job.limits.io_device = "8:0"
+    assert lines["Limits"] == "memory 256 MiB, pids 100"
+    assert lines["Usage"] == "cpu 1.23 s, memory peak 12.5 MiB"
+
+
+@pytest.mark.parametrize(
+    ("limits", "text"),
+    [
+        (
+            pb.Limits(
+                cpu=0.5,
+                memory_bytes=256 * 2**20,
+                pids=64,
+                io_read_bps=10 * 2**20,
+                io_device="254:0",
+            ),
+            "cpu 0.5, memory 256 MiB, pids 64, io read 10 MiB/s on 254:0",
+        ),
+        (pb.Limits(cpu=2, memory_bytes=2**30 + 2**29), "cpu 2, memory 1.5 GiB"),
+        (
+            pb.Limits(io_read_bps=2**20, io_write_bps=512 * 2**10, io_device="8:0"),
+            "io read 1 MiB/s, write 512 KiB/s on 8:0",
+        ),
+        (pb.Limits(io_write_bps=1000), "io write 1000 B/s"),
+        (pb.Limits(io_device="\x1b[2J"), "io device on \\x1b[2J"),
+        (pb.Limits(pids=4096), "pids 4096"),
+        (pb.Limits(), "none"),  # the server reports limits, and there are none
+    ],
+)
+def test_limits_line(limits: pb.Limits, text: str) -> None:
+    job = make_job()
+    job.limits.CopyFrom(limits)
+    assert detail_lines(job)["Limits"] == text
+
+
+@pytest.mark.parametrize(
+    ("usage", "text"),
+    [
+        (
+            pb.Usage(
+                cpu_seconds=1.234,
+                memory_peak_bytes=round(12.3 * 2**20),
+                oom_kills=1,
+                pids_limit_hits=3,
+            ),
+            "cpu 1.23 s, memory peak 12.3 MiB, OOM kills 1, task-limit hits 3",
+        ),
+        (pb.Usage(), "cpu 0.00 s"),
+        (pb.Usage(cpu_seconds=0.004, pids_limit_hits=2), "cpu 0.00 s, task-limit hits 2"),
+        (pb.Usage(memory_peak_bytes=0), "cpu 0.00 s, memory peak 0 B"),
+    ],
+)
+def test_usage_line(usage: pb.Usage, text: str) -> None:
+    job = make_job()
+    job.usage.CopyFrom(usage)
+    assert detail_lines(job)["Usage"] == text
+
+
+def test_details_of_an_oom_killed_job() -> None:
+    job = finished(
+        outcome=pb.JobResult.OUTCOME_OOM_KILLED,
+        signal=9,
+        message="killed: out of memory (limit 100 MiB)",
+    )
+    job.limits.memory_bytes = 100 * 2**20
     job.usage.oom_kills = 1
-    job.usage.pids_limit_hits = 3
-    text = render.job_details(job, now=NOW)
-    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
-    assert lines["CPU limit"] == "0.5 cores"
-    assert lines["IO write limit"] == "1.0 MiB/s"
-    assert lines["IO device"] == "8:0"
-    assert lines["OOM kills"] == "1"
-    assert lines["Task-limit hits"] == "3"
-    assert "IO read limit" not in lines
-    assert len({line.index(line.split(":", 1)[1].strip()) for line in text.splitlines()}) == 1
+    job.usage.memory_peak_bytes = 100 * 2**20
+    lines = detail_lines(job)
+    assert lines["Result"] == "killed: out of memory (limit 100 MiB)"
+    assert lines["Limits"] == "memory 100 MiB"
+    assert lines["Usage"] == "cpu 0.00 s, memory peak 100 MiB, OOM kills 1"
+    assert render.status_line(job) == "j1: killed: out of memory (limit 100 MiB)"
 
 
 def test_dropped_note() -> None:
@@ -613,7 +801,8 @@ class FakeJobService(JobServiceBase):
     """Jobs live in a dict; each job's output is a list of messages to stream.
 
     A job whose state is not FINISHED streams its messages and then waits: a client that
-    does not stop by itself gets ABORTED after 10 s (a failure instead of a hang).
+    does not stop by itself gets ABORTED after 10 s (a failure instead of a hang), unless
+    it asked for ``no_follow``: then the job's current status follows its messages.
     """
 
     def __init__(self) -> None:
@@ -662,6 +851,7 @@ class FakeJobService(JobServiceBase):
             cwd=request.cwd,
             state=pb.JOB_STATE_RUNNING,
             pid=7,
+            limits=request.limits,
         )
         if request.argv[0] == "no-such-program":
             job.state, job.pid = pb.JOB_STATE_FINISHED, 0
@@ -693,8 +883,15 @@ class FakeJobService(JobServiceBase):
         await stream.send_message(pb.ListJobsResponse(jobs=jobs[start:end], next_page_token=token))
 
     async def StreamOutput(self, stream: Stream[Any, Any]) -> None:
-        """Honours ``offset`` and ``only``; ``tail_lines`` is only recorded."""
+        """Honours ``offset``, ``only`` and ``no_follow``; ``tail_lines`` is only recorded."""
         request, job = await self._job(stream)
+        offsets = {0} | {c.next_offset for m in self.output[job.id] for c in m.chunks}
+        if request.offset not in offsets:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"offset {request.offset} is not where a chunk starts: give 0 or a next_offset "
+                "received before",
+            )
         try:
             for message in self.output[job.id]:
                 chunks = [
@@ -709,7 +906,7 @@ class FakeJobService(JobServiceBase):
             while job.id in self.endless:
                 await stream.send_message(pb.StreamOutputResponse(chunks=[chunk(b"tick\n")]))
                 await asyncio.sleep(0.01)
-            if job.state != pb.JOB_STATE_FINISHED:
+            if job.state != pb.JOB_STATE_FINISHED and not request.no_follow:
                 await asyncio.sleep(10)
                 raise GRPCError(Status.ABORTED, "fake: the client did not stop by itself")
             await stream.send_message(pb.StreamOutputResponse(final=job))
@@ -791,6 +988,62 @@ def test_start_failure_prints_id_and_error(jobctl: Any, capsys: pytest.CaptureFi
     assert err == "jobctl: job job-1: failed to start: no-such-program: No such file or directory\n"
 
 
+def test_start_with_limits(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["start", "--cpu", "50%", "--memory", "64M", "--pids", "32", "--", "sleep", "30"]
+    assert jobctl(*argv) == 0
+    assert capsys.readouterr() == ("job-1\n", "")
+    [request] = service.requests
+    assert list(request.argv) == ["sleep", "30"]
+    assert request.limits == pb.Limits(cpu=0.5, memory_bytes=64 * MiB, pids=32)
+    assert jobctl("status", "job-1") == 0
+    assert "Limits:    cpu 0.5, memory 64 MiB, pids 32\n" in capsys.readouterr().out
+
+
+def test_start_with_a_bad_limit_never_connects(
+    jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert jobctl("start", "--memory", "0", "--", "true") == cli.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith(
+        "\njobctl start: error: argument --memory: invalid size '0': must be more than 0\n"
+    )
+    assert service.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "line"),
+    [
+        (
+            Status.INVALID_ARGUMENT,
+            "memory limit 512 MiB is above the maximum for the user role (256 MiB)",
+            "jobctl: invalid argument: memory limit 512 MiB is above the maximum for the user "
+            "role (256 MiB)\n",
+        ),
+        (
+            Status.FAILED_PRECONDITION,
+            "cannot apply the memory limit: cgroup controller 'memory' is unavailable "
+            "(disabled by configuration)",
+            "jobctl: cannot apply the memory limit: cgroup controller 'memory' is unavailable "
+            "(disabled by configuration)\n",
+        ),
+    ],
+)
+def test_start_refused_for_its_limits(
+    jobctl: Any,
+    service: FakeJobService,
+    capsys: pytest.CaptureFixture[str],
+    status: Status,
+    message: str,
+    line: str,
+) -> None:
+    service.error = GRPCError(status, message)
+    assert jobctl("start", "--memory", "512M", "--", "true") == cli.EXIT_FAILED
+    assert capsys.readouterr() == ("", line)
+
+
 def test_status_list_and_stop(
     jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -850,18 +1103,25 @@ def test_logs_are_byte_exact(
     assert capsysbinary.readouterr() == (b"out1\n" + NASTY, NASTY)
 
 
+def stream_requests(service: FakeJobService) -> list[pb.StreamOutputRequest]:
+    return [r for r in service.requests if isinstance(r, pb.StreamOutputRequest)]
+
+
 def test_logs_of_a_running_job_stop_at_what_existed(
     jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
+    # The server knows where the output ended when asked (no_follow) and ends the stream
+    # there with the job's status: a client that followed instead would wait for ABORTED.
     service.add(
         make_job(output_bytes=8),
         pb.StreamOutputResponse(chunks=[chunk(b"ab"), chunk(b"cd", pb.OUTPUT_STREAM_STDERR)]),
-        pb.StreamOutputResponse(chunks=[chunk(b"efgh")]),  # reaches 8 bytes: stop here
-        pb.StreamOutputResponse(chunks=[chunk(b"later")]),
+        pb.StreamOutputResponse(chunks=[chunk(b"efgh")]),
     )
     assert jobctl("logs", "j1") == 0
     assert capsysbinary.readouterr() == (b"abefgh", b"cd")
-    assert service.stream_ended.wait(5), "the stream was not cancelled on the server"
+    [request] = service.requests  # one call: no GetJob first
+    assert request == pb.StreamOutputRequest(job_id="j1", no_follow=True)
+    assert service.stream_ended.is_set()
 
 
 def test_list_shows_the_newest_50_and_follows_pages(
@@ -924,88 +1184,76 @@ def test_logs_of_a_finished_job_ask_the_server_to_choose(
     jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     service.add(finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0), *mixed_output())
-    stream_requests = lambda: [r for r in service.requests if isinstance(r, pb.StreamOutputRequest)]  # noqa: E731
 
     assert jobctl("logs", "--stdout", "j1") == 0
     assert capsysbinary.readouterr() == (b"o1\no2\no3\no4\no5\n", b"")
-    assert stream_requests()[-1].only == pb.OUTPUT_STREAM_STDOUT
+    assert stream_requests(service)[-1].only == pb.OUTPUT_STREAM_STDOUT
 
     assert jobctl("logs", "-f", "--stderr", "j1") == 0
     assert capsysbinary.readouterr() == (b"", b"e1\ne2\ne3\ne4")
-    assert stream_requests()[-1].only == pb.OUTPUT_STREAM_STDERR
+    assert stream_requests(service)[-1].only == pb.OUTPUT_STREAM_STDERR
 
     assert jobctl("logs", "--tail", "2", "j1") == 0
     capsysbinary.readouterr()
-    request = stream_requests()[-1]
+    request = stream_requests(service)[-1]
     assert (request.tail_lines, request.offset, request.only) == (2, 0, 0)
 
     # resume after the first chunk: "o1\no2\n" took 9 + 6 bytes of the log
     assert jobctl("logs", "-f", "--offset", "15", "j1") == 0
     assert capsysbinary.readouterr() == (b"o3\no4\no5\n", b"e1\ne2\ne3\ne4")
-    assert stream_requests()[-1].offset == 15
+    assert stream_requests(service)[-1].offset == 15
 
 
+@pytest.mark.parametrize("state", ["running", "finished"])
 @pytest.mark.parametrize(
-    ("argv", "out", "err"),
+    ("argv", "request_fields", "out", "err"),
     [
-        ([], b"o1\no2\no3\no4\n", b"e1\ne2\ne3\ne4"),
-        (["--stdout"], b"o1\no2\no3\no4\n", b""),
-        (["--stderr"], b"", b"e1\ne2\ne3\ne4"),
-        (["--tail", "1"], b"", b"e4"),
-        (["--tail", "2"], b"", b"e3\ne4"),
-        (["--tail", "4"], b"o4\n", b"e2\ne3\ne4"),
-        (["--tail", "99"], b"o1\no2\no3\no4\n", b"e1\ne2\ne3\ne4"),
-        (["--stdout", "--tail", "2"], b"o3\no4\n", b""),
-        (["--stderr", "--tail", "3"], b"", b"e2\ne3\ne4"),
-        (["--offset", "15"], b"o3\no4\n", b"e1\ne2\ne3\ne4"),
-        (["--offset", "15", "--stderr"], b"", b"e1\ne2\ne3\ne4"),
-        (["--offset", "38"], b"\no4\n", b"e2\ne3\ne4"),  # after "o3": 15 + 12 + 11
-        (["--offset", "80"], b"", b""),  # "o5": it came after we asked
-        (["--offset", "68"], b"", b""),  # the end, as it was when asked
-        (["--offset", "1000"], b"", b""),  # nothing there existed when asked
+        ([], {}, b"o1\no2\no3\no4\no5\n", b"e1\ne2\ne3\ne4"),
+        (["--stdout"], {"only": 1}, b"o1\no2\no3\no4\no5\n", b""),
+        (["--stderr"], {"only": 2}, b"", b"e1\ne2\ne3\ne4"),
+        (["--offset", "15"], {"offset": 15}, b"o3\no4\no5\n", b"e1\ne2\ne3\ne4"),
+        (["--offset", "38", "--stderr"], {"offset": 38, "only": 2}, b"", b"e2\ne3\ne4"),
+        (["--offset", "80"], {"offset": 80}, b"", b""),  # the end
+        # the fake server does not cut a tail: only what is asked is checked
+        (["--tail", "3"], {"tail_lines": 3}, None, None),
+        (["--stdout", "--tail", "2"], {"only": 1, "tail_lines": 2}, None, None),
     ],
 )
-def test_logs_of_a_running_job_choose_here_up_to_what_existed(
+def test_logs_leave_the_choice_to_the_server(
     jobctl: Any,
     service: FakeJobService,
     capsysbinary: pytest.CaptureFixture[bytes],
+    state: str,
     argv: list[str],
-    out: bytes,
-    err: bytes,
+    request_fields: dict[str, Any],
+    out: bytes | None,
+    err: bytes | None,
 ) -> None:
-    # jobd counts output_bytes over both streams; the last message came later ("o5").
-    service.add(make_job(output_bytes=23), *mixed_output())
+    """Running or not, --stdout/--stderr/--offset/--tail go to the server as they are."""
+    if state == "running":
+        service.add(make_job(), *mixed_output())
+    else:
+        service.add(finished(outcome=pb.JobResult.OUTCOME_EXITED, exit_code=0), *mixed_output())
     assert jobctl("logs", *argv, "j1") == 0
-    assert capsysbinary.readouterr() == (out, err)
-    request = [r for r in service.requests if isinstance(r, pb.StreamOutputRequest)][-1]
-    assert (request.offset, request.only, request.tail_lines) == (0, 0, 0)
-    assert service.stream_ended.wait(5), "the stream was not cancelled on the server"
-
-
-def test_logs_of_a_running_job_stop_inside_a_message(
-    jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
-) -> None:
-    # "then" ends after "e1\n" (9 bytes), in the middle of the first message; an offset past
-    # it gets nothing and is not checked against chunks that came later.
-    service.add(make_job(output_bytes=9), *mixed_output())
-    assert jobctl("logs", "j1") == 0
-    assert capsysbinary.readouterr() == (b"o1\no2\n", b"e1\n")
-    assert jobctl("logs", "--offset", "30", "j1") == 0
-    assert capsysbinary.readouterr() == (b"", b"")
-    assert jobctl("logs", "--tail", "1", "--stdout", "j1") == 0
-    assert capsysbinary.readouterr() == (b"o2\n", b"")
+    captured = capsysbinary.readouterr()
+    if out is not None:
+        assert captured == (out, err)
+    [request] = service.requests
+    assert request == pb.StreamOutputRequest(job_id="j1", no_follow=True, **request_fields)
 
 
 @pytest.mark.parametrize("offset", ["1", "16", "67"])
-def test_logs_of_a_running_job_refuse_an_offset_inside_a_chunk(
+def test_logs_refuse_an_offset_inside_a_chunk(
     jobctl: Any, service: FakeJobService, capsys: pytest.CaptureFixture[str], offset: str
 ) -> None:
-    service.add(make_job(output_bytes=23), *mixed_output())
-    assert jobctl("logs", "--offset", offset, "j1") == cli.EXIT_FAILED
-    assert capsys.readouterr() == (
-        "",
-        f"jobctl: offset {offset} is not where a chunk of job j1 starts: give a next_offset\n",
-    )
+    service.add(make_job(), *mixed_output())
+    for argv in (["logs"], ["logs", "-f"]):
+        assert jobctl(*argv, "--offset", offset, "j1") == cli.EXIT_FAILED
+        assert capsys.readouterr() == (
+            "",
+            f"jobctl: invalid argument: offset {offset} is not where a chunk starts: give 0 or "
+            "a next_offset received before\n",
+        )
 
 
 def test_logs_note_dropped_output(
@@ -1084,9 +1332,10 @@ def test_logs_of_a_stream_that_ends_without_the_job(
 def test_logs_of_a_silent_running_job_return_at_once(
     jobctl: Any, service: FakeJobService, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
-    service.add(make_job(output_bytes=0), pb.StreamOutputResponse(chunks=[chunk(b"later")]))
+    service.add(make_job(output_bytes=0))
     assert jobctl("logs", "j1") == 0
     assert capsysbinary.readouterr() == (b"", b"")
+    assert stream_requests(service)[-1].no_follow
 
 
 def test_logs_of_a_missing_job(jobctl: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -1228,48 +1477,61 @@ def test_broken_stdout_pipe_is_quiet(endless_job: subprocess.Popen[bytes]) -> No
     assert endless_job.stderr.read() == b""
 
 
-# --- client-side tail, as jobd counts lines -----------------------------------------------------
+# --- limit values: the same grammar as jobd's config -------------------------------------------
 
-frame_data = st.binary(max_size=12).map(lambda b: b.replace(b"\x00", b"\n"))
-
-
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+limit_text = st.text(alphabet="0123456789.kKmMgGtTiIbB% /s-e", max_size=9)
+size_text = st.builds(
+    "{}{}{}{}{}".format,
+    st.integers(min_value=0, max_value=10**6).map(str),
+    st.sampled_from(["", ".", ".5", ".25", ".1", ".0625", ".3"]),
+    st.sampled_from(["", " "]),
+    st.sampled_from(["", "k", "K", "m", "M", "g", "G", "t", "T"]),
+    st.sampled_from(["", "b", "B", "ib", "iB"]),
 )
-@given(
-    frames=st.lists(st.tuples(st.sampled_from([1, 2]), frame_data), max_size=12),
-    lines=st.integers(min_value=1, max_value=8),
-    only=st.sampled_from([0, 1, 2]),
-)
-def test_client_tail_matches_jobd(
-    tmp_path: Path, frames: list[tuple[int, bytes]], lines: int, only: int
-) -> None:
-    """jobctl's own tail (for a running job read up to "now") picks what jobd's tail_lines does."""
-    import trio
 
-    from jobctl.commands import Tail
-    from jobd.output import OutputLog, Stream, follow
 
-    path = tmp_path / f"tail-{os.getpid()}-{id(frames)}.log"
-    log = OutputLog(path)
-    for stream, data in frames:
-        if data:  # jobd's pumps never append nothing
-            log.append(Stream(stream), data)
-    log.close()
-
-    async def jobd_tail() -> list[tuple[int, bytes]]:
-        chosen = Stream(only) if only else None
-        out = []
-        async for chunks in follow(path, None, only=chosen, tail_lines=lines):
-            out += [(int(c.stream), c.data) for c in chunks]
-        return out
-
-    tail = Tail(lines)
-    for stream, data in frames:
-        if only in (0, stream):
-            tail.add(stream, data)  # type: ignore[arg-type]
-    mine = [(int(stream), data) for stream, data in tail.chunks() if data]
+def outcome(parse: Any, text: str) -> Any:
     try:
-        assert mine == trio.run(jobd_tail)
-    finally:
-        path.unlink()
+        return parse(text)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(limit_text, size_text))
+def test_sizes_parse_as_jobd_parses_them(text: str) -> None:
+    """jobctl copies jobd's size grammar; it refuses 0 and what a uint64 cannot hold."""
+    from jobd import units as jobd_units
+
+    theirs, mine = outcome(jobd_units.parse_size, text), outcome(units.parse_size, text)
+    if theirs is ValueError or theirs == 0:
+        assert mine is ValueError
+    elif theirs < 2**50:  # beyond, jobd's float arithmetic rounds
+        assert mine == theirs
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(limit_text, st.floats().map(str), st.floats().map(lambda f: f"{f}%")))
+def test_cpu_parses_as_jobd_parses_it(text: str) -> None:
+    from jobd import units as jobd_units
+
+    assert outcome(units.parse_cpu, text) == outcome(jobd_units.parse_cpu, text)
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1 KiB"),
+        (1536, "1.5 KiB"),
+        (256 * MiB, "256 MiB"),
+        (round(12.3 * MiB), "12.3 MiB"),
+        (2**40, "1 TiB"),
+        (2**50, "1024 TiB"),
+    ],
+)
+def test_format_size_words_sizes_as_jobd_does(n: int, text: str) -> None:
+    from jobd import units as jobd_units
+
+    assert units.format_size(n) == text == jobd_units.format_size(n)

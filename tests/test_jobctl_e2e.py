@@ -14,7 +14,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,16 @@ def status(daemon: Daemon, job_id: str, who: str = "client_0") -> dict[str, Any]
     return data
 
 
-def start(daemon: Daemon, *argv: str, who: str = "client_0") -> str:
-    out = ok(daemon.jobctl(who, "start", "--", *argv)).decode()
+def start(daemon: Daemon, *argv: str, who: str = "client_0", options: Sequence[str] = ()) -> str:
+    out = ok(daemon.jobctl(who, "start", *options, "--", *argv)).decode()
     assert UUID.fullmatch(out.rstrip("\n")), out
     return out.rstrip("\n")
 
 
 @contextlib.contextmanager
-def running(daemon: Daemon, *argv: str) -> Iterator[str]:
+def running(daemon: Daemon, *argv: str, options: Sequence[str] = ()) -> Iterator[str]:
     """A job that is stopped (if it still runs) when the block ends."""
-    job_id = start(daemon, *argv)
+    job_id = start(daemon, *argv, options=options)
     try:
         yield job_id
     finally:
@@ -165,13 +165,11 @@ def test_status_list_and_stop(daemon: Daemon) -> None:
         )
         assert job["pid"] == int(fields["PID"])
         assert "result" not in job
-        # Limits and usage are shown when the server reports them (it does with cgroups).
-        if "pids" in job.get("limits", {}):
-            assert fields["Task limit"] == str(job["limits"]["pids"])
-        if "usage" in job:
-            assert fields["CPU time"].endswith(" s")
-        else:
-            assert "CPU time" not in fields
+        # jobd reports the limits a job runs with (with cgroups, at least the default task
+        # limit) and its usage so far.
+        if "pids" in job["limits"]:
+            assert f"pids {job['limits']['pids']}" in fields["Limits"]
+        assert re.fullmatch(r"cpu \d+\.\d\d s(, .*)?", fields["Usage"]), fields["Usage"]
         assert "Dropped" not in fields and "Output error" not in fields
 
         table = ok(daemon.jobctl("client_0", "list")).decode().splitlines()
@@ -217,6 +215,107 @@ def test_list_newest_first_with_limit_and_all(daemon: Daemon) -> None:
     assert result.stderr.decode() == (
         "jobctl: note: showing the newest 1 jobs; older ones exist (--all, --limit N)\n"
     )
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+MiB = 2**20
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and cgroups: not root")
+
+
+def detail_fields(text: bytes) -> dict[str, str]:
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.decode().splitlines())}
+
+
+@pytest.mark.cgroups
+@needs_root
+def test_start_with_limits_shows_them_in_status(daemon: Daemon) -> None:
+    options = ["--memory", "64M", "--pids", "32", "--cpu", "0.5"]
+    with running(daemon, "sleep", "30", options=options) as job_id:
+        fields = detail_fields(ok(daemon.jobctl("client_0", "status", job_id)))
+        assert fields["State"] == "running"
+        assert fields["Limits"] == "cpu 0.5, memory 64 MiB, pids 32"
+        limits = status(daemon, job_id)["limits"]
+        assert limits == {"cpu": 0.5, "memory_bytes": 64 * MiB, "pids": 32, "io_device": ""}
+
+
+def test_a_bad_limit_is_a_usage_error_before_any_connection(daemon: Daemon) -> None:
+    result = daemon.jobctl("client_0", "start", "--memory", "0", "--", "true")
+    assert (result.returncode, result.stdout) == (cli.EXIT_USAGE, b""), result
+    err = result.stderr.decode()
+    assert err.endswith(
+        "\njobctl start: error: argument --memory: invalid size '0': must be more than 0\n"
+    ), err
+    assert "Traceback" not in err
+    # Not even a connection: the same with no server at all gives the same answer.
+    unreachable = daemon.jobctl(
+        "client_0", "--server", "127.0.0.1:1", "start", "--memory", "0", "--", "true"
+    )
+    assert (unreachable.returncode, unreachable.stderr) == (cli.EXIT_USAGE, result.stderr)
+    assert json.loads(ok(daemon.jobctl("client_0", "list", "--json"))) == []
+
+
+def test_a_limit_above_the_role_maximum_is_refused(certs: Certs, tmp_path: Path) -> None:
+    daemon = Daemon(
+        certs, tmp_path / "state", config_extra='\n[limits.max.user]\nmemory = "256M"\n'
+    )
+    daemon.start()
+    try:
+        refused = daemon.jobctl("client_1", "start", "--memory", "512M", "--", "true")
+        one_line_error(
+            refused,
+            cli.EXIT_FAILED,
+            "jobctl: invalid argument: memory limit 512 MiB is above the maximum for the user "
+            "role (256 MiB)\n",
+        )
+        assert json.loads(ok(daemon.jobctl("client_1", "list", "--json"))) == []
+        assert daemon.stop() == 0
+        assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+    finally:
+        daemon.kill()
+
+
+def test_a_limit_the_server_cannot_enforce_is_refused(certs: Certs, tmp_path: Path) -> None:
+    daemon = Daemon(certs, tmp_path / "state", "--no-cgroups").start()
+    try:
+        refused = daemon.jobctl("client_0", "start", "--pids", "10", "--", "true")
+        err = one_line_error(
+            refused,
+            cli.EXIT_FAILED,
+            "jobctl: cannot apply the pids limit: cgroup controller 'pids' is unavailable (",
+        )
+        assert "disabled" in err
+        assert json.loads(ok(daemon.jobctl("client_0", "list", "--json"))) == []
+        assert daemon.stop() == 0
+        assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+    finally:
+        daemon.kill()
+
+
+OOM_CODE = """
+chunks = []
+for i in range(50):
+    chunks.append(b"x" * (10 << 20))  # written, so every page is really used
+    print(f"allocated {(i + 1) * 10} MiB", flush=True)
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.cgroups
+@needs_root
+def test_an_oom_killed_job(daemon: Daemon) -> None:
+    job_id = start(daemon, *python(OOM_CODE), options=["--memory", "100M"])
+    followed = daemon.jobctl("client_0", "logs", "-f", job_id)  # returns when it has ended
+    assert followed.returncode == 0, followed
+    assert b"survived" not in followed.stdout
+    fields = detail_fields(ok(daemon.jobctl("client_0", "status", job_id)))
+    assert fields["State"] == "finished"
+    assert fields["Result"] == "killed: out of memory (limit 100 MiB)"
+    assert fields["Limits"].startswith("memory 100 MiB"), fields["Limits"]
+    usage = fields["Usage"]
+    assert re.fullmatch(r"cpu \d+\.\d\d s, memory peak [\d.]+ MiB, OOM kills \d+", usage), usage
+    line = ok(daemon.jobctl("client_0", "list")).decode().splitlines()[1]
+    assert "killed: out of memory (limit 100 MiB)" in line
 
 
 # --- logs --------------------------------------------------------------------------------------
@@ -303,6 +402,39 @@ def test_logs_of_a_running_job_stop_at_what_existed(daemon: Daemon) -> None:
         assert ok(daemon.jobctl("client_0", "logs", "--stdout", "--tail", "1", job_id)) == b"b\n"
         err = daemon.jobctl("client_0", "logs", "--stderr", "--tail", "1", job_id)
         assert (err.returncode, err.stdout, err.stderr) == (0, b"", b"ready\n")
+        assert status(daemon, job_id)["state"] == "JOB_STATE_RUNNING"
+
+
+def test_logs_of_a_running_job_return_while_it_runs(daemon: Daemon) -> None:
+    with running(daemon, "sh", "-c", "echo a; echo ready; exec sleep 300") as job_id:
+        wait_printed(daemon, job_id, b"ready\n")
+        # A follower would wait for the job (300 s): the harness's timeout is lower.
+        result = daemon.jobctl("client_0", "logs", job_id, timeout=30)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"a\nready\n", b"")
+        assert status(daemon, job_id)["state"] == "JOB_STATE_RUNNING"
+
+
+def test_logs_of_a_running_job_by_stream(daemon: Daemon) -> None:
+    script = "echo out; echo err >&2; echo ready; exec sleep 300"
+    with running(daemon, "sh", "-c", script) as job_id:
+        # Each stream has its own pipe: wait for both, not only for the last line.
+        wait_printed(daemon, job_id, b"err\n", b"ready\n")
+        err = daemon.jobctl("client_0", "logs", "--stderr", job_id, timeout=30)
+        assert (err.returncode, err.stdout, err.stderr) == (0, b"", b"err\n")
+        out = daemon.jobctl("client_0", "logs", "--stdout", job_id, timeout=30)
+        assert (out.returncode, out.stdout, out.stderr) == (0, b"out\nready\n", b"")
+        tail = daemon.jobctl("client_0", "logs", "--stdout", "--tail", "1", job_id, timeout=30)
+        assert (tail.returncode, tail.stdout, tail.stderr) == (0, b"ready\n", b"")
+        assert status(daemon, job_id)["state"] == "JOB_STATE_RUNNING"
+
+
+def test_logs_of_a_job_still_writing_stop_at_what_existed(daemon: Daemon) -> None:
+    with running(daemon, "sh", "-c", "while :; do echo tick; done") as job_id:
+        wait_printed(daemon, job_id, b"tick\n")
+        result = daemon.jobctl("client_0", "logs", "--stdout", job_id, timeout=60)
+        assert (result.returncode, result.stderr) == (0, b"")
+        lines = result.stdout.split(b"\n")
+        assert len(lines) > 1 and set(lines[:-1]) == {b"tick"} and b"tick".startswith(lines[-1])
         assert status(daemon, job_id)["state"] == "JOB_STATE_RUNNING"
 
 

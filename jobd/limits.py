@@ -25,6 +25,9 @@ NAMES = ("cpu", "memory", "io_read_bps", "io_write_bps", "pids")
 BUILTIN_DEFAULTS = LimitRequest(pids=4096)  # a fork bomb stops here unless configured
 # The kernel's CFS quota has a 1 ms floor per 100 ms period: less than 0.01 CPU cannot be kept.
 MINIMUM = {"cpu": 0.01}
+# What the API and the kernel files can carry.
+MAXIMUM = {"cpu": 4096.0, "memory": 2**62, "io_read_bps": 2**62, "io_write_bps": 2**62,
+           "pids": 2**31 - 1}
 _DEVICE = re.compile(r"(\d+):(\d+)")
 
 
@@ -75,6 +78,8 @@ class LimitPolicy:
                 if not asked >= MINIMUM.get(name, 0) or not asked > 0:
                     least = f"at least {MINIMUM[name]:g}" if name in MINIMUM else "more than 0"
                     raise InvalidArgument(f"{name} limit must be {least}")
+                if asked > MAXIMUM[name]:
+                    raise InvalidArgument(f"{name} limit must be at most {MAXIMUM[name]:g}")
                 if cap is not None and asked > cap:
                     raise InvalidArgument(
                         f"{name} limit {describe(name, asked)} is above the maximum for the "
@@ -118,6 +123,8 @@ def parse_table(table: Mapping[str, Any], where: str) -> LimitRequest:
                 values[name] = parse_size(str(raw))
                 if values[name] <= 0:
                     raise ValueError(f"must be more than 0, not {raw!r}")
+            if name in MAXIMUM and values[name] > MAXIMUM[name]:
+                raise ValueError(f"must be at most {MAXIMUM[name]:g}, not {raw!r}")
         except ValueError as exc:
             raise ValueError(f"{where}: {name}: {exc}") from None
     return replace(LimitRequest(), **values)

@@ -20,7 +20,10 @@ def parse_size(text: str) -> int:
             f"invalid size {text!r}: expected a number of bytes with an optional "
             "K, M, G or T suffix, e.g. 256M"
         )
-    value = float(match["number"]) * _SCALE[match["unit"].lower()]
+    number, scale = match["number"], _SCALE[match["unit"].lower()]
+    if "." not in number:  # exact for any size; floats round past 2**53
+        return int(number) * scale
+    value = float(number) * scale
     if not value.is_integer():
         raise ValueError(f"invalid size {text!r}: not a whole number of bytes")
     return int(value)

@@ -270,7 +270,7 @@ def test_non_positive_requests_are_invalid(name: str, value: float) -> None:
 
 
 def test_an_infinite_cpu_request_is_invalid() -> None:
-    with pytest.raises(InvalidArgument, match="cpu limit must be a positive number of cores"):
+    with pytest.raises(InvalidArgument, match="cpu limit must be at most 4096"):
         effective(LimitPolicy(), cpu=math.inf)
 
 
@@ -670,3 +670,15 @@ async def test_a_group_that_stays_populated_is_logged_and_not_removed(
     messages = [r.getMessage() for r in caplog.records]
     assert any("processes left in cgroup after SIGKILL" in m for m in messages), messages
     assert any("cannot remove its cgroup" in m for m in messages), messages
+
+
+def test_huge_values_are_refused_or_exact() -> None:
+    from jobd.units import parse_size
+
+    assert parse_size("9007199254740993") == 9007199254740993  # no float rounding
+    with pytest.raises(ValueError, match="at most"):
+        parse_table({"memory": "16777216T"}, "test")
+    with pytest.raises(ValueError, match="at most"):
+        parse_table({"pids": 5_000_000_000}, "test")
+    with pytest.raises(InvalidArgument, match="pids limit must be at most"):
+        effective(LimitPolicy(), pids=2**40)

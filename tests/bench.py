@@ -326,6 +326,7 @@ def bench_stalled(certs: Certs, base: Path, size: int) -> None:
     record(Row("stalled", f"job writing {size // MiB} MiB, no follower", free, "s"))
     record(Row("stalled", "same job, one stalled follower", stalled, "s", free, "no follower",
                "<= 1.05x"))
+    bench_capture(size, free)
 
 
 async def _stalled_runs(daemon: Daemon, size: int) -> tuple[float, float]:
@@ -450,7 +451,138 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
         daemon.stop()
 
 
-GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history")
+def bench_cli(certs: Certs, base: Path, n: int) -> None:
+    print("CLI start-up", flush=True)
+    floor = [timed_process([sys.executable, "-c", "import grpclib.client, google.protobuf"])
+             for _ in range(n)]
+    cli_floor = statistics.median(floor) * 1000
+    record(Row("cli", "CLI floor: python + import grpclib.client, protobuf", cli_floor, "ms"))
+    daemon = Daemon(certs, base / "cli").start()
+    try:
+        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
+               "JOBCTL_CERT": str(certs.client("client_0"))}
+        job_id = subprocess.run([bin_path("jobctl"), "start", "--", "true"], env=env,
+                                check=True, capture_output=True).stdout.decode().strip()
+        commands = (("jobctl --help", ["--help"]), ("jobctl status ID", ["status", job_id]))
+        for label, args in commands:
+            samples = [timed_process([bin_path("jobctl"), *args], env=env,
+                                     stdout=subprocess.DEVNULL) for _ in range(n)]
+            record(Row("cli", f"{label} (whole process) p50", statistics.median(samples) * 1000,
+                       "ms", cli_floor, "CLI floor", "<= 1.2x"))
+    finally:
+        daemon.stop()
+
+
+def bench_latency(certs: Certs, base: Path, n: int, seconds: float) -> None:
+    print("first byte and sustained starts", flush=True)
+    daemon = Daemon(certs, base / "latency").start()
+    try:
+        async def first_bytes() -> list[float]:
+            channel, stub = await open_stub(daemon)
+            try:
+                samples = []
+                for _ in range(n):
+                    begin = time.perf_counter()
+                    reply = await stub.StartJob(pb.StartJobRequest(argv=["echo", "x"]))
+                    async with stub.StreamOutput.open() as stream:
+                        request = pb.StreamOutputRequest(job_id=reply.job_id)
+                        await stream.send_message(request, end=True)
+                        async for msg in stream:
+                            if msg.chunks:
+                                samples.append((time.perf_counter() - begin) * 1000)
+                                await stream.cancel()
+                                break
+                return samples
+            finally:
+                channel.close()
+
+        samples = asyncio.run(first_bytes())
+        record(Row("latency", "StartJob to first output byte at a follower p50",
+                   statistics.median(samples), "ms"))
+        record(Row("latency", "StartJob to first output byte p99", pct(samples, 99), "ms"))
+
+        async def sustained() -> int:
+            channels = [await open_stub(daemon) for _ in range(4)]
+            deadline = time.perf_counter() + seconds
+            count = 0
+
+            async def client(stub: Any) -> None:
+                nonlocal count
+                request = pb.StartJobRequest(argv=["/bin/true"])
+                while time.perf_counter() < deadline:
+                    await stub.StartJob(request)
+                    count += 1
+
+            try:
+                await asyncio.gather(*(client(s) for _, s in channels))
+            finally:
+                for channel, _ in channels:
+                    channel.close()
+            return count
+
+        count = asyncio.run(sustained())
+        record(Row("latency", f"StartJob /bin/true, 4 clients for {seconds:g} s",
+                   count / seconds, "starts/s", target=">= 300/s"))
+    finally:
+        daemon.stop()
+
+
+def grpcio_client_main(port: int, certs_dir: str, job_id: str) -> None:
+    """Follow a job with Google's C-core client (grpcio), no generated code needed."""
+    import grpc
+
+    d = Path(certs_dir)
+    pem = (d / "client_0.pem").read_bytes()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(d / "ca.crt").read_bytes(), private_key=pem, certificate_chain=pem
+    )
+    options = [("grpc.ssl_target_name_override", "localhost"),
+               ("grpc.max_receive_message_length", 16 * MiB)]
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+        call = channel.unary_stream(
+            "/jobd.v1.JobService/StreamOutput",
+            request_serializer=pb.StreamOutputRequest.SerializeToString,
+            response_deserializer=pb.StreamOutputResponse.FromString,
+        )
+        total = sum(len(c.data) for msg in call(pb.StreamOutputRequest(job_id=job_id))
+                    for c in msg.chunks)
+    print(total)
+
+
+def bench_grpcio(certs: Certs, base: Path, size: int) -> None:
+    print(f"grpcio client, {size // MiB} MiB", flush=True)
+    daemon = Daemon(certs, base / "grpcio").start()
+    try:
+        async def start() -> str:
+            channel, stub = await open_stub(daemon)
+            try:
+                argv = ["head", "-c", str(size), "/dev/zero"]
+                return str((await stub.StartJob(pb.StartJobRequest(argv=argv))).job_id)
+            finally:
+                channel.close()
+
+        begin = time.perf_counter()
+        job_id = asyncio.run(start())
+        out = subprocess.run([sys.executable, __file__, "--grpcio-client", str(daemon.port),
+                              str(certs.dir), job_id], check=True, capture_output=True)
+        seconds = time.perf_counter() - begin
+        assert int(out.stdout) == size, out.stdout
+        record(Row("grpcio", "jobd: job -> grpcio (C-core) client", size / MiB / seconds,
+                   "MiB/s"))
+    finally:
+        daemon.stop()
+
+
+def bench_capture(size: int, captured: float) -> None:
+    """Called by the stalled group: how much capture costs a job that writes flat out."""
+    pipe = timed_process(["sh", "-c", f"head -c {size} /dev/zero | cat > /dev/null"])
+    record(Row("stalled", f"same {size // MiB} MiB through a plain pipe", pipe, "s"))
+    record(Row("stalled", "job's run time captured by jobd vs plain pipe", captured, "s", pipe,
+               "plain pipe"))
+
+
+GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history", "cli", "latency",
+          "grpcio")
 
 
 def main() -> None:
@@ -477,6 +609,12 @@ def main() -> None:
             bench_scale(certs, base, 200 if quick else 1000)
         if "history" in groups:
             bench_history(certs, base, 10_000 if quick else 100_000)
+        if "cli" in groups:
+            bench_cli(certs, base, 5 if quick else 20)
+        if "latency" in groups:
+            bench_latency(certs, base, 50 if quick else 200, 3 if quick else 10)
+        if "grpcio" in groups:
+            bench_grpcio(certs, base, (256 if quick else 1024) * MiB)
     print()
     print(table())
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
@@ -497,6 +635,8 @@ def table() -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--floor-server":
         floor_server_main(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--grpcio-client":
+        grpcio_client_main(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "--stream-client":
         stream_client_main(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5:6][0])
                            if len(sys.argv) > 5 else 1)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobctl.units import format_size
@@ -239,6 +238,8 @@ def job_table(jobs: Sequence[pb.Job], now: float | None = None, width: int | Non
 
 def job_to_dict(job: pb.Job) -> dict[str, Any]:
     """The Job in proto3 JSON form, field names as in the .proto, 64-bit numbers unquoted."""
+    from google.protobuf import json_format  # 12 ms of start-up, only for --json
+
     data = json_format.MessageToDict(
         job,
         preserving_proto_field_name=True,

@@ -61,6 +61,12 @@ argument 2; quote inside it to keep spaces: `jobctl start "'/opt/my tool' -v"`.
 
 With limits: `jobctl start --cpu 0.5 --memory 256M --pids 64 -- make -j4`. A limit above your
 role's maximum, or one the server cannot enforce, is refused and no job starts.
+
+With isolation: `jobctl start --isolate pid,mount -- ps -e` runs the job in its own PID and
+mount namespaces (it is PID 1, sees only its own processes and has a private /tmp);
+`--isolate all` adds network (loopback only), uts and ipc; `--no-isolate` asks for none.
+Without either the job gets your role's default; asking for less than the server lets your
+role have is refused.
 """
 
 LOGS_EPILOG = """\
@@ -181,6 +187,47 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NAMESPACES = ("pid", "mount", "network", "uts", "ipc")
+
+
+def namespaces(text: str) -> tuple[str, ...]:
+    """``pid,mount,net,uts,ipc`` (any of them) or ``all``: the names, as the API spells them."""
+    chosen: set[str] = set()
+    for word in (w.strip().lower() for w in text.split(",")):
+        if word == "all":
+            chosen.update(NAMESPACES)
+        elif word in ("net", "network"):
+            chosen.add("network")
+        elif word in NAMESPACES:
+            chosen.add(word)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown namespace {word!r}: expected pid, mount, net, uts, ipc or all, "
+                "separated by commas"
+            )
+    return tuple(name for name in NAMESPACES if name in chosen)
+
+
+def add_isolation_options(parser: argparse.ArgumentParser) -> None:
+    """``args.isolate``: the namespaces asked for, () for none, None for the role default."""
+    group = parser.add_argument_group(
+        "isolation", "Linux namespaces for the job; without these options, your role's default."
+    ).add_mutually_exclusive_group()
+    group.add_argument(
+        "--isolate",
+        metavar="LIST",
+        type=namespaces,
+        help="run in these namespaces: pid,mount,net,uts,ipc (comma-separated) or all",
+    )
+    group.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_const",
+        const=(),
+        help="run in the host's namespaces (if your role may)",
+    )
+
+
 def command_argv(words: Sequence[str]) -> list[str]:
     """The argv to run from the words after ``start``; raises ValueError when there is none."""
     argv = list(words)
@@ -265,6 +312,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--cwd", metavar="DIR", default="", help="working directory on the server (default: /)"
     )
     add_limit_options(start)
+    add_isolation_options(start)
     start.add_argument(
         "argv",
         metavar="ARGV",

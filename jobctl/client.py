@@ -59,6 +59,7 @@ __all__ = [
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",
+    "Isolation",
     "Job",
     "JobClient",
     "Limits",
@@ -88,6 +89,7 @@ PAGE_SIZE = 1000
 
 Job: TypeAlias = pb.Job
 Limits: TypeAlias = pb.Limits
+Isolation: TypeAlias = pb.Isolation
 ListJobsResponse: TypeAlias = pb.ListJobsResponse
 StreamOutputResponse: TypeAlias = pb.StreamOutputResponse
 OutputStream: TypeAlias = pb.OutputStream.ValueType
@@ -352,14 +354,19 @@ class JobClient:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         limits: Limits | None = None,
+        isolation: Isolation | None = None,
     ) -> Job:
         """Start ``argv`` (no shell); answers once it runs or has failed to start.
 
         ``limits`` left unset (or fields of it) take the server's defaults; one above the
         caller's role maximum raises InvalidArgument, one the server cannot enforce
-        FailedPrecondition.
+        FailedPrecondition. ``isolation`` None takes the role's default namespaces; an
+        ``Isolation`` (all false: none) asks for exactly those: less than the role may have
+        raises PermissionDenied, one the server cannot create FailedPrecondition.
         """
-        request = pb.StartJobRequest(argv=list(argv), env=dict(env or {}), cwd=cwd, limits=limits)
+        request = pb.StartJobRequest(
+            argv=list(argv), env=dict(env or {}), cwd=cwd, limits=limits, isolation=isolation
+        )
         with self._errors():
             response = await self._stub.StartJob(request)
         job = response.job

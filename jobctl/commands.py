@@ -44,12 +44,23 @@ def limits_of(args: argparse.Namespace) -> pb.Limits:
     )
 
 
+def isolation_of(args: argparse.Namespace) -> pb.Isolation | None:
+    """The Isolation of a StartJobRequest from ``--isolate`` / ``--no-isolate``: None (the
+    role's default) when neither was given; an empty one asks for none."""
+    chosen = getattr(args, "isolate", None)
+    return None if chosen is None else pb.Isolation(**{name: True for name in chosen})
+
+
 async def start(client: JobClient, args: argparse.Namespace) -> None:
     try:
         job = await client.start(
-            args.argv, env=dict(args.env), cwd=args.cwd, limits=limits_of(args)
+            args.argv,
+            env=dict(args.env),
+            cwd=args.cwd,
+            limits=limits_of(args),
+            isolation=isolation_of(args),
         )
-    except FailedPrecondition as exc:  # jobd: cannot execute it, or cannot enforce a limit
+    except FailedPrecondition as exc:  # cannot execute it, enforce a limit, make a namespace
         raise CommandFailed(printable(exc.message) or str(exc)) from exc
     # The id goes out even on failure: the job exists and `jobctl status` can explain it.
     print(job.id, flush=True)

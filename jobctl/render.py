@@ -134,6 +134,14 @@ def limits_text(limits: pb.Limits) -> str:
     return ", ".join(parts) or "none"
 
 
+ISOLATION_FIELDS = ("pid", "mount", "network", "uts", "ipc")
+
+
+def isolation_text(isolation: pb.Isolation) -> str:
+    """``pid, mount, network, uts, ipc``: the job's own namespaces; ``none`` if it has none."""
+    return ", ".join(name for name in ISOLATION_FIELDS if getattr(isolation, name)) or "none"
+
+
 def usage_text(usage: pb.Usage) -> str:
     """``cpu 1.23 s, memory peak 12.3 MiB, OOM kills 1, task-limit hits 3`` (counters when
     not zero)."""
@@ -186,6 +194,8 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
         rows.append(("Output error", printable(job.output_error)))
     if job.HasField("limits"):
         rows.append(("Limits", limits_text(job.limits)))
+    if job.HasField("isolation"):
+        rows.append(("Isolation", isolation_text(job.isolation)))
     if job.HasField("usage"):
         rows.append(("Usage", usage_text(job.usage)))
     width = max(len(label) for label, _ in rows) + 1

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 import trio
 
 from jobd.config import Config, ConfigError, load
-from jobd.server import detect_cgroups, serve
+from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDirError
 from jobd.tls import TLSConfigError
 
 
 def check_report(config: Config) -> str:
     """What ``jobd --check`` prints: the effective configuration and what this host offers."""
+    with tempfile.TemporaryDirectory(prefix="jobd-check-") as tmp:
+        isolation = detect_isolation(config, Path(tmp))
     backend = detect_cgroups(config)
     try:
         lines = [
@@ -31,6 +35,8 @@ def check_report(config: Config) -> str:
               for role, req in config.limit_maxima.items()),
             "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
             backend.describe(),
+            *config.isolation.describe(),
+            isolation.availability.describe(),
         ]
     finally:
         backend.remove_parent()

@@ -24,6 +24,14 @@ Example file (every key optional)::
     [limits.max.user]                 # the most a role may ask for (same keys)
     memory = "4G"
 
+    [isolation.user]                  # namespaces per role (built in: these for user)
+    default = ["pid", "mount", "network", "uts", "ipc"]   # or "all" / "none"
+    allow_opt_out = false             # may a request ask for less than the default?
+    allow_network = false             # may its jobs use the host's network?
+
+    [isolation.admin]                 # built in: default = "none", both allowed
+    default = "none"
+
     [retention]
     max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
     max_output = "10G"                # stored output above this: oldest jobs' output deleted
@@ -46,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
 from jobd.job import LimitRequest
 from jobd.limits import BUILTIN_DEFAULTS
 from jobd.limits import parse_table as parse_limit_table
@@ -110,6 +119,7 @@ class Config:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     limit_defaults: LimitRequest = BUILTIN_DEFAULTS
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
+    isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     config_file: Path | None = None
 
@@ -128,7 +138,7 @@ class Config:
 
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
-        known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention"}
+        known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -158,6 +168,8 @@ class Config:
             self.cgroup_parent = _typed(data, "cgroup_parent", str, source)
         if "limits" in data:
             self._apply_limits(data["limits"], source)
+        if "isolation" in data:
+            self.isolation = _isolation(data["isolation"], self.isolation, source)
         if "identities" in data:
             table = data["identities"]
             if not isinstance(table, dict):
@@ -186,6 +198,29 @@ def _apply_limits_table(config: Config, table: Any, source: str) -> None:
             config.limit_maxima[role] = parse_limit_table(maximum, f"{source}: [{where}]")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _isolation(table: Any, policy: IsolationPolicy, source: str) -> IsolationPolicy:
+    """[isolation.ROLE] tables; a role's keys left out keep their built-in values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [isolation] must hold [isolation.ROLE] tables")
+    roles: dict[Role, RoleIsolation] = dict(policy.roles)
+    for role_name, rules in table.items():
+        try:
+            role = Role(role_name)
+        except ValueError:
+            known = ", ".join(r.value for r in Role)
+            raise ConfigError(
+                f"{source}: [isolation.{role_name}]: no such role (known: {known})"
+            ) from None
+        where = f"isolation.{role_name}"
+        base = roles.get(role) or BUILTIN_ROLES[role]
+        try:
+            roles[role] = parse_role_table(_table(rules, where, source), f"{source}: [{where}]",
+                                           base)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return IsolationPolicy(roles)
 
 
 def _retention(table: dict[str, Any], source: str) -> RetentionPolicy:
@@ -252,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cgroups", action="store_true", help="run jobs without cgroups "
                    "(no limits; stop kills the process group only)")
     p.add_argument("--check", action="store_true", help="print the configuration and what "
-                   "this machine supports (cgroups), then exit")
+                   "this machine supports (cgroups, namespaces), then exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobd.cgroups.base import Limits, Usage
+from jobd.isolation import ORDER, Namespace
 from jobd.job import Job, JobSpec, LimitRequest, Outcome, Result, State
 from jobd.output import Chunk, Stream
 from jobd.v1 import jobs_pb2 as pb
@@ -53,12 +54,23 @@ def limits_from_pb(msg: pb.Limits) -> LimitRequest:
     )
 
 
+def isolation_from_pb(msg: pb.Isolation) -> frozenset[Namespace]:
+    return frozenset(ns for ns in ORDER if getattr(msg, ns.value))
+
+
+def isolation_to_pb(namespaces: frozenset[Namespace]) -> pb.Isolation:
+    return pb.Isolation(**{ns.value: True for ns in namespaces})
+
+
 def spec_from_pb(request: pb.StartJobRequest) -> JobSpec:
+    # An Isolation message that is present, even empty, is a request; absent: the default.
+    isolation = request.isolation if request.HasField("isolation") else None
     return JobSpec(
         argv=tuple(request.argv),
         env=dict(request.env),
         cwd=request.cwd or "/",
         limits=limits_from_pb(request.limits),
+        isolation=None if isolation is None else isolation_from_pb(isolation),
     )
 
 
@@ -122,6 +134,7 @@ def job_to_pb(job: Job) -> pb.Job:
         output_error=job.output_error,
         limits=limits_to_pb(job.limits),
         usage=usage_to_pb(job.usage),
+        isolation=isolation_to_pb(job.isolation),
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from jobd.cgroups.base import Limits, Usage
 from jobd.errors import IllegalTransition
+from jobd.isolation import Namespace
 
 
 class State(enum.Enum):
@@ -112,6 +113,8 @@ class JobSpec:
     cwd: str = "/"
     # What the request asked for; the job's effective limits are Job.limits.
     limits: LimitRequest = field(default_factory=lambda: LimitRequest())
+    # Namespaces asked for; None: the role's default. What the job got is Job.isolation.
+    isolation: frozenset[Namespace] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class Job:
     output_deleted: bool = False
     limits: Limits = field(default_factory=Limits)
     usage: Usage = field(default_factory=Usage)
+    # The namespaces the job runs in (its own PID namespace, ...): empty for none.
+    isolation: frozenset[Namespace] = frozenset()
 
     def _apply(self, event: Event) -> None:
         self.state = transition(self.state, event)

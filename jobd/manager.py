@@ -20,6 +20,7 @@ from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend
 from jobd.cgroups.none import NoneBackend
 from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
+from jobd.isolation import Isolator
 from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
@@ -84,6 +85,7 @@ class JobManager:
         cgroups: CgroupBackend | None = None,
         limits: LimitPolicy | None = None,
         retention: RetentionPolicy | None = None,
+        isolation: Isolator | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -91,6 +93,7 @@ class JobManager:
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
         self.limits = limits or LimitPolicy()
+        self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
         self._runners: dict[str, JobRunner] = {}
         self._nursery: trio.Nursery | None = None
@@ -145,7 +148,9 @@ class JobManager:
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
         limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
-        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits)
+        isolation = self.isolation.effective(spec.isolation, role)
+        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits,
+                  isolation=isolation)
         output = OutputLog(self.state.log_path(job.id), self.output_cap)
         try:
             cgroup = self.cgroups.create(f"job-{job.id}", limits)
@@ -153,7 +158,9 @@ class JobManager:
             output.close()
             output.path.unlink()  # no job, no log
             raise
-        runner = JobRunner(job, output, self.default_grace, self._changed, cgroup)
+        runner = JobRunner(
+            job, output, self.default_grace, self._changed, cgroup, self.isolation
+        )
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
         try:

@@ -13,6 +13,7 @@ import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 import trio_asyncio
@@ -20,6 +21,7 @@ from grpclib.server import Server
 
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
+from jobd.isolation import Isolator, Launcher, names
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.service import JobService
@@ -55,6 +57,22 @@ def detect_cgroups(config: Config) -> CgroupBackend:
     return backend
 
 
+def detect_isolation(config: Config, directory: Path) -> Isolator:
+    """Which namespaces work here (one probe run of the real chain); one warning for role
+    defaults that cannot be given. ``directory`` keeps the chain's fstab files."""
+    launcher = Launcher.find(directory)
+    launcher.prepare()
+    availability = launcher.detect()
+    log.info("isolation: namespaces available: %s", names(availability.available))
+    dropped = config.isolation.unavailable_defaults(availability)
+    if dropped:
+        log.warning(
+            "isolation unavailable here, jobs run without it: %s; see jobd --check",
+            "; ".join(f"{role.value} role default: {names(ns)}" for role, ns in dropped.items()),
+        )
+    return Isolator(config.isolation, availability, launcher)
+
+
 def _raise_fd_limit() -> None:
     # Each running job holds about three descriptors: at scale, descriptors run out first.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -83,8 +101,10 @@ async def serve(
             policy.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        isolator = detect_isolation(config, state.path / "isolation")
         manager = JobManager(
-            state, store, config.grace, config.max_output, cgroups, policy, config.retention
+            state, store, config.grace, config.max_output, cgroups, policy, config.retention,
+            isolator,
         )
         await _serve(config, ssl_context, manager, task_status)
     finally:

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from jobd.cgroups.base import Limits, Usage
+from jobd.isolation import ORDER, Namespace
 from jobd.job import Job, JobSpec, Outcome, Result, State
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
         "process_key": job.process_key,
         "limits": dataclasses.asdict(job.limits),
         "usage": dataclasses.asdict(job.usage),
+        "isolation": [ns.value for ns in ORDER if ns in job.isolation],
         "stopped_by": job.stopped_by,
         "output_bytes": job.output_bytes,
         "output_dropped_bytes": job.output_dropped_bytes,
@@ -90,6 +92,7 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         process_key=rec.get("process_key", ""),
         limits=_limits(rec.get("limits")),
         usage=Usage(**rec["usage"]) if rec.get("usage") else Usage(),
+        isolation=frozenset(Namespace(name) for name in rec.get("isolation", ())),
         stopped_by=rec.get("stopped_by", ""),
         output_bytes=rec.get("output_bytes", 0),
         output_dropped_bytes=rec.get("output_dropped_bytes", 0),

@@ -4,9 +4,10 @@ A job's process leads its own session and process group, reads /dev/null, inheri
 descriptor but its two output pipes, and gets a minimal environment. With cgroups it starts
 as a tiny ``/bin/sh`` shim that writes its own pid into every ``cgroup.procs`` of the job and
 then execs the command: the job is contained from its first instruction, and the daemon never
-takes the slow fork() path that ``preexec_fn`` would force. When the main process exits, what
-is left of the job (its cgroup, or at least its process group) is killed, as systemd does for
-a service.
+takes the slow fork() path that ``preexec_fn`` would force. A job with isolation runs its
+command through ``unshare`` and a short setup script next in that chain (see
+``jobd.isolation``). When the main process exits, what is left of the job (its cgroup, or at
+least its process group) is killed, as systemd does for a service.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import trio
 from jobd import procid
 from jobd.cgroups.base import JobCgroup
 from jobd.errors import SpawnFailed
+from jobd.isolation import Isolator
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
 from jobd.units import format_size
@@ -112,10 +114,12 @@ class JobRunner:
         default_grace: float,
         on_change: Callable[[Job], None] = lambda job: None,
         cgroup: JobCgroup | None = None,
+        isolator: Isolator | None = None,
     ) -> None:
         self.job = job
         self.output = output
         self.cgroup = cgroup
+        self.isolator = isolator
         self._on_change = on_change
         self.done = trio.Event()
         self._default_grace = default_grace
@@ -151,7 +155,14 @@ class JobRunner:
         try:
             check_cwd(spec.cwd)
             executable = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd)
+            # The spawn chain, innermost first: the command; (running it as another user would
+            # wrap it here, so privileges are dropped last, after the namespaces are made);
+            # the namespaces; the cgroup shim, so that all of it runs in the job's cgroups.
             argv = list(spec.argv)
+            if self.job.isolation:
+                isolator = self.isolator or Isolator()
+                argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, executable)
+                executable = argv[0]
             if self.cgroup is not None and self.cgroup.procs_files:
                 procs = [str(p) for p in self.cgroup.procs_files]
                 argv = [SHELL, "-c", SHIM, "jobd-shim", *procs, "--", *argv]

@@ -99,6 +99,7 @@ class StartJobRequest(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     CWD_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     cwd: _builtins.str
     """Working directory; empty means "/"."""
     @_builtins.property
@@ -113,6 +114,15 @@ class StartJobRequest(_message.Message):
     def limits(self) -> Global___Limits:
         """Resource limits; unset fields take the daemon's defaults."""
 
+    @_builtins.property
+    def isolation(self) -> Global___Isolation:
+        """Namespaces to run the job in. Unset: the caller's role default (full isolation for
+        `user`, none for `admin`). Set, even with every field false: exactly these (all false
+        asks for no isolation). Asking for less than the role's default is PERMISSION_DENIED
+        unless the server's configuration allows that role to opt out; asking for a namespace
+        this server cannot create is FAILED_PRECONDITION.
+        """
+
     def __init__(
         self,
         *,
@@ -120,14 +130,62 @@ class StartJobRequest(_message.Message):
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cwd: _builtins.str = ...,
         limits: Global___Limits | None = ...,
+        isolation: Global___Isolation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["isolation", b"isolation", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "isolation", b"isolation", "limits", b"limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartJobRequest: _TypeAlias = StartJobRequest  # noqa: Y015
+
+@_typing.final
+class Isolation(_message.Message):
+    """Linux namespaces a job runs in: what it is isolated from. Each true field gives the job a
+    namespace of its own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PID_FIELD_NUMBER: _builtins.int
+    MOUNT_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    UTS_FIELD_NUMBER: _builtins.int
+    IPC_FIELD_NUMBER: _builtins.int
+    pid: _builtins.bool
+    """Its own PID namespace: the job is PID 1 there and sees only its own processes (with its
+    own /proc); when it exits, everything it started is killed. As PID 1 it ignores SIGTERM
+    from outside unless it installs a handler, so StopJob kills it after the grace period.
+    """
+    mount: _builtins.bool
+    """Its own mount namespace with private, empty /tmp, /var/tmp and /dev/shm (tmpfs, counted
+    against its memory); nothing it mounts reaches the host.
+    """
+    network: _builtins.bool
+    """Its own network namespace with only the loopback interface, up: no network, and no
+    access to the host's loopback services.
+    """
+    uts: _builtins.bool
+    """Its own host name ("job-" and the first 8 characters of the job id)."""
+    ipc: _builtins.bool
+    """Its own System V IPC objects and POSIX message queues."""
+    def __init__(
+        self,
+        *,
+        pid: _builtins.bool = ...,
+        mount: _builtins.bool = ...,
+        network: _builtins.bool = ...,
+        uts: _builtins.bool = ...,
+        ipc: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ipc", b"ipc", "mount", b"mount", "network", b"network", "pid", b"pid", "uts", b"uts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Isolation: _TypeAlias = Isolation  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
@@ -550,6 +608,7 @@ class Job(_message.Message):
     OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner: _builtins.str
     """Identity (certificate CN) of the client that started the job."""
@@ -585,6 +644,10 @@ class Job(_message.Message):
     def usage(self) -> Global___Usage:
         """Resource usage so far (final once FINISHED)."""
 
+    @_builtins.property
+    def isolation(self) -> Global___Isolation:
+        """The namespaces the job runs (or ran) in: the request or the role's default, as used."""
+
     def __init__(
         self,
         *,
@@ -604,10 +667,11 @@ class Job(_message.Message):
         output_error: _builtins.str = ...,
         limits: Global___Limits | None = ...,
         usage: Global___Usage | None = ...,
+        isolation: Global___Isolation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "limits", b"limits", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "isolation", b"isolation", "limits", b"limits", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "limits", b"limits", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "owner", b"owner", "pid", b"pid", "result", b"result", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "isolation", b"isolation", "limits", b"limits", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "owner", b"owner", "pid", b"pid", "result", b"result", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

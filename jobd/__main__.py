@@ -11,7 +11,7 @@ import trio
 
 from jobd.config import Config, ConfigError, load
 from jobd.server import detect_cgroups, detect_isolation, serve
-from jobd.statedir import StateDirError
+from jobd.statedir import StateDir, StateDirError
 from jobd.tls import TLSConfigError
 
 
@@ -39,7 +39,9 @@ def check_report(config: Config) -> str:
             isolation.availability.describe(),
         ]
     finally:
-        backend.remove_parent()
+        # The parent groups are a running daemon's if one uses this state directory.
+        if not StateDir(config.state_dir).in_use():
+            backend.remove_parent()
     return "\n".join(lines)
 
 

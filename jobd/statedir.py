@@ -41,6 +41,20 @@ class StateDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def in_use(self) -> bool:
+        """Whether a daemon holds this state directory now (never creates anything)."""
+        try:
+            fd = os.open(self.path / "jobd.lock", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # also drops the lock if we got it
+        return False
+
     def release(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)

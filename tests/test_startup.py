@@ -45,3 +45,19 @@ def test_bad_config(tmp_path: Path) -> None:
     result = run_jobd("--config", str(config))
     assert result.returncode == 1
     assert result.stderr.strip() == f"jobd: {config}: grace must be a number of seconds, 0 to 86400"
+
+
+def test_check_leaves_a_running_daemons_cgroup_parent_alone(certs: Certs, tmp_path: Path) -> None:
+    from harness import Daemon
+    from jobd.config import cgroup_parent_for
+
+    daemon = Daemon(certs, tmp_path / "state").start()
+    try:
+        parent = cgroup_parent_for(tmp_path / "state")
+        before = {p for p in Path("/sys/fs/cgroup").glob(f"*/{parent}")}
+        result = run_jobd("--check", "--state-dir", str(tmp_path / "state"))
+        assert result.returncode == 0, result.stderr
+        after = {p for p in Path("/sys/fs/cgroup").glob(f"*/{parent}")}
+        assert after == before
+    finally:
+        assert daemon.stop() == 0

@@ -242,3 +242,24 @@ async def expect_status(status: Status, call: Any) -> str:
         await call
     assert info.value.status == status, info.value
     return str(info.value.message)
+
+
+async def read_until(stub: Any, job_id: str, marker: bytes) -> bytes:
+    """The job's stdout from its start until ``marker`` has appeared."""
+    seen = bytearray()
+    async with stub.StreamOutput.open() as stream:
+        await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
+        async for msg in stream:
+            for chunk in msg.chunks:
+                if chunk.stream == pb.OUTPUT_STREAM_STDOUT:
+                    seen += chunk.data
+            if marker in seen:
+                await stream.cancel()
+                return bytes(seen)
+    raise AssertionError(f"job ended before printing {marker!r}: {bytes(seen)!r}")
+
+
+async def stop(stub: Any, job_id: str, grace_ms: int = 0) -> Any:
+    request = pb.StopJobRequest(job_id=job_id)
+    request.grace.FromMilliseconds(grace_ms)
+    return await stub.StopJob(request)

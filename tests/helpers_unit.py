@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -59,9 +60,9 @@ async def wait_for_output(
 
 @contextlib.asynccontextmanager
 async def open_manager(
-    state_dir: Path, grace: float = 10.0, output_cap: int | None = None
+    state_dir: Path, grace: float = 10.0, output_cap: int | None = None, **options: Any
 ) -> AsyncIterator[JobManager]:
-    """A running JobManager on its own state directory and store.
+    """A running JobManager on its own state directory and store; ``options`` go to it.
 
     Leaving the block cancels it, which kills and reaps every job, then closes the store.
     """
@@ -71,7 +72,7 @@ async def open_manager(
     try:
         with trio.fail_after(PROCESS_TIMEOUT):
             async with trio.open_nursery() as nursery:
-                manager = JobManager(state, store, grace, output_cap)
+                manager = JobManager(state, store, grace, output_cap, **options)
                 await nursery.start(manager.run)
                 try:
                     yield manager

@@ -22,7 +22,17 @@ from typing import Any
 import pytest
 from grpclib import Status
 
-from harness import Certs, Daemon, collect, expect_status, python, start, wait_until
+from harness import (
+    Certs,
+    Daemon,
+    collect,
+    expect_status,
+    python,
+    read_until,
+    start,
+    stop,
+    wait_until,
+)
 from jobd.cgroups import block_device, detect
 from jobd.cgroups.mounts import find_hierarchies, parse_mountinfo, parse_proc_cgroup
 from jobd.config import cgroup_parent_for
@@ -142,27 +152,6 @@ def tasks(procs: list[Proc]) -> int:
         with contextlib.suppress(FileNotFoundError):
             count += len(os.listdir(f"/proc/{p.pid}/task"))
     return count
-
-
-async def read_until(stub: Any, job_id: str, marker: bytes) -> bytes:
-    """The job's stdout from its start until ``marker`` has appeared."""
-    seen = bytearray()
-    async with stub.StreamOutput.open() as stream:
-        await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
-        async for msg in stream:
-            for chunk in msg.chunks:
-                if chunk.stream == pb.OUTPUT_STREAM_STDOUT:
-                    seen += chunk.data
-            if marker in seen:
-                await stream.cancel()
-                return bytes(seen)
-    raise AssertionError(f"job ended before printing {marker!r}: {bytes(seen)!r}")
-
-
-async def stop(stub: Any, job_id: str, grace_ms: int = 0) -> Any:
-    request = pb.StopJobRequest(job_id=job_id)
-    request.grace.FromMilliseconds(grace_ms)
-    return await stub.StopJob(request)
 
 
 async def get(stub: Any, job_id: str) -> Any:

@@ -4,17 +4,14 @@ stand-in tools, the API and history round trips, and jobctl's options and render
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trio
-from helpers_unit import PROCESS_TIMEOUT
+from helpers_unit import PROCESS_TIMEOUT, open_manager
 
 from jobctl import cli, commands, render
 from jobd.__main__ import check_report
@@ -38,8 +35,6 @@ from jobd.isolation import (
     unshare_flags,
 )
 from jobd.job import Job, JobSpec
-from jobd.manager import JobManager
-from jobd.statedir import StateDir
 from jobd.store import Store
 from jobd.v1 import jobs_pb2 as pb
 
@@ -444,28 +439,9 @@ def test_the_real_chain_where_it_works(tmp_path: Path) -> None:
 # --- through the manager, the API and the history -------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def open_manager(state_dir: Path, isolator: Isolator) -> AsyncIterator[JobManager]:
-    state = StateDir(state_dir)
-    state.claim()
-    store = Store(state.database)
-    try:
-        with trio.fail_after(PROCESS_TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                manager = JobManager(state, store, isolation=isolator)
-                await nursery.start(manager.run)
-                try:
-                    yield manager
-                finally:
-                    nursery.cancel_scope.cancel()
-    finally:
-        store.close()
-        state.release()
-
-
 async def test_a_refused_isolation_records_nothing(tmp_path: Path) -> None:
     isolator = Isolator(availability=Availability(ns(PID), {NET: "not here"}))
-    async with open_manager(tmp_path / "state", isolator) as manager:
+    async with open_manager(tmp_path / "state", isolation=isolator) as manager:
         with pytest.raises(FailedPrecondition, match="network namespace not available"):
             await manager.start("admin", JobSpec(("true",), isolation=ns(NET)), Role.ADMIN)
         with pytest.raises(PermissionDenied, match="without pid isolation"):
@@ -483,7 +459,7 @@ async def test_a_refused_isolation_records_nothing(tmp_path: Path) -> None:
 
 
 async def test_an_unisolated_job_never_touches_the_launcher(tmp_path: Path) -> None:
-    async with open_manager(tmp_path / "state", Isolator()) as manager:
+    async with open_manager(tmp_path / "state", isolation=Isolator()) as manager:
         job = await manager.start("admin", JobSpec(("true",)), Role.ADMIN)
         assert job.isolation == NONE
         done = await manager.wait_finished(job)

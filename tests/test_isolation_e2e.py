@@ -27,7 +27,16 @@ from typing import Any
 import pytest
 from grpclib import Status
 
-from harness import Certs, Daemon, collect, expect_status, start, wait_until
+from harness import (
+    Certs,
+    Daemon,
+    collect,
+    expect_status,
+    read_until,
+    start,
+    stop,
+    wait_until,
+)
 from jobd.cgroups.mounts import parse_mountinfo
 from jobd.isolation import ALL, PRIVATE_DIRS, Launcher, private_dirs
 from jobd.v1 import jobs_pb2 as pb
@@ -192,27 +201,6 @@ def env(certs: Certs, tmp_path: Path) -> Iterator[Env]:
             e.clean_up()
         problems += [f"left behind: {what}" for what in left]
     assert not problems, "\n".join(problems)
-
-
-async def read_until(stub: Any, job_id: str, marker: bytes) -> bytes:
-    """The job's stdout from its start until ``marker`` has appeared."""
-    seen = bytearray()
-    async with stub.StreamOutput.open() as stream:
-        await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
-        async for msg in stream:
-            for chunk in msg.chunks:
-                if chunk.stream == pb.OUTPUT_STREAM_STDOUT:
-                    seen += chunk.data
-            if marker in seen:
-                await stream.cancel()
-                return bytes(seen)
-    raise AssertionError(f"job ended before printing {marker!r}: {bytes(seen)!r}")
-
-
-async def stop(stub: Any, job_id: str, grace_ms: int = 0) -> Any:
-    request = pb.StopJobRequest(job_id=job_id)
-    request.grace.FromMilliseconds(grace_ms)
-    return await stub.StopJob(request)
 
 
 async def run_to_end(env: Env, stub: Any, argv: list[str], **kw: Any) -> tuple[str, Any]:

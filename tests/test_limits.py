@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers_unit import PROCESS_TIMEOUT, process_gone_or_zombie, python, wait_for_output
+from helpers_unit import (
+    PROCESS_TIMEOUT,
+    open_manager,
+    process_gone_or_zombie,
+    python,
+    wait_for_output,
+)
 
 from jobd import limits as limits_module
 from jobd import manager as manager_module
@@ -26,10 +32,7 @@ from jobd.config import Config, ConfigError
 from jobd.errors import FailedPrecondition, InvalidArgument
 from jobd.job import Job, JobSpec, LimitRequest, Outcome, State
 from jobd.limits import BUILTIN_DEFAULTS, LimitPolicy, parse_device, parse_table
-from jobd.manager import JobManager
 from jobd.output import OutputLog, follow
-from jobd.statedir import StateDir
-from jobd.store import Store
 from jobd.supervisor import JobRunner
 
 MiB = 1 << 20
@@ -385,27 +388,6 @@ def test_config_limits_errors(tmp_path: Path, text: str, message: str) -> None:
 # --- JobManager with a fake backend -----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def open_manager(
-    state_dir: Path, backend: FakeBackend, policy: LimitPolicy | None = None, grace: float = 10.0
-) -> AsyncIterator[JobManager]:
-    state = StateDir(state_dir)
-    state.claim()
-    store = Store(state.database)
-    try:
-        with trio.fail_after(PROCESS_TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                manager = JobManager(state, store, grace, None, backend, policy)
-                await nursery.start(manager.run)
-                try:
-                    yield manager
-                finally:
-                    nursery.cancel_scope.cancel()
-    finally:
-        store.close()
-        state.release()
-
-
 NO_MEMORY = CONTROLLERS - {"memory"}
 
 
@@ -413,7 +395,7 @@ async def test_start_asking_for_an_unavailable_limit_fails_and_records_nothing(
     tmp_path: Path,
 ) -> None:
     backend = FakeBackend(tmp_path / "cg", NO_MEMORY)
-    async with open_manager(tmp_path / "state", backend) as manager:
+    async with open_manager(tmp_path / "state", cgroups=backend) as manager:
         spec = JobSpec(("true",), limits=LimitRequest(memory=100 * MiB))
         with pytest.raises(FailedPrecondition) as info:
             await manager.start("alice", spec)
@@ -430,7 +412,7 @@ async def test_a_default_for_an_unavailable_controller_is_silently_dropped(
 ) -> None:
     backend = FakeBackend(tmp_path / "cg", NO_MEMORY)
     policy = LimitPolicy(LimitRequest(memory=GiB, pids=50))
-    async with open_manager(tmp_path / "state", backend, policy) as manager:
+    async with open_manager(tmp_path / "state", cgroups=backend, limits=policy) as manager:
         job = await manager.start("alice", JobSpec(("true",)))
         assert job.limits == Limits(pids=50)
         group = backend.groups[f"job-{job.id}"]
@@ -443,7 +425,7 @@ async def test_a_default_for_an_unavailable_controller_is_silently_dropped(
 async def test_limits_above_the_role_maximum_record_nothing(tmp_path: Path) -> None:
     backend = FakeBackend(tmp_path / "cg")
     policy = LimitPolicy(maxima={Role.USER: LimitRequest(memory=256 * MiB)})
-    async with open_manager(tmp_path / "state", backend, policy) as manager:
+    async with open_manager(tmp_path / "state", cgroups=backend, limits=policy) as manager:
         spec = JobSpec(("true",), limits=LimitRequest(memory=GiB))
         with pytest.raises(InvalidArgument, match="memory limit 1 GiB is above the maximum"):
             await manager.start("alice", spec, Role.USER)
@@ -462,7 +444,7 @@ async def test_leftover_groups_are_killed_and_removed_at_start(
     busy = backend.add_leftover("job-old-1")
     idle = backend.add_leftover("job-old-2", populated=False)
     caplog.set_level(logging.WARNING, logger="jobd.manager")
-    async with open_manager(tmp_path / "state", backend):
+    async with open_manager(tmp_path / "state", cgroups=backend):
         assert (busy.kills, busy.removed, busy.populated) == (1, True, False)
         assert (idle.kills, idle.removed) == (1, True)
         assert backend.leftovers() == []
@@ -478,7 +460,7 @@ async def test_a_leftover_that_cannot_be_emptied_is_logged_not_fatal(
     backend = FakeBackend(tmp_path / "cg", empty_on_kill=False)
     stuck = backend.add_leftover("job-stuck")
     caplog.set_level(logging.ERROR, logger="jobd.manager")
-    async with open_manager(tmp_path / "state", backend) as manager:
+    async with open_manager(tmp_path / "state", cgroups=backend) as manager:
         assert stuck.kills == 1 and not stuck.removed
         job = await manager.start("alice", JobSpec(("true",)))
         await manager.wait_finished(job)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import trio
 import trio_asyncio
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
@@ -122,7 +125,12 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             await nursery.start(manager.run)
-            server = Server([service])
+            # The standard health and reflection services, so that generic tools (grpcurl,
+            # grpc_health_probe, load balancers) work with the same mutual TLS.
+            serving = ServiceStatus()
+            serving.set(True)
+            health = Health({service: [serving]})
+            server = Server(ServerReflection.extend([service, health]))
             host, port = config.listen
             await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=ssl_context)
             addrs = [_format_addr(s.getsockname()) for s in _listener(server).sockets]
@@ -132,6 +140,7 @@ async def _serve(
             async for signum in signals:
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 break
+            serving.set(False)
             await _shutdown(server, manager, service, signals)
             nursery.cancel_scope.cancel()
     log.info("stopped")

@@ -13,6 +13,7 @@ import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -76,6 +77,30 @@ def detect_isolation(config: Config, directory: Path) -> Isolator:
     return Isolator(config.isolation, availability, launcher)
 
 
+def reload(config: Config, service: JobService, manager: JobManager) -> None:
+    """SIGHUP: the role table and the limits from the config file again. Running jobs and
+    streams are untouched; a file that does not load leaves everything as it was."""
+    if config.config_file is None:
+        log.info("SIGHUP received: no config file to reload")
+        return
+    fresh = Config()
+    try:
+        fresh.apply_file(config.config_file)
+        limits = replace(
+            manager.limits, defaults=fresh.limit_defaults, maxima=fresh.limit_maxima
+        )
+        limits.validate()
+    except (ConfigError, ValueError) as exc:
+        log.error("SIGHUP received: keeping the current configuration: %s", exc)
+        return
+    service.roles = fresh.roles
+    manager.limits = limits
+    config.roles, config.limit_defaults, config.limit_maxima = (
+        fresh.roles, fresh.limit_defaults, fresh.limit_maxima
+    )
+    log.info("SIGHUP received: reloaded identities and limits from %s", config.config_file)
+
+
 def _raise_fd_limit() -> None:
     # Each running job holds about three descriptors: at scale, descriptors run out first.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -122,7 +147,7 @@ async def _serve(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     service = JobService(manager, config.roles)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             await nursery.start(manager.run)
             # The standard health and reflection services, so that generic tools (grpcurl,
@@ -138,6 +163,9 @@ async def _serve(
             task_status.started(addrs)
 
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload(config, service, manager)
+                    continue
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 break
             serving.set(False)
@@ -155,6 +183,8 @@ async def _shutdown(
 
         async def hurry() -> None:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    continue  # too late to reload anything
                 log.warning("%s received again: killing every job now", signal.Signals(signum).name)
                 manager.kill_all_now()
                 drain.cancel()

@@ -115,7 +115,8 @@ class Daemon:
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
-        self._signalled = True
+        # After a signal that ends the daemon, stop() only waits for it.
+        self._signalled = self._signalled or signum != signal.SIGHUP
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (unless the test already signalled it) and wait: the exit code."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
 import trio
 
+from jobd import logs
 from jobd.config import Config, ConfigError, load
 from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDir, StateDirError
@@ -55,11 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         config, args = load(argv)
     except ConfigError as exc:
         sys.exit(f"jobd: {exc}")
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="jobd: %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level, args.log_format)
     if args.check:
         print(check_report(config))
         return

@@ -286,9 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
     p.add_argument("--no-cgroups", action="store_true", help="run jobs without cgroups "
                    "(no limits; stop kills the process group only)")
-    p.add_argument("--check", action="store_true", help="print the configuration and what "
-                   "this machine supports (cgroups, namespaces), then exit")
+    p.add_argument("--check", "--check-config", action="store_true",
+                   help="print the configuration and what this machine supports "
+                   "(cgroups, namespaces), then exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
+                   help="json: one object per line; auto: json unless stderr is a terminal")
     return p
 
 

@@ -141,6 +141,7 @@ class JobManager:
                 "job %s was running when jobd died%s; marked lost",
                 job.id,
                 " (its process group was killed)" if killed else "",
+                extra={"job": job.id, "identity": job.owner},
             )
 
     async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
@@ -178,6 +179,7 @@ class JobManager:
             owner,
             list(spec.argv),
             job.result.message if job.result else f"pid {job.pid}",
+            extra={"job": job.id, "identity": owner},
         )
         if job.result is not None:
             raise SpawnFailed(f"{job.result.message} (job {job.id} recorded as failed to start)")
@@ -192,7 +194,8 @@ class JobManager:
         await runner.done.wait()
         self._runners.pop(runner.job.id, None)
         job = runner.job
-        log.info("job %s ended: %s", job.id, job.result.message if job.result else "?")
+        log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
+                 extra={"job": job.id, "identity": job.owner})
 
     def find(self, job_id: str) -> Job | None:
         runner = self._runners.get(job_id)

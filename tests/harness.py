@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -107,6 +108,10 @@ class Daemon:
                 self.port = int(match.group(1))
                 self._ready.set()
         self._ready.set()
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The daemon's log so far, one JSON object a line (stderr is not a terminal here)."""
+        return [json.loads(line) for line in self.log if line.startswith("{")]
 
     @property
     def server(self) -> str:

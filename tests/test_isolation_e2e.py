@@ -643,9 +643,11 @@ exec {real} "$@"
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
     daemon = env.daemon()
-    warnings = [line for line in daemon.log if "isolation unavailable" in line]
-    assert warnings == ["jobd: WARNING jobd.server: isolation unavailable here, jobs run "
-                        "without it: user role default: network; see jobd --check"]
+    warnings = [e for e in daemon.entries() if "isolation unavailable" in e["msg"]]
+    assert [(e["level"], e["msg"]) for e in warnings] == [
+        ("warning", "isolation unavailable here, jobs run without it: user role default: "
+         "network; see jobd --check")
+    ]
 
     async def as_admin(stub: Any) -> None:
         message = await expect_status(

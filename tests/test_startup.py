@@ -61,3 +61,21 @@ def test_check_leaves_a_running_daemons_cgroup_parent_alone(certs: Certs, tmp_pa
         assert after == before
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_log_is_json_lines_with_job_and_identity_fields(certs: Certs, tmp_path: Path) -> None:
+    from harness import Daemon, start
+
+    daemon = Daemon(certs, tmp_path / "state").start()
+    try:
+        async def scenario(stub: object) -> str:
+            return await start(stub, ["true"])
+
+        job_id = daemon.run("client_1", scenario)
+    finally:
+        assert daemon.stop() == 0
+    entries = daemon.entries()
+    assert len(entries) == len(daemon.log)  # every line is one JSON object
+    started = [e for e in entries if e.get("job") == job_id and "started" in e["msg"]]
+    assert started and started[0]["identity"] == "client_1"
+    assert {"time", "level", "logger", "msg"} <= set(started[0])

@@ -28,6 +28,7 @@ from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.isolation import Isolator, Launcher, names
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
+from jobd.notify import notify
 from jobd.service import JobService
 from jobd.statedir import StateDir
 from jobd.store import Store
@@ -160,15 +161,19 @@ async def _serve(
             await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=ssl_context)
             addrs = [_format_addr(s.getsockname()) for s in _listener(server).sockets]
             log.info("listening on %s", ", ".join(addrs))
+            notify("READY=1")
             task_status.started(addrs)
 
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    notify("RELOADING=1")
                     reload(config, service, manager)
+                    notify("READY=1")
                     continue
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 break
             serving.set(False)
+            notify("STOPPING=1")
             await _shutdown(server, manager, service, signals)
             nursery.cancel_scope.cancel()
     log.info("stopped")

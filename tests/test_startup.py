@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import Certs
 
 
@@ -79,3 +81,27 @@ def test_the_log_is_json_lines_with_job_and_identity_fields(certs: Certs, tmp_pa
     started = [e for e in entries if e.get("job") == job_id and "started" in e["msg"]]
     assert started and started[0]["identity"] == "client_1"
     assert {"time", "level", "logger", "msg"} <= set(started[0])
+
+
+def test_systemd_readiness_and_stopping_are_notified(
+    certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import Daemon
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(60)
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        daemon = Daemon(certs, tmp_path / "state").start()
+        try:
+            assert sock.recv(4096) == b"READY=1"  # sent once it accepts connections
+        finally:
+            assert daemon.stop() == 0
+        assert sock.recv(4096) == b"STOPPING=1"
+
+
+def test_the_systemd_unit_lets_jobd_stop_its_own_jobs() -> None:
+    unit = (Path(__file__).parent.parent / "jobd" / "systemd" / "jobd.service").read_text()
+    for line in ("Type=notify", "KillMode=mixed", "Delegate=yes", "ExecReload=/bin/kill -HUP"):
+        assert line in unit

@@ -11,6 +11,7 @@ Example file (every key optional)::
     max_output = "1G"                 # output kept per job; the rest is dropped and counted
 
     cgroups = true                    # false: no limits, stop kills the process group only
+    metrics = "127.0.0.1:9100"        # Prometheus metrics over plain HTTP (default: off)
     cgroup_parent = "jobd"            # cgroup under which job groups live (default: derived)
 
     [limits.default]                  # what a job gets when it asks for nothing
@@ -116,6 +117,7 @@ class Config:
     max_output: int = DEFAULT_MAX_OUTPUT
     cgroup_parent: str = ""
     cgroups: bool = True
+    metrics: tuple[str, int] | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     limit_defaults: LimitRequest = BUILTIN_DEFAULTS
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
@@ -139,6 +141,7 @@ class Config:
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
         known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
+        known.add("metrics")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -162,6 +165,8 @@ class Config:
             self.max_output = _size(text, source, "max_output")
         if "retention" in data:
             self.retention = _retention(_table(data["retention"], "retention", source), source)
+        if "metrics" in data:
+            self.metrics = parse_hostport(_typed(data, "metrics", str, source), 9100)
         if "cgroups" in data:
             self.cgroups = _typed(data, "cgroups", bool, source)
         if "cgroup_parent" in data:
@@ -284,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics over plain HTTP here (off by default)")
     p.add_argument("--no-cgroups", action="store_true", help="run jobs without cgroups "
                    "(no limits; stop kills the process group only)")
     p.add_argument("--check", "--check-config", action="store_true",
@@ -305,6 +312,8 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     for name in ("cacert", "cert", "key", "state_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
+    if args.metrics is not None:
+        config.metrics = parse_hostport(args.metrics, 9100)
     if args.no_cgroups:
         config.cgroups = False
     if args.max_output is not None:

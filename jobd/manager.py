@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -96,6 +97,7 @@ class JobManager:
         self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
         self._runners: dict[str, JobRunner] = {}
+        self.finished_outcomes: Counter[str] = Counter()
         self._nursery: trio.Nursery | None = None
         self.closing = False
         # Starts between the `closing` check and registration; shutdown waits for them.
@@ -187,6 +189,8 @@ class JobManager:
 
     def _changed(self, job: Job) -> None:
         self.store.save(job)
+        if job.finished and job.result is not None:
+            self.finished_outcomes[job.result.outcome.value] += 1
         if job.finished:  # before anyone hears that it ended, so they see the pruning too
             self.retention.job_ended(_file_size(self.state.log_path(job.id)))
 

@@ -28,6 +28,8 @@ from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.isolation import Isolator, Launcher, names
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
+from jobd.metrics import Metrics
+from jobd.metrics import serve as serve_metrics
 from jobd.notify import notify
 from jobd.service import JobService
 from jobd.statedir import StateDir
@@ -147,10 +149,13 @@ async def _serve(
     manager: JobManager,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
-    service = JobService(manager, config.roles)
+    metrics = Metrics()
+    service = JobService(manager, config.roles, metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             await nursery.start(manager.run)
+            if config.metrics is not None:
+                await nursery.start(serve_metrics, metrics, *config.metrics)
             # The standard health and reflection services, so that generic tools (grpcurl,
             # grpc_health_probe, load balancers) work with the same mutual TLS.
             serving = ServiceStatus()

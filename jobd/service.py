@@ -22,6 +22,7 @@ from jobd import errors
 from jobd.auth import Action, Identity, Role, authorize
 from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.manager import JobManager
+from jobd.metrics import Metrics
 from jobd.tls import TLSConfigError, check_negotiated, common_name
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
@@ -54,6 +55,7 @@ def rpc(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(self: JobService, stream: Stream[Any, Any]) -> None:
+        status = "OK"
         try:
             await handler(self, stream)
             task = asyncio.current_task()
@@ -62,12 +64,20 @@ def rpc(handler: Handler) -> Handler:
                 # finishing normally: say so, or grpclib logs a spurious traceback.
                 raise asyncio.CancelledError()
         except errors.JobdError as exc:
+            status = status_of(exc).name
             raise GRPCError(status_of(exc), str(exc)) from None
-        except GRPCError:
+        except GRPCError as exc:
+            status = exc.status.name
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
             raise
         except Exception:
+            status = "INTERNAL"
             log.exception("bug: %s failed", handler.__name__)
             raise GRPCError(Status.INTERNAL, "internal error; jobd logged the details") from None
+        finally:
+            self.metrics.rpcs[(handler.__name__, status)] += 1
 
     return wrapper  # type: ignore[return-value]
 
@@ -86,9 +96,14 @@ def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role]) -> Identity
 
 
 class JobService(JobServiceBase):
-    def __init__(self, manager: JobManager, roles: Mapping[str, Role]) -> None:
+    def __init__(
+        self, manager: JobManager, roles: Mapping[str, Role], metrics: Metrics | None = None
+    ) -> None:
         self.manager = manager
         self.roles = roles
+        self.metrics = metrics or Metrics()
+        self.metrics.gauges = lambda: (len(manager.running()), self.active_streams)
+        self.metrics.jobs_finished = manager.finished_outcomes
         self.active_streams = 0
         self._streams_idle = trio.Event()
         self._streams_idle.set()
@@ -129,7 +144,9 @@ class JobService(JobServiceBase):
     async def _start(self, identity: Identity, request: pb.StartJobRequest) -> pb.StartJobResponse:
         authorize(identity, Action.START)
         assert identity.role is not None  # authorize() refused callers without a role
+        begin = trio.current_time()
         job = await self.manager.start(identity.name, spec_from_pb(request), identity.role)
+        self.metrics.job_started(trio.current_time() - begin)
         return pb.StartJobResponse(job_id=job.id, job=job_to_pb(job))
 
     def _job(self, identity: Identity, action: Action, job_id: str) -> Any:
@@ -171,6 +188,7 @@ class JobService(JobServiceBase):
                 async for chunks in output:
                     if chunks:
                         await send(chunks_to_pb(chunks))
+                        self.metrics.bytes_streamed += sum(len(c.data) for c in chunks)
             if request.no_follow:
                 final = self.manager.find(job.id) or job
             else:

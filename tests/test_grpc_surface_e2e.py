@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
@@ -118,6 +119,27 @@ def test_a_cancelled_stream_frees_its_follower(daemon: Daemon) -> None:
             assert _log_fds(pid, job_id) == 2  # the writer's and this follower's
             await stream.cancel()
         assert wait_until(lambda: _log_fds(pid, job_id) == 1)
+        await stub.StopJob(pb.StopJobRequest(job_id=job_id))
+
+    daemon.run("client_0", scenario)
+
+
+def test_a_client_deadline_ends_the_stream_and_frees_its_follower(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+
+    async def scenario(stub: Any) -> None:
+        job_id = await start(stub, ["sh", "-c", "echo ready; exec sleep 300"])
+        await wait_for_output(stub, job_id, b"ready")
+        # grpclib's client enforces the deadline itself (TimeoutError) or hears the server's.
+        with pytest.raises((TimeoutError, GRPCError)) as info:
+            async with stub.StreamOutput.open(timeout=1.0) as stream:
+                await stream.send_message(pb.StreamOutputRequest(job_id=job_id), end=True)
+                async for _ in stream:
+                    pass
+        if isinstance(info.value, GRPCError):
+            assert info.value.status == Status.DEADLINE_EXCEEDED
+        assert wait_until(lambda: _log_fds(pid, job_id) == 1)  # the writer's only
         await stub.StopJob(pb.StopJobRequest(job_id=job_id))
 
     daemon.run("client_0", scenario)

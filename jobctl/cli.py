@@ -37,21 +37,45 @@ DEFAULT_CACERT = "ca/ca.crt"
 DEFAULT_CERT = "ca/client_0.pem"
 DEFAULT_LIST_LIMIT = 50
 MAX_TAIL_LINES = 2**32 - 1  # StreamOutputRequest.tail_lines is a uint32
+DEFAULT_INTERVAL = 2.0  # seconds between refreshes of `status --watch` and `top`
+MIN_INTERVAL = 0.1
+TOP_MAX_JOBS = 50  # as jobctl.commands', which this module does not import
 
 EPILOG = f"""\
 environment:
   JOBCTL_SERVER, JOBCTL_CACERT, JOBCTL_CERT, JOBCTL_KEY   defaults for the options above
+  JOBCTL_CONTEXT, JOBCTL_CONFIG                          the context, the config file
   JOBCTL_DEBUG=1                                         print a traceback on unexpected errors
 
 exit status:
   {EXIT_OK}    success
   {EXIT_FAILED}    the server refused the request (not found, permission denied, invalid
        argument, ...), the job failed to start, or an unexpected error
-  {EXIT_USAGE}    usage error: bad arguments, bad server address, unusable certificate files
+  {EXIT_USAGE}    usage error: bad arguments, bad server address, unusable certificate files,
+       a bad config file or an unknown context
   {EXIT_CONNECT}    cannot reach the server: connection refused or broken, TLS handshake
        failed, server unavailable
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a followed job keeps running
   {EXIT_BROKEN_PIPE}  standard output was closed early (e.g. piped into head)
+
+  `status --watch` exits 0 once the job has ended, and `top` on Ctrl-C.
+
+  `jobctl run` exits with the job's own status instead, once it has started: its exit
+  code; 128+N when signal N ended it (137 for SIGKILL, and for the OOM killer); 1 when it
+  failed to start or was lost; 130 when Ctrl-C detached from it. Errors before the job
+  starts or while following it keep the codes above.
+"""
+
+RUN_EPILOG = """\
+Takes the options of `jobctl start`: jobctl run --memory 256M -- make -j4
+
+Ctrl-C stops the job (SIGTERM, then SIGKILL after the server's grace period) while its
+output goes on until it has ended, and jobctl exits with its status; a second Ctrl-C kills
+it at once (grace 0). With --detach-on-interrupt, Ctrl-C leaves the job running instead
+(jobctl prints its id and exits 130); `jobctl logs -f ID` picks it up again.
+
+exit status: the job's exit code; 128+N when signal N ended it (OOM kill: 137); 1 when it
+failed to start or was lost; 130 when detached. Errors of jobctl itself: see jobctl --help.
 """
 
 START_EPILOG = """\
@@ -67,6 +91,20 @@ mount namespaces (it is PID 1, sees only its own processes and has a private /tm
 `--isolate all` adds network (loopback only), uts and ipc; `--no-isolate` asks for none.
 Without either the job gets your role's default; asking for less than the server lets your
 role have is refused.
+"""
+
+CONFIG_EPILOG = """\
+The config file (TOML):
+
+  current = "dev"                  # the context used when none is named
+
+  [contexts.dev]
+  server = "localhost:9090"
+  cacert = "ca/ca.crt"             # relative paths: from the config file's folder
+  cert = "ca/client_0.pem"
+  # key = "..."                    # only when the key is not in the cert file
+
+Precedence: flags, then JOBCTL_SERVER/CACERT/CERT/KEY, then the context, then the defaults.
 """
 
 LOGS_EPILOG = """\
@@ -99,6 +137,13 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def interval(text: str) -> float:
+    value = seconds(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"expected at least {MIN_INTERVAL} seconds, got {text!r}")
     return value
 
 
@@ -257,6 +302,51 @@ class _CommandAction(argparse.Action):
             parser.error(str(exc))
 
 
+def add_start_options(parser: argparse.ArgumentParser) -> None:
+    """What a command that starts a job takes: ``--env``, ``--cwd``, limits, isolation, ARGV."""
+    parser.add_argument(
+        "--env",
+        metavar="KEY=VALUE",
+        type=env_pair,
+        action="append",
+        default=[],
+        help="add to the job's environment (repeatable)",
+    )
+    parser.add_argument(
+        "--cwd", metavar="DIR", default="", help="working directory on the server (default: /)"
+    )
+    add_limit_options(parser)
+    add_isolation_options(parser)
+    parser.add_argument(
+        "argv",
+        metavar="ARGV",
+        nargs=argparse.REMAINDER,
+        action=_CommandAction,
+        help="the program and its arguments, best after --",
+    )
+
+
+class _Explicit(argparse.Action):
+    """Store the value and note in ``explicit`` that a flag gave it (a context's value then
+    does not replace it)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.explicit = {*getattr(namespace, "explicit", ()), self.dest}
+
+
+def _now(env: Mapping[str, str], variable: str, value: str) -> str:
+    if env.get(variable):
+        return f"now: {value}, from {variable}"
+    return f"default: the context's, else {value}"
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
@@ -272,25 +362,43 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--server",
         metavar="HOST:PORT",
         default=server,
-        help=f"jobd address, [::1]:PORT for IPv6 (now: {server})",
+        action=_Explicit,
+        help=f"jobd address, [::1]:PORT for IPv6 ({_now(env, 'JOBCTL_SERVER', server)})",
     )
     parser.add_argument(
         "--cacert",
         metavar="FILE",
         default=cacert,
-        help=f"CA certificate that signed the server's (now: {cacert})",
+        action=_Explicit,
+        help=f"CA certificate that signed the server's ({_now(env, 'JOBCTL_CACERT', cacert)})",
     )
     parser.add_argument(
         "--cert",
         metavar="FILE",
         default=cert,
-        help=f"client certificate, may include the key (now: {cert})",
+        action=_Explicit,
+        help=f"client certificate, may include the key ({_now(env, 'JOBCTL_CERT', cert)})",
     )
     parser.add_argument(
         "--key",
         metavar="FILE",
         default=env.get("JOBCTL_KEY") or None,
+        action=_Explicit,
         help="client key, if not in the --cert file",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        default=None,
+        help="use this context of the config file (default: $JOBCTL_CONTEXT, else the "
+        "file's `current`)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="the config file (default: $JOBCTL_CONFIG, else "
+        "$XDG_CONFIG_HOME/jobctl/config.toml, ~/.config/jobctl/config.toml)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -301,25 +409,24 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         epilog=START_EPILOG,
     )
     start.add_argument(
-        "--env",
-        metavar="KEY=VALUE",
-        type=env_pair,
-        action="append",
-        default=[],
-        help="add to the job's environment (repeatable)",
+        "--json", action="store_true", help="print the started job as JSON instead of its id"
     )
-    start.add_argument(
-        "--cwd", metavar="DIR", default="", help="working directory on the server (default: /)"
+    add_start_options(start)
+
+    run = sub.add_parser(
+        "run",
+        help="start a job, print its output live, exit with its exit code",
+        description="Start a job, write its stdout to stdout and its stderr to stderr as it\n"
+        "runs (byte for byte, as `logs -f` does), and exit with the job's exit status.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_limit_options(start)
-    add_isolation_options(start)
-    start.add_argument(
-        "argv",
-        metavar="ARGV",
-        nargs=argparse.REMAINDER,
-        action=_CommandAction,
-        help="the program and its arguments, best after --",
+    run.add_argument(
+        "--detach-on-interrupt",
+        action="store_true",
+        help="on Ctrl-C leave the job running and exit 130 (default: stop the job)",
     )
+    add_start_options(run)
 
     stop = sub.add_parser(
         "stop",
@@ -334,10 +441,27 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=None,
         help="time between SIGTERM and SIGKILL (default: the server's, 10 s)",
     )
+    stop.add_argument("--json", action="store_true", help="print the stopped job as JSON")
     stop.add_argument("id", metavar="ID")
 
-    status = sub.add_parser("status", help="show one job", description="Show one job.")
+    status = sub.add_parser(
+        "status",
+        help="show one job",
+        description="Show one job. With --watch, follow it until it ends: on a terminal the "
+        "details are redrawn in place; otherwise one line is printed each time its state "
+        "changes (with --json, one JSON object a line).",
+    )
     status.add_argument("--json", action="store_true", help="print the job as JSON")
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="refresh until the job ends, then exit 0"
+    )
+    status.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=interval,
+        default=DEFAULT_INTERVAL,
+        help=f"time between refreshes with --watch (default: {DEFAULT_INTERVAL:g})",
+    )
     status.add_argument("id", metavar="ID")
 
     ls = sub.add_parser(
@@ -357,6 +481,57 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help=f"show the newest N jobs (default: {DEFAULT_LIST_LIMIT})",
     )
     how_many.add_argument("--all", action="store_true", help="show every job")
+
+    top = sub.add_parser(
+        "top",
+        help="a live table of running jobs with their CPU and memory use",
+        description="A table of running jobs, refreshed in place on a terminal; a single "
+        "plain-text snapshot with --once or when stdout is not a terminal. CPU% is the "
+        "share of one core since the last refresh (the average since the job started, on "
+        "the first); MEM PEAK is the most memory the job has used so far, the only memory "
+        f"figure the server gives. At most {TOP_MAX_JOBS} jobs are shown. Ctrl-C quits "
+        "(exit 0).",
+    )
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument(
+        "--json", action="store_true", help="one snapshot as a JSON array (with cpu_percent)"
+    )
+    top.add_argument("--owner", metavar="NAME", default="", help="only jobs of this identity")
+    top.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=interval,
+        default=DEFAULT_INTERVAL,
+        help=f"time between refreshes (default: {DEFAULT_INTERVAL:g})",
+    )
+
+    config = sub.add_parser(
+        "config",
+        help="show jobctl's config file (contexts)",
+        description="Show jobctl's config file: named servers (contexts), chosen with "
+        "--context NAME or JOBCTL_CONTEXT. Nothing here connects to a server.",
+        epilog=CONFIG_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    contexts = config_sub.add_parser(
+        "contexts",
+        help="list the contexts; * marks the one in use",
+        description="List the contexts of the config file; * marks the one in use.",
+    )
+    contexts.add_argument("--json", action="store_true", help="print them as JSON")
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for jobctl's commands and options.",
+        epilog="bash: source <(jobctl completion bash), or save it as\n"
+        "  ~/.local/share/bash-completion/completions/jobctl\n"
+        "zsh:  source <(jobctl completion zsh) after compinit, or save it as _jobctl in a\n"
+        "  folder of $fpath",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
 
     logs = sub.add_parser(
         "logs",
@@ -422,21 +597,99 @@ def _run(args: argparse.Namespace) -> int:
     from jobctl.commands import CommandFailed, run
 
     try:
-        asyncio.run(run(args))
+        code = asyncio.run(run(args))
     except (ClientError, CommandFailed) as exc:
         _error(str(exc))
         return exit_code_for(exc)
     sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit
+    return code
+
+
+class ConfigFileError(Exception):
+    """jobctl's config file is unusable, or names no such context (a usage error)."""
+
+
+def _apply_context(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Fill the connection options from the chosen context (see :mod:`jobctl.config`)."""
+    from jobctl import config
+
+    path, named = config.config_path(args.config, env)
+    try:
+        context = config.chosen(config.load(path, required=named), args.context, env)
+    except config.ConfigError as exc:
+        raise ConfigFileError(str(exc)) from None
+    fields = ("server", "cacert", "cert", "key")
+    options = config.apply(
+        {name: getattr(args, name) for name in fields},
+        getattr(args, "explicit", frozenset()),
+        context,
+        env,
+    )
+    for name in fields:
+        setattr(args, name, options[name])
+
+
+def _config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``jobctl config contexts``: no connection, no asyncio."""
+    from jobctl import config
+
+    path, named = config.config_path(args.config, env)
+    try:
+        loaded = config.load(path, required=named)
+        current = config.chosen(loaded, args.context, env)
+    except config.ConfigError as exc:
+        raise ConfigFileError(str(exc)) from None
+    names = sorted(loaded.contexts)
+    if args.json:
+        import json
+
+        print(
+            json.dumps(
+                {
+                    "config": str(loaded.path),
+                    "current": current.name if current else None,
+                    "contexts": {n: dict(loaded.contexts[n].values) for n in names},
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not names:
+        _error(f"note: no contexts (config file: {loaded.path})")
+        return EXIT_OK
+    rows = [("CURRENT", "NAME", "SERVER")] + [
+        (
+            "*" if current and current.name == n else "",
+            n,
+            loaded.contexts[n].values.get("server", "-"),
+        )
+        for n in names
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip())
     return EXIT_OK
 
 
 def _main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run jobctl with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    env = os.environ if environ is None else environ
     try:
-        args = build_parser(environ).parse_args(argv)
+        args = build_parser(env).parse_args(argv)
+        if args.command == "config":
+            return _config(args, env)
+        if args.command == "completion":
+            from jobctl import completion
+
+            print(completion.script(args.shell, build_parser({})), end="")
+            return EXIT_OK
+        _apply_context(args, env)
         return _run(args)
     except SystemExit as exc:  # argparse: --help, or a usage error it has already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
+    except ConfigFileError as exc:  # the config file, or the context named
+        _error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -8,6 +8,7 @@ job's argv must not be able to drive an administrator's terminal.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import signal
 import time
@@ -261,3 +262,65 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=2)
+
+
+SIGKILL = 9
+
+
+def exit_status(job: pb.Job) -> int:
+    """The exit status ``jobctl run`` hands on for a finished job, as a shell would: the exit
+    code, 128+N for signal N (an OOM kill counts as SIGKILL), 1 when it did not run to an
+    end of its own (failed to start, lost, or no status at all)."""
+    result = job.result
+    if result.outcome == pb.JobResult.OUTCOME_OOM_KILLED:
+        return 128 + SIGKILL
+    if result.outcome in (
+        pb.JobResult.OUTCOME_EXITED,
+        pb.JobResult.OUTCOME_SIGNALED,
+        pb.JobResult.OUTCOME_STOPPED,
+    ):
+        if result.HasField("signal"):
+            return 128 + result.signal
+        if result.HasField("exit_code"):
+            return result.exit_code & 0xFF
+    return 1
+
+
+def cpu_percent(cpu_now: float, cpu_before: float, elapsed: float) -> float | None:
+    """CPU use over ``elapsed`` wall-clock seconds in percent of one core (200.0: two cores
+    busy), from two readings of a job's ``usage.cpu_seconds``; None when no time has passed."""
+    if not (elapsed > 0 and math.isfinite(elapsed)):
+        return None
+    return max(0.0, (cpu_now - cpu_before) / elapsed * 100)
+
+
+TOP_HEADER = ("ID", "OWNER", "CPU%", "MEM PEAK", "AGE", "COMMAND")
+SHORT_ID = 8
+OWNER_WIDTH = 12
+
+
+def top_table(
+    jobs: Sequence[pb.Job],
+    cpu: dict[str, float | None],
+    now: float | None = None,
+    width: int | None = 80,
+) -> str:
+    """``jobctl top``'s table: one row per job, ``cpu`` its CPU% by job id (missing or None:
+    ``-``). MEM PEAK is the most memory the job has used so far (the API's only memory
+    figure), ``-`` when the server does not measure it. Cut to ``width`` columns."""
+    now = time.time() if now is None else now
+    rows = []
+    for job in jobs:
+        percent = cpu.get(job.id)
+        peak = job.usage.memory_peak_bytes if job.usage.HasField("memory_peak_bytes") else None
+        rows.append(
+            (
+                printable(job.id)[:SHORT_ID],
+                truncate(printable(job.owner), OWNER_WIDTH),
+                "-" if percent is None else f"{percent:.1f}",
+                "-" if peak is None else size(peak),
+                age(now - seconds(job.created_at)) if job.HasField("created_at") else "-",
+                command_text(job.argv),
+            )
+        )
+    return table(TOP_HEADER, rows, width)

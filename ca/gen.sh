@@ -4,6 +4,8 @@
 #   sh ca/gen.sh [OUTDIR]                 a CA, server.pem, client_0.pem, client_1.pem
 #   sh ca/gen.sh --client NAME [OUTDIR]   one more client certificate NAME.pem from the
 #                                         existing CA
+#   sh ca/gen.sh --revoke NAME [OUTDIR]   revoke NAME.pem and write the CRL, ca.crl (give it
+#                                         to jobd with --crl; SIGHUP reloads it)
 #
 # OUTDIR defaults to the directory this script is in, whatever the caller's cwd.
 # Existing files are never overwritten: an existing CA is reused and existing leaf files are
@@ -22,6 +24,7 @@ die() {
 
 usage() {
     printf 'usage: sh %s [OUTDIR]\n       sh %s --client NAME [OUTDIR]\n' "$0" "$0"
+    printf '       sh %s --revoke NAME [OUTDIR]\n' "$0"
 }
 
 mode=standard
@@ -31,9 +34,9 @@ case ${1-} in
         usage
         exit 0
         ;;
-    --client)
-        [ $# -ge 2 ] || die "--client needs a NAME"
-        mode=client
+    --client | --revoke)
+        [ $# -ge 2 ] || die "$1 needs a NAME"
+        mode=${1#--}
         client=$2
         shift 2
         ;;
@@ -47,7 +50,7 @@ esac
     die "too many arguments"
 }
 
-if [ "$mode" = client ]; then
+if [ "$mode" != standard ]; then
     # NAME becomes both a file name and the CN (the identity jobd authorizes), so keep it to a
     # charset that cannot escape OUTDIR or inject extra subject attributes via -subj's '/'.
     case $client in
@@ -69,7 +72,7 @@ if [ $# -eq 1 ]; then
 else
     outdir=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 fi
-if [ "$mode" = client ]; then
+if [ "$mode" != standard ]; then
     [ -d "$outdir" ] || die "no such directory: $outdir"
 else
     mkdir -p -- "$outdir"
@@ -198,11 +201,48 @@ EOF
     say wrote "$pem  $kind certificate + key, CN=$cn, EKU $eku, $leaf_days days"
 }
 
+# Revocation keeps openssl ca's small database next to the CA: ca.index (what was revoked)
+# and ca.crlnumber; every CRL lists all revocations so far and is valid for 30 days (re-run
+# --revoke on any revoked NAME to refresh it).
+revoke() {
+    pem="$outdir/$1.pem"
+    [ -e "$pem" ] || die "no certificate $pem to revoke"
+    openssl verify -CAfile "$ca_crt" "$pem" >/dev/null 2>&1 ||
+        die "$pem was not issued by $ca_crt"
+    [ -e "$outdir/ca.index" ] || : >"$outdir/ca.index"
+    [ -e "$outdir/ca.crlnumber" ] || echo 01 >"$outdir/ca.crlnumber"
+    cat >"$tmp/ca.cnf" <<CNF
+[ca]
+default_ca = jobd_ca
+[jobd_ca]
+database = $outdir/ca.index
+crlnumber = $outdir/ca.crlnumber
+certificate = $ca_crt
+private_key = $ca_key
+default_md = sha256
+default_crl_days = 30
+unique_subject = no
+CNF
+    serial=$(openssl x509 -in "$pem" -noout -serial | cut -d= -f2)
+    if grep -q "^R.*	$serial	" "$outdir/ca.index"; then
+        say kept "$1 was revoked already (serial $serial)"
+    else
+        openssl ca -batch -config "$tmp/ca.cnf" -revoke "$pem" >/dev/null 2>&1 ||
+            die "openssl could not revoke $pem"
+        say wrote "$outdir/ca.index  $1 revoked (serial $serial)"
+    fi
+    openssl ca -batch -config "$tmp/ca.cnf" -gencrl -out "$tmp/ca.crl" >/dev/null 2>&1 ||
+        die "openssl could not write the CRL"
+    chmod 644 "$tmp/ca.crl"
+    mv -f -- "$tmp/ca.crl" "$outdir/ca.crl"
+    say wrote "$outdir/ca.crl  CRL of every revoked certificate, 30 days"
+}
+
 if [ -e "$ca_key" ] && [ -e "$ca_crt" ]; then
     check_ca
 elif [ -e "$ca_key" ] || [ -e "$ca_crt" ]; then
     die "only one of $ca_key and $ca_crt exists; restore the other, or delete it to start a new CA"
-elif [ "$mode" = client ]; then
+elif [ "$mode" != standard ]; then
     die "no CA in $outdir; run 'sh $0 $outdir' first"
 else
     # Leaf files from a lost CA would be kept and then fail every handshake: refuse instead.
@@ -213,7 +253,9 @@ else
     make_ca
 fi
 
-if [ "$mode" = client ]; then
+if [ "$mode" = revoke ]; then
+    revoke "$client"
+elif [ "$mode" = client ]; then
     make_leaf "$client" "$client" client
 else
     make_leaf server localhost server

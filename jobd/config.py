@@ -6,6 +6,7 @@ Example file (every key optional)::
     cacert = "/etc/jobd/ca.crt"
     cert = "/etc/jobd/server.pem"
     key = "/etc/jobd/server.key"      # omit when cert holds the key
+    crl = "/etc/jobd/ca.crl"          # revoked client certificates (reloaded on SIGHUP)
     state_dir = "/var/lib/jobd"
     grace = 10.0                      # seconds between SIGTERM and SIGKILL
     max_output = "1G"                 # output kept per job; the rest is dropped and counted
@@ -112,6 +113,7 @@ class Config:
     cacert: Path = Path("ca/ca.crt")
     cert: Path = Path("ca/server.pem")
     key: Path | None = None
+    crl: Path | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     grace: float = 10.0
     max_output: int = DEFAULT_MAX_OUTPUT
@@ -141,7 +143,7 @@ class Config:
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
         known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
-        known.add("metrics")
+        known |= {"metrics", "crl"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -150,7 +152,7 @@ class Config:
                 self.listen = parse_hostport(_typed(data, "listen", str, source))
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
-        for name in ("cacert", "cert", "key", "state_dir"):
+        for name in ("cacert", "cert", "key", "crl", "state_dir"):
             if name in data:
                 setattr(self, name, Path(_typed(data, name, str, source)))
         if "grace" in data:
@@ -286,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cacert", type=Path, help="CA of client certificates (ca/ca.crt)")
     p.add_argument("--cert", type=Path, help="server certificate, may hold the key (ca/server.pem)")
     p.add_argument("--key", type=Path, help="server private key, if not in --cert")
+    p.add_argument("--crl", type=Path, help="certificate revocation list (ca/gen.sh --revoke "
+                   "writes ca/ca.crl); reloaded on SIGHUP")
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
@@ -309,7 +313,7 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         config.apply_file(args.config)
     if args.listen is not None:
         config.listen = parse_hostport(args.listen)
-    for name in ("cacert", "cert", "key", "state_dir"):
+    for name in ("cacert", "cert", "key", "crl", "state_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if args.metrics is not None:

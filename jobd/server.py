@@ -34,7 +34,7 @@ from jobd.notify import notify
 from jobd.service import JobService
 from jobd.statedir import StateDir
 from jobd.store import Store
-from jobd.tls import server_context
+from jobd.tls import TLSConfigError, load_crl, server_context
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,18 @@ def detect_isolation(config: Config, directory: Path) -> Isolator:
     return Isolator(config.isolation, availability, launcher)
 
 
+def reload_crl(config: Config, ssl_context: ssl.SSLContext) -> None:
+    """SIGHUP: the CRL again, for every handshake from now on."""
+    if config.crl is None:
+        return
+    try:
+        load_crl(ssl_context, config.crl)
+    except TLSConfigError as exc:
+        log.error("SIGHUP received: keeping the CRL loaded before: %s", exc)
+        return
+    log.info("SIGHUP received: reloaded the CRL %s", config.crl)
+
+
 def reload(config: Config, service: JobService, manager: JobManager) -> None:
     """SIGHUP: the role table and the limits from the config file again. Running jobs and
     streams are untouched; a file that does not load leaves everything as it was."""
@@ -120,7 +132,7 @@ def _format_addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
 async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    ssl_context = server_context(config.cacert, config.cert, config.key)
+    ssl_context = server_context(config.cacert, config.cert, config.key, config.crl)
     _raise_fd_limit()
     state = StateDir(config.state_dir)
     state.claim()
@@ -172,6 +184,7 @@ async def _serve(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notify("RELOADING=1")
+                    reload_crl(config, ssl_context)
                     reload(config, service, manager)
                     notify("READY=1")
                     continue

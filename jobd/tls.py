@@ -85,11 +85,25 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def server_context(cacert: Path, cert: Path, key: Path | None = None) -> ssl.SSLContext:
-    """A server context that requires and verifies a client certificate from ``cacert``."""
+def server_context(
+    cacert: Path, cert: Path, key: Path | None = None, crl: Path | None = None
+) -> ssl.SSLContext:
+    """A server context that requires and verifies a client certificate from ``cacert``,
+    refusing the ones ``crl`` revokes."""
     ctx = _base_context(ssl.Purpose.CLIENT_AUTH, cacert, cert, key)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    if crl is not None:
+        load_crl(ctx, crl)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
+
+
+def load_crl(ctx: ssl.SSLContext, crl: Path) -> None:
+    """Add ``crl`` to the context's store; of several CRLs of one CA, OpenSSL uses the newest."""
+    try:
+        ctx.load_verify_locations(cafile=str(crl))
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load CRL {crl}: {_reason(exc)}") from exc
 
 
 def client_context(cacert: Path, cert: Path, key: Path | None = None) -> ssl.SSLContext:

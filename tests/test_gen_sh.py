@@ -358,3 +358,26 @@ def test_jobd_tls_accepts_the_generated_files(pki: Path, server_hostname: str) -
     for end in (server, client):
         tls.check_negotiated(end)
     assert tls.common_name(server.getpeercert()) == "client_0"
+
+
+def test_revoke_writes_a_crl_of_every_revoked_certificate(tmp_path: Path) -> None:
+    gen(tmp_path)
+    serial = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "client_1.pem"), "-noout", "-serial"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip().split("=")[1]  # fmt: skip
+    gen("--revoke", "client_1", tmp_path)
+    gen("--revoke", "client_1", tmp_path)  # again: kept, CRL refreshed
+    crl = subprocess.run(
+        ["openssl", "crl", "-in", str(tmp_path / "ca.crl"), "-noout", "-text"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert crl.count("Serial Number:") == 1 and serial in crl
+    verify = subprocess.run(
+        ["openssl", "verify", "-crl_check", "-CAfile", str(tmp_path / "ca.crt"),
+         "-CRLfile", str(tmp_path / "ca.crl"), str(tmp_path / "client_1.pem")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verify.returncode != 0 and "revoked" in (verify.stdout + verify.stderr)
+    missing = run_gen("--revoke", "nobody", tmp_path)
+    assert missing.returncode != 0 and "no certificate" in missing.stderr

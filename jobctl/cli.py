@@ -488,9 +488,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description="A table of running jobs, refreshed in place on a terminal; a single "
         "plain-text snapshot with --once or when stdout is not a terminal. CPU% is the "
         "share of one core since the last refresh (the average since the job started, on "
-        "the first); MEM PEAK is the most memory the job has used so far, the only memory "
-        f"figure the server gives. At most {TOP_MAX_JOBS} jobs are shown. Ctrl-C quits "
-        "(exit 0).",
+        "the first); MEM is the memory the job uses now, page cache included. "
+        f"At most {TOP_MAX_JOBS} jobs are shown. Ctrl-C quits (exit 0).",
     )
     top.add_argument("--once", action="store_true", help="print one snapshot and exit")
     top.add_argument(

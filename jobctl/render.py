@@ -147,6 +147,8 @@ def usage_text(usage: pb.Usage) -> str:
     """``cpu 1.23 s, memory peak 12.3 MiB, OOM kills 1, task-limit hits 3`` (counters when
     not zero)."""
     parts = [f"cpu {usage.cpu_seconds:.2f} s"]
+    if usage.HasField("memory_current_bytes"):
+        parts.append(f"memory {format_size(usage.memory_current_bytes)}")
     if usage.HasField("memory_peak_bytes"):
         parts.append(f"memory peak {format_size(usage.memory_peak_bytes)}")
     if usage.oom_kills:
@@ -294,7 +296,7 @@ def cpu_percent(cpu_now: float, cpu_before: float, elapsed: float) -> float | No
     return max(0.0, (cpu_now - cpu_before) / elapsed * 100)
 
 
-TOP_HEADER = ("ID", "OWNER", "CPU%", "MEM PEAK", "AGE", "COMMAND")
+TOP_HEADER = ("ID", "OWNER", "CPU%", "MEM", "AGE", "COMMAND")
 SHORT_ID = 8
 OWNER_WIDTH = 12
 
@@ -306,19 +308,20 @@ def top_table(
     width: int | None = 80,
 ) -> str:
     """``jobctl top``'s table: one row per job, ``cpu`` its CPU% by job id (missing or None:
-    ``-``). MEM PEAK is the most memory the job has used so far (the API's only memory
-    figure), ``-`` when the server does not measure it. Cut to ``width`` columns."""
+    ``-``). MEM is the memory the job uses now (page cache included), ``-`` when the server
+    does not measure it. Cut to ``width`` columns."""
     now = time.time() if now is None else now
     rows = []
     for job in jobs:
         percent = cpu.get(job.id)
-        peak = job.usage.memory_peak_bytes if job.usage.HasField("memory_peak_bytes") else None
+        usage = job.usage
+        mem = usage.memory_current_bytes if usage.HasField("memory_current_bytes") else None
         rows.append(
             (
                 printable(job.id)[:SHORT_ID],
                 truncate(printable(job.owner), OWNER_WIDTH),
                 "-" if percent is None else f"{percent:.1f}",
-                "-" if peak is None else size(peak),
+                "-" if mem is None else size(mem),
                 age(now - seconds(job.created_at)) if job.HasField("created_at") else "-",
                 command_text(job.argv),
             )

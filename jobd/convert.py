@@ -92,6 +92,7 @@ def usage_to_pb(usage: Usage) -> pb.Usage:
         memory_peak_bytes=usage.memory_peak,
         oom_kills=usage.oom_kills,
         pids_limit_hits=usage.pids_limit_hits,
+        memory_current_bytes=usage.memory_current,
     )
 
 

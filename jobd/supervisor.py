@@ -13,6 +13,7 @@ least its process group) is killed, as systemd does for a service.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -272,7 +273,8 @@ class JobRunner:
             if waited.cancelled_caught:
                 log.error("job %s: processes left in cgroup after SIGKILL", self.job.id)
             self._remove_cgroup()
-            usage = self.cgroup.usage()  # kept by remove(): read once
+            # Kept by remove(): read once. Nothing is in use once the job has ended.
+            usage = dataclasses.replace(self.cgroup.usage(), memory_current=None)
             self.job.usage = usage
             if self._oom or usage.oom_kills:
                 limit = self.job.limits.memory

@@ -605,3 +605,25 @@ def test_a_dead_daemons_cgroup_is_reaped_on_start(env: Env) -> None:
 
 def test_the_probe_left_no_group() -> None:
     assert dirs_named(PROBE) == []
+
+
+def test_status_reports_memory_in_use_while_running(env: Env) -> None:
+    daemon = env.daemon()
+    code = (
+        "import time\n"
+        "b = bytearray(64 << 20)\n"
+        "for i in range(0, len(b), 4096): b[i] = 1\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+
+    async def scenario(stub: Any) -> None:
+        job_id = await env.start(stub, python(code))
+        await read_until(stub, job_id, b"ready")
+        usage = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).usage
+        assert usage.HasField("memory_current_bytes")
+        assert usage.memory_current_bytes >= 64 << 20
+        final = await stop(stub, job_id)
+        assert not final.usage.HasField("memory_current_bytes")  # nothing in use once ended
+
+    daemon.run("client_0", scenario)

@@ -27,10 +27,10 @@ def test_cpu_percent(now: float, before: float, elapsed: float, percent: float |
     assert render.cpu_percent(now, before, elapsed) == percent
 
 
-def job(n: int, argv: list[str], *, peak: int | None = None, cpu: float = 0.0) -> pb.Job:
-    usage = pb.Usage(cpu_seconds=cpu)
-    if peak is not None:
-        usage.memory_peak_bytes = peak
+def job(n: int, argv: list[str], *, mem: int | None = None, cpu: float = 0.0) -> pb.Job:
+    usage = pb.Usage(cpu_seconds=cpu, memory_peak_bytes=2**40)  # the peak is not shown
+    if mem is not None:
+        usage.memory_current_bytes = mem
     return pb.Job(
         id=f"{n:08x}-1111-2222-3333-444455556666",
         owner="a-rather-long-identity-name",
@@ -43,14 +43,14 @@ def job(n: int, argv: list[str], *, peak: int | None = None, cpu: float = 0.0) -
 
 def test_top_table_fits_80_columns() -> None:
     jobs = [
-        job(1, ["make", "-j4", *["target"] * 30], peak=12 * 2**20 + 5),
+        job(1, ["make", "-j4", *["target"] * 30], mem=12 * 2**20 + 5),
         job(2, ["sleep", "300"]),
     ]
     text = render.top_table(jobs, {jobs[0].id: 153.25}, now=NOW)
     lines = text.splitlines()
     assert len(lines) == 3
     assert all(len(line) <= 80 for line in lines), text
-    assert lines[0].split() == ["ID", "OWNER", "CPU%", "MEM", "PEAK", "AGE", "COMMAND"]
+    assert lines[0].split() == ["ID", "OWNER", "CPU%", "MEM", "AGE", "COMMAND"]
     first, second = (line.split() for line in lines[1:])
     assert first[:6] == ["00000001", "a-rather-...", "153.2", "12.0", "MiB", "1m"]
     assert first[6:8] == ["make", "-j4"] and lines[1].endswith("...")
@@ -58,7 +58,7 @@ def test_top_table_fits_80_columns() -> None:
 
 
 def test_top_table_of_nothing_is_its_header() -> None:
-    assert render.top_table([], {}, now=NOW) == "ID  OWNER  CPU%  MEM PEAK  AGE  COMMAND"
+    assert render.top_table([], {}, now=NOW) == "ID  OWNER  CPU%  MEM  AGE  COMMAND"
 
 
 def test_top_and_watch_arguments() -> None:

@@ -44,7 +44,7 @@ def test_top_once_shows_running_jobs_only(daemon: Daemon, sleeper: str) -> None:
         lines = result.stdout.decode().splitlines()
         assert "\x1b" not in result.stdout.decode()
         assert len(lines) == 2, lines
-        assert lines[0].split() == ["ID", "OWNER", "CPU%", "MEM", "PEAK", "AGE", "COMMAND"]
+        assert lines[0].split() == ["ID", "OWNER", "CPU%", "MEM", "AGE", "COMMAND"]
         row = lines[1]
         assert len(row) <= 80
         assert re.fullmatch(
@@ -67,7 +67,7 @@ def test_top_json(daemon: Daemon, sleeper: str) -> None:
 def test_top_of_another_user_shows_only_theirs(daemon: Daemon, sleeper: str) -> None:
     result = daemon.jobctl("client_1", "top", "--once")
     assert (result.returncode, result.stderr) == (0, b""), result
-    assert result.stdout.decode().splitlines() == ["ID  OWNER  CPU%  MEM PEAK  AGE  COMMAND"]
+    assert result.stdout.decode().splitlines() == ["ID  OWNER  CPU%  MEM  AGE  COMMAND"]
 
 
 def test_status_watch_prints_a_line_per_change_until_the_end(daemon: Daemon) -> None:

@@ -72,6 +72,7 @@ class Usage:
     memory_peak: int | None = None  # bytes
     oom_kills: int = 0  # times the kernel OOM killer killed a task of this group
     pids_limit_hits: int = 0  # times a fork failed on the task limit
+    memory_current: int | None = None  # bytes in use now (page cache included)
 
 
 class JobCgroup(Protocol):

@@ -75,6 +75,7 @@ class V1Cgroup:
             memory_peak=self._read("memory", "memory.max_usage_in_bytes"),
             oom_kills=self._oom_kills(),
             pids_limit_hits=self._keyed("pids", "pids.events").get("max", 0),
+            memory_current=self._read("memory", "memory.usage_in_bytes"),
         )
 
     def _read(self, controller: str, file: str) -> int | None:

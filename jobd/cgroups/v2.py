@@ -83,11 +83,16 @@ def v2_usage(path: Path) -> Usage:
         peak: int | None = int(read_text(path / "memory.peak"))
     except FileNotFoundError:  # memory controller off, or a kernel before 5.19
         peak = None
+    try:
+        current: int | None = int(read_text(path / "memory.current"))
+    except FileNotFoundError:
+        current = None
     return Usage(
         cpu_seconds=None if usec is None else usec / 1e6,
         memory_peak=peak,
         oom_kills=keyed("memory.events").get("oom_kill", 0),
         pids_limit_hits=keyed("pids.events").get("max", 0),
+        memory_current=current,
     )
 
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12jobd/v1/jobs.proto\x12\x07jobd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0fStartJobRequest\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12.\n\x03\x65nv\x18\x02 \x03(\x0b\x32!.jobd.v1.StartJobRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x1f\n\x06limits\x18\x04 \x01(\x0b\x32\x0f.jobd.v1.Limits\x12%\n\tisolation\x18\x05 \x01(\x0b\x32\x12.jobd.v1.Isolation\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\tIsolation\x12\x0b\n\x03pid\x18\x01 \x01(\x08\x12\r\n\x05mount\x18\x02 \x01(\x08\x12\x0f\n\x07network\x18\x03 \x01(\x08\x12\x0b\n\x03uts\x18\x04 \x01(\x08\x12\x0b\n\x03ipc\x18\x05 \x01(\x08\"\xd3\x01\n\x06Limits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x18\n\x0bio_read_bps\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0cio_write_bps\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x11\n\tio_device\x18\x05 \x01(\t\x12\x11\n\x04pids\x18\x06 \x01(\rH\x04\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x0e\n\x0c_io_read_bpsB\x0f\n\r_io_write_bpsB\x07\n\x05_pids\"~\n\x05Usage\x12\x13\n\x0b\x63pu_seconds\x18\x01 \x01(\x01\x12\x1e\n\x11memory_peak_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\toom_kills\x18\x03 \x01(\r\x12\x17\n\x0fpids_limit_hits\x18\x04 \x01(\rB\x14\n\x12_memory_peak_bytes\"=\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x19\n\x03job\x18\x02 \x01(\x0b\x32\x0c.jobd.v1.Job\"J\n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"C\n\x0fListJobsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.jobd.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x13StreamOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12#\n\x04only\x18\x03 \x01(\x0e\x32\x15.jobd.v1.OutputStream\x12\x12\n\ntail_lines\x18\x04 \x01(\r\x12\x11\n\tno_follow\x18\x05 \x01(\x08\"Y\n\x14StreamOutputResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.jobd.v1.OutputChunk\x12\x1b\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x0c.jobd.v1.Job\"W\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobd.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\"\xce\x02\n\tJobResult\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.jobd.v1.JobResult.Outcome\x12\x16\n\texit_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nstopped_by\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa8\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_EXITED\x10\x01\x12\x14\n\x10OUTCOME_SIGNALED\x10\x02\x12\x13\n\x0fOUTCOME_STOPPED\x10\x03\x12\x1b\n\x17OUTCOME_FAILED_TO_START\x10\x04\x12\x10\n\x0cOUTCOME_LOST\x10\x05\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x06\x42\x0c\n\n_exit_codeB\t\n\x07_signal\"\x9d\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\"\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x15.jobd.v1.Job.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12 \n\x05state\x18\x06 \x01(\x0e\x32\x11.jobd.v1.JobState\x12\"\n\x06result\x18\x07 \x01(\x0b\x32\x12.jobd.v1.JobResult\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x0b \x01(\x05\x12\x14\n\x0coutput_bytes\x18\x0c \x01(\x04\x12\x1c\n\x14output_dropped_bytes\x18\r \x01(\x04\x12\x14\n\x0coutput_error\x18\x0e \x01(\t\x12\x1f\n\x06limits\x18\x0f \x01(\x0b\x32\x0f.jobd.v1.Limits\x12\x1d\n\x05usage\x18\x10 \x01(\x0b\x32\x0e.jobd.v1.Usage\x12%\n\tisolation\x18\x11 \x01(\x0b\x32\x12.jobd.v1.Isolation\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02*\x84\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATE_STARTING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_STOPPING\x10\x03\x12\x16\n\x12JOB_STATE_FINISHED\x10\x04\x32\xbf\x02\n\nJobService\x12?\n\x08StartJob\x12\x18.jobd.v1.StartJobRequest\x1a\x19.jobd.v1.StartJobResponse\x12\x30\n\x07StopJob\x12\x17.jobd.v1.StopJobRequest\x1a\x0c.jobd.v1.Job\x12.\n\x06GetJob\x12\x16.jobd.v1.GetJobRequest\x1a\x0c.jobd.v1.Job\x12?\n\x08ListJobs\x12\x18.jobd.v1.ListJobsRequest\x1a\x19.jobd.v1.ListJobsResponse\x12M\n\x0cStreamOutput\x12\x1c.jobd.v1.StreamOutputRequest\x1a\x1d.jobd.v1.StreamOutputResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12jobd/v1/jobs.proto\x12\x07jobd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0fStartJobRequest\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12.\n\x03\x65nv\x18\x02 \x03(\x0b\x32!.jobd.v1.StartJobRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x1f\n\x06limits\x18\x04 \x01(\x0b\x32\x0f.jobd.v1.Limits\x12%\n\tisolation\x18\x05 \x01(\x0b\x32\x12.jobd.v1.Isolation\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\tIsolation\x12\x0b\n\x03pid\x18\x01 \x01(\x08\x12\r\n\x05mount\x18\x02 \x01(\x08\x12\x0f\n\x07network\x18\x03 \x01(\x08\x12\x0b\n\x03uts\x18\x04 \x01(\x08\x12\x0b\n\x03ipc\x18\x05 \x01(\x08\"\xd3\x01\n\x06Limits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x18\n\x0bio_read_bps\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0cio_write_bps\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x11\n\tio_device\x18\x05 \x01(\t\x12\x11\n\x04pids\x18\x06 \x01(\rH\x04\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x0e\n\x0c_io_read_bpsB\x0f\n\r_io_write_bpsB\x07\n\x05_pids\"\xba\x01\n\x05Usage\x12\x13\n\x0b\x63pu_seconds\x18\x01 \x01(\x01\x12\x1e\n\x11memory_peak_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\toom_kills\x18\x03 \x01(\r\x12\x17\n\x0fpids_limit_hits\x18\x04 \x01(\r\x12!\n\x14memory_current_bytes\x18\x05 \x01(\x04H\x01\x88\x01\x01\x42\x14\n\x12_memory_peak_bytesB\x17\n\x15_memory_current_bytes\"=\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x19\n\x03job\x18\x02 \x01(\x0b\x32\x0c.jobd.v1.Job\"J\n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"C\n\x0fListJobsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.jobd.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x13StreamOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12#\n\x04only\x18\x03 \x01(\x0e\x32\x15.jobd.v1.OutputStream\x12\x12\n\ntail_lines\x18\x04 \x01(\r\x12\x11\n\tno_follow\x18\x05 \x01(\x08\"Y\n\x14StreamOutputResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.jobd.v1.OutputChunk\x12\x1b\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x0c.jobd.v1.Job\"W\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobd.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\"\xce\x02\n\tJobResult\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.jobd.v1.JobResult.Outcome\x12\x16\n\texit_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nstopped_by\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa8\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_EXITED\x10\x01\x12\x14\n\x10OUTCOME_SIGNALED\x10\x02\x12\x13\n\x0fOUTCOME_STOPPED\x10\x03\x12\x1b\n\x17OUTCOME_FAILED_TO_START\x10\x04\x12\x10\n\x0cOUTCOME_LOST\x10\x05\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x06\x42\x0c\n\n_exit_codeB\t\n\x07_signal\"\x9d\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\"\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x15.jobd.v1.Job.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12 \n\x05state\x18\x06 \x01(\x0e\x32\x11.jobd.v1.JobState\x12\"\n\x06result\x18\x07 \x01(\x0b\x32\x12.jobd.v1.JobResult\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x0b \x01(\x05\x12\x14\n\x0coutput_bytes\x18\x0c \x01(\x04\x12\x1c\n\x14output_dropped_bytes\x18\r \x01(\x04\x12\x14\n\x0coutput_error\x18\x0e \x01(\t\x12\x1f\n\x06limits\x18\x0f \x01(\x0b\x32\x0f.jobd.v1.Limits\x12\x1d\n\x05usage\x18\x10 \x01(\x0b\x32\x0e.jobd.v1.Usage\x12%\n\tisolation\x18\x11 \x01(\x0b\x32\x12.jobd.v1.Isolation\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02*\x84\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATE_STARTING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_STOPPING\x10\x03\x12\x16\n\x12JOB_STATE_FINISHED\x10\x04\x32\xbf\x02\n\nJobService\x12?\n\x08StartJob\x12\x18.jobd.v1.StartJobRequest\x1a\x19.jobd.v1.StartJobResponse\x12\x30\n\x07StopJob\x12\x17.jobd.v1.StopJobRequest\x1a\x0c.jobd.v1.Job\x12.\n\x06GetJob\x12\x16.jobd.v1.GetJobRequest\x1a\x0c.jobd.v1.Job\x12?\n\x08ListJobs\x12\x18.jobd.v1.ListJobsRequest\x1a\x19.jobd.v1.ListJobsResponse\x12M\n\x0cStreamOutput\x12\x1c.jobd.v1.StreamOutputRequest\x1a\x1d.jobd.v1.StreamOutputResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTJOBREQUEST_ENVENTRY']._serialized_options = b'8\001'
   _globals['_JOB_ENVENTRY']._loaded_options = None
   _globals['_JOB_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTSTREAM']._serialized_start=2240
-  _globals['_OUTPUTSTREAM']._serialized_end=2337
-  _globals['_JOBSTATE']._serialized_start=2340
-  _globals['_JOBSTATE']._serialized_end=2472
+  _globals['_OUTPUTSTREAM']._serialized_start=2301
+  _globals['_OUTPUTSTREAM']._serialized_end=2398
+  _globals['_JOBSTATE']._serialized_start=2401
+  _globals['_JOBSTATE']._serialized_end=2533
   _globals['_STARTJOBREQUEST']._serialized_start=97
   _globals['_STARTJOBREQUEST']._serialized_end=305
   _globals['_STARTJOBREQUEST_ENVENTRY']._serialized_start=263
@@ -49,32 +49,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISOLATION']._serialized_end=389
   _globals['_LIMITS']._serialized_start=392
   _globals['_LIMITS']._serialized_end=603
-  _globals['_USAGE']._serialized_start=605
-  _globals['_USAGE']._serialized_end=731
-  _globals['_STARTJOBRESPONSE']._serialized_start=733
-  _globals['_STARTJOBRESPONSE']._serialized_end=794
-  _globals['_STOPJOBREQUEST']._serialized_start=796
-  _globals['_STOPJOBREQUEST']._serialized_end=870
-  _globals['_GETJOBREQUEST']._serialized_start=872
-  _globals['_GETJOBREQUEST']._serialized_end=903
-  _globals['_LISTJOBSREQUEST']._serialized_start=905
-  _globals['_LISTJOBSREQUEST']._serialized_end=972
-  _globals['_LISTJOBSRESPONSE']._serialized_start=974
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1045
-  _globals['_STREAMOUTPUTREQUEST']._serialized_start=1048
-  _globals['_STREAMOUTPUTREQUEST']._serialized_end=1177
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=1179
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=1268
-  _globals['_OUTPUTCHUNK']._serialized_start=1270
-  _globals['_OUTPUTCHUNK']._serialized_end=1357
-  _globals['_JOBRESULT']._serialized_start=1360
-  _globals['_JOBRESULT']._serialized_end=1694
-  _globals['_JOBRESULT_OUTCOME']._serialized_start=1501
-  _globals['_JOBRESULT_OUTCOME']._serialized_end=1669
-  _globals['_JOB']._serialized_start=1697
-  _globals['_JOB']._serialized_end=2238
+  _globals['_USAGE']._serialized_start=606
+  _globals['_USAGE']._serialized_end=792
+  _globals['_STARTJOBRESPONSE']._serialized_start=794
+  _globals['_STARTJOBRESPONSE']._serialized_end=855
+  _globals['_STOPJOBREQUEST']._serialized_start=857
+  _globals['_STOPJOBREQUEST']._serialized_end=931
+  _globals['_GETJOBREQUEST']._serialized_start=933
+  _globals['_GETJOBREQUEST']._serialized_end=964
+  _globals['_LISTJOBSREQUEST']._serialized_start=966
+  _globals['_LISTJOBSREQUEST']._serialized_end=1033
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1035
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1106
+  _globals['_STREAMOUTPUTREQUEST']._serialized_start=1109
+  _globals['_STREAMOUTPUTREQUEST']._serialized_end=1238
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=1240
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=1329
+  _globals['_OUTPUTCHUNK']._serialized_start=1331
+  _globals['_OUTPUTCHUNK']._serialized_end=1418
+  _globals['_JOBRESULT']._serialized_start=1421
+  _globals['_JOBRESULT']._serialized_end=1755
+  _globals['_JOBRESULT_OUTCOME']._serialized_start=1562
+  _globals['_JOBRESULT_OUTCOME']._serialized_end=1730
+  _globals['_JOB']._serialized_start=1758
+  _globals['_JOB']._serialized_end=2299
   _globals['_JOB_ENVENTRY']._serialized_start=263
   _globals['_JOB_ENVENTRY']._serialized_end=305
-  _globals['_JOBSERVICE']._serialized_start=2475
-  _globals['_JOBSERVICE']._serialized_end=2794
+  _globals['_JOBSERVICE']._serialized_start=2536
+  _globals['_JOBSERVICE']._serialized_end=2855
 # @@protoc_insertion_point(module_scope)

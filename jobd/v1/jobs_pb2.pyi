@@ -252,12 +252,15 @@ class Usage(_message.Message):
     MEMORY_PEAK_BYTES_FIELD_NUMBER: _builtins.int
     OOM_KILLS_FIELD_NUMBER: _builtins.int
     PIDS_LIMIT_HITS_FIELD_NUMBER: _builtins.int
+    MEMORY_CURRENT_BYTES_FIELD_NUMBER: _builtins.int
     cpu_seconds: _builtins.float
     memory_peak_bytes: _builtins.int
     oom_kills: _builtins.int
     """Times the kernel's OOM killer killed a process of the job."""
     pids_limit_hits: _builtins.int
     """Times a fork failed because the task limit was reached."""
+    memory_current_bytes: _builtins.int
+    """Memory in use now (page cache included); unset once the job has ended."""
     def __init__(
         self,
         *,
@@ -265,13 +268,19 @@ class Usage(_message.Message):
         memory_peak_bytes: _builtins.int | None = ...,
         oom_kills: _builtins.int = ...,
         pids_limit_hits: _builtins.int = ...,
+        memory_current_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes", "memory_peak_bytes", b"memory_peak_bytes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_current_bytes", b"_memory_current_bytes", "_memory_peak_bytes", b"_memory_peak_bytes", "memory_current_bytes", b"memory_current_bytes", "memory_peak_bytes", b"memory_peak_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes", "cpu_seconds", b"cpu_seconds", "memory_peak_bytes", b"memory_peak_bytes", "oom_kills", b"oom_kills", "pids_limit_hits", b"pids_limit_hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_current_bytes", b"_memory_current_bytes", "_memory_peak_bytes", b"_memory_peak_bytes", "cpu_seconds", b"cpu_seconds", "memory_current_bytes", b"memory_current_bytes", "memory_peak_bytes", b"memory_peak_bytes", "oom_kills", b"oom_kills", "pids_limit_hits", b"pids_limit_hits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__memory_current_bytes: _TypeAlias = _typing.Literal["memory_current_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_current_bytes: _TypeAlias = _typing.Literal["_memory_current_bytes", b"_memory_current_bytes"]  # noqa: Y015
     _WhichOneofReturnType__memory_peak_bytes: _TypeAlias = _typing.Literal["memory_peak_bytes"]  # noqa: Y015
     _WhichOneofArgType__memory_peak_bytes: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_current_bytes) -> _WhichOneofReturnType__memory_current_bytes | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_peak_bytes) -> _WhichOneofReturnType__memory_peak_bytes | None: ...
 
 Global___Usage: _TypeAlias = Usage  # noqa: Y015

@@ -231,6 +231,11 @@ CNF
             die "openssl could not revoke $pem"
         say wrote "$outdir/ca.index  $1 revoked (serial $serial)"
     fi
+    # A daemon holds every CRL it loaded and uses the one with the latest lastUpdate; of two
+    # made in one second it keeps the older. So a new CRL must not share the old one's second.
+    if [ -e "$outdir/ca.crl" ] && [ "$(date +%s)" -le "$(stat -c %Y "$outdir/ca.crl")" ]; then
+        sleep 1
+    fi
     openssl ca -batch -config "$tmp/ca.cnf" -gencrl -out "$tmp/ca.crl" >/dev/null 2>&1 ||
         die "openssl could not write the CRL"
     chmod 644 "$tmp/ca.crl"

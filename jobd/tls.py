@@ -99,7 +99,9 @@ def server_context(
 
 
 def load_crl(ctx: ssl.SSLContext, crl: Path) -> None:
-    """Add ``crl`` to the context's store; of several CRLs of one CA, OpenSSL uses the newest."""
+    """Add ``crl`` to the context's store. Of several CRLs of one CA, OpenSSL uses the one with
+    the latest lastUpdate (of equal ones, the first loaded): a replacement CRL must be newer
+    to the second, which ``ca/gen.sh --revoke`` ensures."""
     try:
         ctx.load_verify_locations(cafile=str(crl))
     except (OSError, ssl.SSLError) as exc:

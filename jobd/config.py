@@ -8,6 +8,7 @@ Example file (every key optional)::
     key = "/etc/jobd/server.key"      # omit when cert holds the key
     crl = "/etc/jobd/ca.crl"          # revoked client certificates (reloaded on SIGHUP)
     state_dir = "/var/lib/jobd"
+    audit_log = "/var/log/jobd/audit.log"  # default: STATE_DIR/audit.log (JSON lines, 0600)
     grace = 10.0                      # seconds between SIGTERM and SIGKILL
     max_output = "1G"                 # output kept per job; the rest is dropped and counted
 
@@ -38,6 +39,14 @@ Example file (every key optional)::
     max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
     max_output = "10G"                # stored output above this: oldest jobs' output deleted
 
+    [quotas.default]                  # per identity (built in: these values; 0 refuses all)
+    running = 1000                    # jobs starting, running or stopping at once
+    starts_per_minute = 600           # job starts in any 60 seconds
+    streams = 1000                    # open output streams (StreamOutput calls)
+
+    [quotas.identity.alice]           # one identity's own quotas; keys left out: the default's
+    running = 10
+
     [identities]                      # certificate CN -> role; replaces the built-in table
     client_0 = "admin"
     alice = "user"
@@ -60,6 +69,8 @@ from jobd.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_
 from jobd.job import LimitRequest
 from jobd.limits import BUILTIN_DEFAULTS
 from jobd.limits import parse_table as parse_limit_table
+from jobd.quotas import QuotaPolicy
+from jobd.quotas import parse_table as parse_quota_table
 from jobd.retention import RetentionPolicy
 from jobd.units import parse_duration, parse_size
 
@@ -115,6 +126,7 @@ class Config:
     key: Path | None = None
     crl: Path | None = None
     state_dir: Path = field(default_factory=default_state_dir)
+    audit_log: Path | None = None  # None: STATE_DIR/audit.log
     grace: float = 10.0
     max_output: int = DEFAULT_MAX_OUTPUT
     cgroup_parent: str = ""
@@ -125,6 +137,7 @@ class Config:
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
     isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    quotas: QuotaPolicy = field(default_factory=QuotaPolicy)
     config_file: Path | None = None
 
     def apply_file(self, path: Path) -> None:
@@ -143,7 +156,8 @@ class Config:
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
         known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
-        known |= {"metrics", "crl"}
+        known |= {"metrics", "crl", "audit_log"}
+        known |= {"quotas"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -152,7 +166,7 @@ class Config:
                 self.listen = parse_hostport(_typed(data, "listen", str, source))
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
-        for name in ("cacert", "cert", "key", "crl", "state_dir"):
+        for name in ("cacert", "cert", "key", "crl", "state_dir", "audit_log"):
             if name in data:
                 setattr(self, name, Path(_typed(data, name, str, source)))
         if "grace" in data:
@@ -177,6 +191,11 @@ class Config:
             self._apply_limits(data["limits"], source)
         if "isolation" in data:
             self.isolation = _isolation(data["isolation"], self.isolation, source)
+        if "quotas" in data:
+            try:
+                self.quotas = parse_quota_table(data["quotas"], source)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if "identities" in data:
             table = data["identities"]
             if not isinstance(table, dict):
@@ -291,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crl", type=Path, help="certificate revocation list (ca/gen.sh --revoke "
                    "writes ca/ca.crl); reloaded on SIGHUP")
     p.add_argument("--state-dir", type=Path, help="where job output lives (/var/lib/jobd as root)")
+    p.add_argument("--audit-log", type=Path, metavar="PATH",
+                   help="append-only audit log of every call (STATE_DIR/audit.log)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL on stop (10)")
     p.add_argument("--max-output", metavar="SIZE", help="output kept per job, e.g. 512M (1G)")
     p.add_argument("--metrics", metavar="HOST:PORT",
@@ -313,7 +334,7 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         config.apply_file(args.config)
     if args.listen is not None:
         config.listen = parse_hostport(args.listen)
-    for name in ("cacert", "cert", "key", "crl", "state_dir"):
+    for name in ("cacert", "cert", "key", "crl", "state_dir", "audit_log"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if args.metrics is not None:

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import trio
 
-from jobd import procid
+from jobd import bounds, procid
 from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend
 from jobd.cgroups.none import NoneBackend
-from jobd.errors import InvalidArgument, NotFound, SpawnFailed, Unavailable
+from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.isolation import Isolator
 from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
+from jobd.quotas import QuotaPolicy, StartRate, refusal
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
@@ -41,6 +42,7 @@ LEFTOVER_TIMEOUT = 10.0
 
 def validate_spec(spec: JobSpec) -> None:
     """Reject what can never run, before any work is done."""
+    bounds.check_command(spec.argv, spec.env, spec.cwd)
     if not spec.argv:
         raise InvalidArgument("argv is empty: give the program to run")
     if not spec.argv[0]:
@@ -87,6 +89,7 @@ class JobManager:
         limits: LimitPolicy | None = None,
         retention: RetentionPolicy | None = None,
         isolation: Isolator | None = None,
+        quotas: QuotaPolicy | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -97,6 +100,11 @@ class JobManager:
         self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
         self._runners: dict[str, JobRunner] = {}
+        self.quotas = quotas or QuotaPolicy()
+        self._start_rate = StartRate()
+        # Jobs counted against their owner's running quota, from admission until they end.
+        self._counted: dict[str, str] = {}
+        self._running_by: Counter[str] = Counter()
         self.finished_outcomes: Counter[str] = Counter()
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -154,10 +162,16 @@ class JobManager:
         isolation = self.isolation.effective(spec.isolation, role)
         job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits,
                   isolation=isolation)
-        output = OutputLog(self.state.log_path(job.id), self.output_cap)
+        self._admit(job)
+        try:
+            output = OutputLog(self.state.log_path(job.id), self.output_cap)
+        except BaseException:
+            self._uncount(job.id)
+            raise
         try:
             cgroup = self.cgroups.create(f"job-{job.id}", limits)
         except BaseException:
+            self._uncount(job.id)
             output.close()
             output.path.unlink()  # no job, no log
             raise
@@ -175,6 +189,8 @@ class JobManager:
             self._starting -= 1
             if self._starting == 0:
                 self._no_starts.set()
+            if job.id not in self._runners:  # it never ran, or has ended already
+                self._uncount(job.id)
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -187,7 +203,32 @@ class JobManager:
             raise SpawnFailed(f"{job.result.message} (job {job.id} recorded as failed to start)")
         return job
 
+    def _admit(self, job: Job) -> None:
+        """The owner's running and start-rate quotas, before any work: count the job or
+        refuse it. One identity's counts never touch another's."""
+        owner, quota = job.owner, self.quotas.of(job.owner)
+        if self._running_by[owner] >= quota.running:
+            raise ResourceExhausted(refusal(quota.running, "running jobs", owner))
+        if not self._start_rate.allow(owner, quota.starts_per_minute):
+            raise ResourceExhausted(refusal(quota.starts_per_minute, "job starts per minute",
+                                            owner))
+        self._counted[job.id] = owner
+        self._running_by[owner] += 1
+
+    def _uncount(self, job_id: str) -> None:
+        """The job no longer counts as running (idempotent)."""
+        owner = self._counted.pop(job_id, None)
+        if owner is not None:
+            self._running_by[owner] -= 1
+            if not self._running_by[owner]:
+                del self._running_by[owner]
+
+    def running_count(self, owner: str) -> int:
+        return self._running_by[owner]
+
     def _changed(self, job: Job) -> None:
+        if job.finished:
+            self._uncount(job.id)
         self.store.save(job)
         if job.finished and job.result is not None:
             self.finished_outcomes[job.result.outcome.value] += 1
@@ -197,6 +238,7 @@ class JobManager:
     async def _forget_runner(self, runner: JobRunner) -> None:
         await runner.done.wait()
         self._runners.pop(runner.job.id, None)
+        self._uncount(runner.job.id)
         job = runner.job
         log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
                  extra={"job": job.id, "identity": job.owner})

@@ -23,6 +23,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from jobd.audit import AuditLog
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.isolation import Isolator, Launcher, names
@@ -93,8 +94,9 @@ def reload_crl(config: Config, ssl_context: ssl.SSLContext) -> None:
 
 
 def reload(config: Config, service: JobService, manager: JobManager) -> None:
-    """SIGHUP: the role table and the limits from the config file again. Running jobs and
-    streams are untouched; a file that does not load leaves everything as it was."""
+    """SIGHUP: the role table, the limits and the quotas from the config file again. Running
+    jobs and streams are untouched (a lowered quota refuses only new ones); a file that does
+    not load leaves everything as it was."""
     if config.config_file is None:
         log.info("SIGHUP received: no config file to reload")
         return
@@ -110,10 +112,12 @@ def reload(config: Config, service: JobService, manager: JobManager) -> None:
         return
     service.roles = fresh.roles
     manager.limits = limits
+    manager.quotas = config.quotas = fresh.quotas
     config.roles, config.limit_defaults, config.limit_maxima = (
         fresh.roles, fresh.limit_defaults, fresh.limit_maxima
     )
-    log.info("SIGHUP received: reloaded identities and limits from %s", config.config_file)
+    log.info("SIGHUP received: reloaded identities and limits (with quotas) from %s",
+             config.config_file)
 
 
 def _raise_fd_limit() -> None:
@@ -147,7 +151,7 @@ async def serve(
         isolator = detect_isolation(config, state.path / "isolation")
         manager = JobManager(
             state, store, config.grace, config.max_output, cgroups, policy, config.retention,
-            isolator,
+            isolator, config.quotas,
         )
         await _serve(config, ssl_context, manager, task_status)
     finally:
@@ -162,7 +166,22 @@ async def _serve(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     metrics = Metrics()
-    service = JobService(manager, config.roles, metrics)
+    audit = AuditLog.open(config.audit_log or config.state_dir / "audit.log")
+    try:
+        service = JobService(manager, config.roles, metrics, audit)
+        await _serve_service(config, ssl_context, manager, service, metrics, task_status)
+    finally:
+        audit.close()
+
+
+async def _serve_service(
+    config: Config,
+    ssl_context: ssl.SSLContext,
+    manager: JobManager,
+    service: JobService,
+    metrics: Metrics,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             await nursery.start(manager.run)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
+import struct
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -18,11 +23,13 @@ import trio_asyncio
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
-from jobd import errors
+from jobd import bounds, errors
+from jobd.audit import AuditLog
 from jobd.auth import Action, Identity, Role, authorize
 from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
+from jobd.quotas import refusal
 from jobd.tls import TLSConfigError, check_negotiated, common_name
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
@@ -50,12 +57,69 @@ def status_of(exc: errors.JobdError) -> Status:
     raise AssertionError(f"no gRPC status for {type(exc).__name__}")
 
 
+@dataclass
+class Call:
+    """What a handler learned about its call, for the audit line the wrapper writes."""
+
+    identity: str = ""
+    job_id: str = ""
+
+
+_CALL: contextvars.ContextVar[Call] = contextvars.ContextVar("jobd_call")
+
+
+def current_call() -> Call:
+    """This call's record (a throwaway one outside ``rpc``)."""
+    return _CALL.get(Call())
+
+
+def _peer(stream: Stream[Any, Any]) -> str:
+    """The client's address; "" once its connection is gone (asyncio drops the transport)."""
+    try:
+        addr = stream.peer.addr()
+    except (AttributeError, OSError):
+        return ""
+    if not addr:
+        return ""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def recv_request(stream: Stream[Any, Any]) -> Any:
+    """``stream.recv_message()``, refusing a message over ``bounds.MAX_MESSAGE_BYTES`` from
+    its 5-byte gRPC header, before its body is read: grpclib 0.4 has no such setting. This
+    mirrors ``grpclib.server.Stream.recv_message``; other stream types (the unit tests'
+    fakes) are asked as they are."""
+    if not isinstance(stream, Stream):
+        return await stream.recv_message()
+    meta = await stream._stream.recv_data(5)
+    if not meta:
+        return None
+    compressed, length = struct.unpack(">?I", meta)
+    if compressed:
+        raise errors.InvalidArgument("compressed messages are not supported")
+    if length > bounds.MAX_MESSAGE_BYTES:
+        raise errors.ResourceExhausted(
+            f"request message is {length} bytes; the most is {bounds.MAX_MESSAGE_BYTES}"
+        )
+    message = stream._codec.decode(await stream._stream.recv_data(length), stream._recv_type)
+    (message,) = await stream._dispatch.recv_message(message)
+    stream._messages_received += 1
+    stream._stream.connection.messages_received += 1
+    stream._stream.connection.last_message_received = time.monotonic()
+    return message
+
+
 def rpc(handler: Handler) -> Handler:
-    """Map domain errors to statuses; log anything else as the bug it is."""
+    """Map domain errors to statuses; log anything else as the bug it is. Audit every call."""
 
     @functools.wraps(handler)
     async def wrapper(self: JobService, stream: Stream[Any, Any]) -> None:
         status = "OK"
+        message = ""
+        call = Call()
+        token = _CALL.set(call)
+        peer = _peer(stream) if self.audit.fd is not None else ""
         try:
             await handler(self, stream)
             task = asyncio.current_task()
@@ -64,20 +128,27 @@ def rpc(handler: Handler) -> Handler:
                 # finishing normally: say so, or grpclib logs a spurious traceback.
                 raise asyncio.CancelledError()
         except errors.JobdError as exc:
-            status = status_of(exc).name
+            status, message = status_of(exc).name, str(exc)
             raise GRPCError(status_of(exc), str(exc)) from None
         except GRPCError as exc:
-            status = exc.status.name
+            status, message = exc.status.name, str(exc.message or "")
             raise
         except asyncio.CancelledError:
-            status = "CANCELLED"
+            status, message = "CANCELLED", "the call was cancelled"
             raise
         except Exception:
-            status = "INTERNAL"
+            status, message = "INTERNAL", "internal error"
             log.exception("bug: %s failed", handler.__name__)
             raise GRPCError(Status.INTERNAL, "internal error; jobd logged the details") from None
         finally:
+            _CALL.reset(token)
             self.metrics.rpcs[(handler.__name__, status)] += 1
+            if self.audit.fd is not None:
+                self.audit.record(
+                    identity=call.identity, peer=peer, action=handler.__name__,
+                    job_id=call.job_id, outcome="ok" if status == "OK" else status,
+                    message=message,
+                )
 
     return wrapper  # type: ignore[return-value]
 
@@ -97,21 +168,32 @@ def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role]) -> Identity
 
 class JobService(JobServiceBase):
     def __init__(
-        self, manager: JobManager, roles: Mapping[str, Role], metrics: Metrics | None = None
+        self, manager: JobManager, roles: Mapping[str, Role], metrics: Metrics | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.manager = manager
+        self.audit = audit or AuditLog(None)
         self.roles = roles
         self.metrics = metrics or Metrics()
         self.metrics.gauges = lambda: (len(manager.running()), self.active_streams)
         self.metrics.jobs_finished = manager.finished_outcomes
         self.active_streams = 0
+        self.streams_by: Counter[str] = Counter()  # open streams per identity (quotas)
         self._streams_idle = trio.Event()
         self._streams_idle.set()
 
-    async def _unary(self, stream: Stream[Any, Any], fn: Callable[..., Awaitable[Any]]) -> None:
-        request = await stream.recv_message()
+    def _identify(self, stream: Stream[Any, Any]) -> Identity:
         identity = identity_of(stream, self.roles)
+        current_call().identity = identity.name
+        return identity
+
+    async def _unary(self, stream: Stream[Any, Any], fn: Callable[..., Awaitable[Any]]) -> None:
+        identity = self._identify(stream)
+        request = await recv_request(stream)
+        current_call().job_id = bounds.shown_job_id(getattr(request, "job_id", ""))
         reply = await trio_asyncio.trio_as_aio(fn)(identity, request)
+        if isinstance(reply, pb.StartJobResponse):
+            current_call().job_id = reply.job_id
         await stream.send_message(reply)
 
     @rpc
@@ -134,8 +216,9 @@ class JobService(JobServiceBase):
     async def StreamOutput(
         self, stream: Stream[pb.StreamOutputRequest, pb.StreamOutputResponse]
     ) -> None:
-        request = await stream.recv_message()
-        identity = identity_of(stream, self.roles)
+        identity = self._identify(stream)
+        request = await recv_request(stream)
+        current_call().job_id = bounds.shown_job_id(request.job_id)
         send = trio_asyncio.aio_as_trio(stream.send_message)
         await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)
 
@@ -150,8 +233,10 @@ class JobService(JobServiceBase):
         return pb.StartJobResponse(job_id=job.id, job=job_to_pb(job))
 
     def _job(self, identity: Identity, action: Action, job_id: str) -> Any:
-        job = self.manager.find(job_id)
-        authorize(identity, action, job_id=job_id, owner=job.owner if job else None)
+        # An id that cannot be a job's is not looked up: it names no job (NOT_FOUND).
+        job = self.manager.find(job_id) if bounds.job_id_plausible(job_id) else None
+        shown = bounds.shown_job_id(job_id)
+        authorize(identity, action, job_id=shown, owner=job.owner if job else None)
         return job
 
     async def _stop(self, identity: Identity, request: pb.StopJobRequest) -> pb.Job:
@@ -163,6 +248,7 @@ class JobService(JobServiceBase):
         return job_to_pb(self._job(identity, Action.STATUS, request.job_id))
 
     async def _list(self, identity: Identity, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+        bounds.check_owner(request.owner)
         authorize(identity, Action.LIST, owner=request.owner)
         owner = request.owner or (identity.name if identity.role is Role.USER else None)
         page = await self.manager.jobs(owner, request.limit, request.page_token)
@@ -177,6 +263,10 @@ class JobService(JobServiceBase):
         send: Callable[[pb.StreamOutputResponse], Awaitable[None]],
     ) -> None:
         job = self._job(identity, Action.STREAM, request.job_id)
+        quota = self.manager.quotas.of(identity.name).streams
+        if self.streams_by[identity.name] >= quota:
+            raise errors.ResourceExhausted(refusal(quota, "open output streams", identity.name))
+        self.streams_by[identity.name] += 1
         self.active_streams += 1
         self._streams_idle = trio.Event() if self.active_streams == 1 else self._streams_idle
         try:
@@ -195,6 +285,9 @@ class JobService(JobServiceBase):
                 final = await self.manager.wait_finished(job)
             await send(pb.StreamOutputResponse(final=job_to_pb(final)))
         finally:
+            self.streams_by[identity.name] -= 1
+            if not self.streams_by[identity.name]:
+                del self.streams_by[identity.name]
             self.active_streams -= 1
             if self.active_streams == 0:
                 self._streams_idle.set()

@@ -89,7 +89,7 @@ async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
     service = JobService(manager, DEFAULT_ROLES)
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         await nursery.start(manager.run)
-        stream = FakeStream(pb.GetJobRequest(job_id="x"), FakeSSL("client_0"))
+        stream = FakeStream(pb.GetJobRequest(job_id="0" * 36), FakeSSL("client_0"))
         with caplog.at_level(logging.ERROR), pytest.raises(GRPCError) as info:
             await trio_asyncio.aio_as_trio(service.GetJob)(stream)
         assert info.value.status == Status.INTERNAL

@@ -1,0 +1,69 @@
+"""Request bounds: the most a single request may carry, checked before any work is done.
+
+Every bound is here, in one place; the README's security section lists them. Sizes are in
+bytes of UTF-8. A request over a bound gets INVALID_ARGUMENT naming the bound, except a
+malformed job id, which simply names no job (NOT_FOUND, as for any unknown id).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from jobd.errors import InvalidArgument
+
+MiB = 1 << 20
+
+MAX_ARGV_ENTRIES = 4096
+MAX_ARGV_BYTES = 1 * MiB  # all argv entries together
+MAX_ENV_ENTRIES = 1024
+MAX_ENV_BYTES = 1 * MiB  # all KEY=VALUE entries together
+MAX_PATH_BYTES = 4096  # cwd and argv[0]
+MAX_JOB_ID_BYTES = 64  # job ids are UUIDs (36 characters)
+MAX_OWNER_BYTES = 256  # ListJobs' owner filter (a certificate CN is at most 64)
+MAX_MESSAGE_BYTES = 4 * MiB  # one gRPC request message, refused before it is read
+
+_JOB_ID = re.compile(r"[0-9a-f-]*")
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> None:
+    """Raise InvalidArgument naming the first bound the command is over."""
+    if len(argv) > MAX_ARGV_ENTRIES:
+        raise InvalidArgument(f"argv has {len(argv)} entries; the most is {MAX_ARGV_ENTRIES}")
+    total = sum(_size(arg) for arg in argv)
+    if total > MAX_ARGV_BYTES:
+        raise InvalidArgument(f"argv has {total} bytes in all; the most is {MAX_ARGV_BYTES}")
+    if argv and _size(argv[0]) > MAX_PATH_BYTES:
+        raise InvalidArgument(f"argv[0] is {_size(argv[0])} bytes; the most is {MAX_PATH_BYTES}")
+    if len(env) > MAX_ENV_ENTRIES:
+        raise InvalidArgument(f"env has {len(env)} entries; the most is {MAX_ENV_ENTRIES}")
+    total = sum(_size(k) + 1 + _size(v) for k, v in env.items())
+    if total > MAX_ENV_BYTES:
+        raise InvalidArgument(
+            f"env has {total} bytes in all (as KEY=VALUE); the most is {MAX_ENV_BYTES}"
+        )
+    if _size(cwd) > MAX_PATH_BYTES:
+        raise InvalidArgument(f"cwd is {_size(cwd)} bytes; the most is {MAX_PATH_BYTES}")
+
+
+def job_id_plausible(job_id: str) -> bool:
+    """Could this name a job? Longer ids, or other characters, are not looked up at all."""
+    return len(job_id) <= MAX_JOB_ID_BYTES and _JOB_ID.fullmatch(job_id) is not None
+
+
+def shown_job_id(job_id: str) -> str:
+    """The id as an error message may echo it: never more than the bound."""
+    if len(job_id) <= MAX_JOB_ID_BYTES:
+        return job_id
+    return job_id[:MAX_JOB_ID_BYTES] + "..."
+
+
+def check_owner(owner: str) -> None:
+    if _size(owner) > MAX_OWNER_BYTES:
+        raise InvalidArgument(
+            f"owner filter is {_size(owner)} bytes; the most is {MAX_OWNER_BYTES}"
+        )

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import trio
 import trio_asyncio
+from google.protobuf.message import DecodeError
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
@@ -102,7 +103,10 @@ async def recv_request(stream: Stream[Any, Any]) -> Any:
         raise errors.ResourceExhausted(
             f"request message is {length} bytes; the most is {bounds.MAX_MESSAGE_BYTES}"
         )
-    message = stream._codec.decode(await stream._stream.recv_data(length), stream._recv_type)
+    try:
+        message = stream._codec.decode(await stream._stream.recv_data(length), stream._recv_type)
+    except DecodeError as exc:  # a client's malformed bytes, not a bug of ours
+        raise errors.InvalidArgument(f"the request is not a valid message: {exc}") from None
     (message,) = await stream._dispatch.recv_message(message)
     stream._messages_received += 1
     stream._stream.connection.messages_received += 1

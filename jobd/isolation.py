@@ -49,6 +49,7 @@ from pathlib import Path
 
 from jobd.auth import Role
 from jobd.errors import FailedPrecondition, PermissionDenied, SpawnFailed
+from jobd.system import SHELL, SYSTEM_PATH
 
 
 class Namespace(enum.Enum):
@@ -63,9 +64,6 @@ ORDER = tuple(Namespace)
 ALL: frozenset[Namespace] = frozenset(Namespace)
 NONE: frozenset[Namespace] = frozenset()
 ALIASES = {"net": Namespace.NETWORK}
-# Where the daemon looks for its tools after its own PATH.
-TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SHELL = "/bin/sh"
 # Directories a job with a mount namespace gets empty and private (tmpfs), as systemd's
 # PrivateTmp gives /tmp and /var/tmp; /dev/shm holds POSIX shared memory.
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -298,7 +296,7 @@ class Launcher:
     @classmethod
     def find(cls, directory: Path) -> Launcher:
         """The tools from the daemon's PATH, then the usual places."""
-        search = os.pathsep.join(p for p in (os.environ.get("PATH", ""), TOOL_PATH) if p)
+        search = os.pathsep.join(p for p in (os.environ.get("PATH", ""), SYSTEM_PATH) if p)
         unshare, mount, timeout = (shutil.which(t, path=search)
                                    for t in ("unshare", "mount", "timeout"))  # fmt: skip
         return cls(unshare, mount, timeout, directory)
@@ -376,7 +374,7 @@ class Launcher:
         try:
             done = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env={"PATH": TOOL_PATH}, cwd="/", timeout=PROBE_TIMEOUT,
+                stderr=subprocess.PIPE, env={"PATH": SYSTEM_PATH}, cwd="/", timeout=PROBE_TIMEOUT,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)

@@ -30,11 +30,11 @@ from jobd.errors import SpawnFailed
 from jobd.isolation import Isolator
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
+from jobd.system import SHELL, SYSTEM_PATH
 from jobd.units import format_size
 
 log = logging.getLogger(__name__)
 
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # After the main process exits and its group is killed, a process that escaped the group
 # (setsid) may still hold a pipe open; stop reading after this long rather than never end.
 DRAIN_TIMEOUT = 2.0
@@ -44,13 +44,12 @@ EMPTY_TIMEOUT = 10.0
 # Joins every cgroup given before "--", then becomes the command ("$@" keeps argv[0] as
 # given and is looked up in the job's PATH, exactly as the daemon already checked).
 SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-SHELL = "/bin/sh"
 NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
 
 
 def job_environment(job_id: str, requested: Mapping[str, str]) -> dict[str, str]:
     """The documented minimal environment, then whatever the request sets."""
-    env = {"PATH": BASE_PATH, "HOME": "/", "LANG": "C.UTF-8", "JOBD_JOB_ID": job_id}
+    env = {"PATH": SYSTEM_PATH, "HOME": "/", "LANG": "C.UTF-8", "JOBD_JOB_ID": job_id}
     env.update(requested)
     return env
 

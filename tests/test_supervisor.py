@@ -33,12 +33,12 @@ from jobd.errors import SpawnFailed
 from jobd.job import Job, JobSpec, Outcome, Result, State
 from jobd.output import OutputLog, Stream, follow
 from jobd.supervisor import (
-    BASE_PATH,
     JobRunner,
     check_cwd,
     job_environment,
     resolve_executable,
 )
+from jobd.system import SYSTEM_PATH
 
 # --- resolving the command and the working directory ------------------------------------
 
@@ -56,21 +56,21 @@ def test_resolve_absolute_path(tmp_path: Path) -> None:
 
 def test_resolve_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(tmp_path / "nope"), BASE_PATH, "/")
+        resolve_executable(str(tmp_path / "nope"), SYSTEM_PATH, "/")
     assert str(info.value) == f"cannot execute {str(tmp_path / 'nope')!r}: no such file"
 
 
 def test_resolve_directory(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(tmp_path / "dir"), BASE_PATH, "/")
+        resolve_executable(str(tmp_path / "dir"), SYSTEM_PATH, "/")
     assert str(info.value) == f"cannot execute {str(tmp_path / 'dir')!r}: is a directory"
 
 
 def test_resolve_not_executable(tmp_path: Path) -> None:
     prog = make_file(tmp_path / "data.txt", 0o644)
     with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(prog), BASE_PATH, "/")
+        resolve_executable(str(prog), SYSTEM_PATH, "/")
     assert str(info.value) == f"cannot execute {str(prog)!r}: permission denied"
 
 
@@ -96,7 +96,7 @@ def test_resolve_searches_path_in_order(tmp_path: Path) -> None:
     search = f"/nonexistent:{first}:{second}"
     assert resolve_executable("tool", search, "/") == str(second / "tool")
     assert resolve_executable("other", search, "/") == str(second / "other")
-    assert resolve_executable("sh", BASE_PATH, "/") in ("/usr/bin/sh", "/bin/sh")
+    assert resolve_executable("sh", SYSTEM_PATH, "/") in ("/usr/bin/sh", "/bin/sh")
 
 
 def test_resolve_relative_path_entries_are_relative_to_cwd(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_resolve_command_not_found(tmp_path: Path) -> None:
         resolve_executable("noexec", search, "/")
     assert str(info.value) == f"cannot execute 'noexec': command not found in PATH={search}"
     with pytest.raises(SpawnFailed, match="command not found in PATH="):
-        resolve_executable("jobd-no-such-command", BASE_PATH, "/")
+        resolve_executable("jobd-no-such-command", SYSTEM_PATH, "/")
 
 
 def test_check_cwd(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_check_cwd(tmp_path: Path) -> None:
 
 def test_job_environment_is_minimal() -> None:
     assert job_environment("j-1", {}) == {
-        "PATH": BASE_PATH,
+        "PATH": SYSTEM_PATH,
         "HOME": "/",
         "LANG": "C.UTF-8",
         "JOBD_JOB_ID": "j-1",
@@ -323,7 +323,7 @@ async def test_environment_is_minimal_and_nothing_leaks(
     env = json.loads(output[Stream.STDOUT])
     assert "JOBD_TEST_SECRET" not in env
     assert env == {
-        "PATH": BASE_PATH,
+        "PATH": SYSTEM_PATH,
         "HOME": "/",
         "LANG": "C.UTF-8",
         "JOBD_JOB_ID": runner.job.id,
@@ -545,7 +545,7 @@ async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> No
     [
         (["/nonexistent/prog"], "/", "cannot execute '/nonexistent/prog': no such file"),
         (["jobd-no-such-command"], "/",
-         f"cannot execute 'jobd-no-such-command': command not found in PATH={BASE_PATH}"),
+         f"cannot execute 'jobd-no-such-command': command not found in PATH={SYSTEM_PATH}"),
         (["sh"], "/nonexistent", "working directory '/nonexistent' does not exist"),
     ],
 )  # fmt: skip

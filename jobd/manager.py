@@ -245,10 +245,15 @@ class JobManager:
 
     def find(self, job_id: str) -> Job | None:
         runner = self._runners.get(job_id)
-        if runner is None:
-            return self.store.get(job_id)
-        runner.refresh_usage()
-        return runner.job
+        return runner.job if runner is not None else self.store.get(job_id)
+
+    def with_current_usage(self, job: Job) -> Job:
+        """``job``, its resource usage read from its cgroup now if it runs (a few file reads:
+        only for a status, not for every stop or stream)."""
+        runner = self._runners.get(job.id)
+        if runner is not None:
+            runner.refresh_usage()
+        return job
 
     def get(self, job_id: str) -> Job:
         job = self.find(job_id)

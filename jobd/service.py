@@ -249,7 +249,8 @@ class JobService(JobServiceBase):
         return job_to_pb(await self.manager.stop(job, identity.name, grace))
 
     async def _get(self, identity: Identity, request: pb.GetJobRequest) -> pb.Job:
-        return job_to_pb(self._job(identity, Action.STATUS, request.job_id))
+        job = self._job(identity, Action.STATUS, request.job_id)
+        return job_to_pb(self.manager.with_current_usage(job))
 
     async def _list(self, identity: Identity, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         bounds.check_owner(request.owner)

@@ -47,11 +47,21 @@ class Retention:
             self.prune_output(self.policy.max_output)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.stored = sum(e.stat().st_size for e in os.scandir(self.state.output) if e.is_file())
+        # One stat per stored log: off the event loop, there may be 100,000 of them.
+        self.stored = await trio.to_thread.run_sync(self._measure)
         task_status.started()
         while True:
-            self.prune()
+            if self.policy.max_age is not None:
+                cutoff = time.time() - self.policy.max_age
+                # Let calls be served between batches of a large first prune.
+                while self._forget_batch(cutoff):
+                    await trio.lowlevel.checkpoint()
+            if self.policy.max_output is not None:
+                self.prune_output(self.policy.max_output)
             await trio.sleep(INTERVAL)  # the age limit moves on with the clock alone
+
+    def _measure(self) -> int:
+        return sum(e.stat().st_size for e in os.scandir(self.state.output) if e.is_file())
 
     def prune(self, now: float | None = None) -> None:
         if self.policy.max_age is not None:
@@ -60,15 +70,19 @@ class Retention:
             self.prune_output(self.policy.max_output)
 
     def prune_age(self, cutoff: float) -> None:
-        forgotten = 0
-        while ids := self.store.finished_before(cutoff, BATCH):
-            for job_id in ids:
-                self._delete_log(job_id)
+        while self._forget_batch(cutoff):
+            pass
+
+    def _forget_batch(self, cutoff: float) -> int:
+        """Forget up to one batch of jobs that ended before ``cutoff``; how many."""
+        ids = self.store.finished_before(cutoff, BATCH)
+        for job_id in ids:
+            self._delete_log(job_id)
+        if ids:
             self.store.delete(ids)
-            forgotten += len(ids)
-        if forgotten:
-            log.info("retention: forgot %d job(s) that ended over %s ago", forgotten,
+            log.info("retention: forgot %d job(s) that ended over %s ago", len(ids),
                      _age(self.policy.max_age))
+        return len(ids)
 
     def prune_output(self, limit: int) -> None:
         deleted = 0

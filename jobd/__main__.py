@@ -34,6 +34,7 @@ def check_report(config: Config) -> str:
             *(f"maximum limits for {role.value}: {_limits_text(req)}"
               for role, req in config.limit_maxima.items()),
             "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
+            config.connections.describe(),
             backend.describe(),
             *config.isolation.describe(),
             isolation.availability.describe(),

@@ -39,6 +39,13 @@ Example file (every key optional)::
     max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
     max_output = "10G"                # stored output above this: oldest jobs' output deleted
 
+    [connections]                     # built in: these values
+    handshake_timeout = "5s"          # a TLS handshake not done by then is dropped
+    idle_timeout = "5m"               # a connection without a call this long is closed
+    max = 1000                        # connections open at once, handshaking ones too
+    max_per_peer = 100                # of those, from one client IP address
+    max_streams = 100                 # concurrent calls (HTTP/2 streams) per connection
+
     [quotas.default]                  # per identity (built in: these values; 0 refuses all)
     running = 1000                    # jobs starting, running or stopping at once
     starts_per_minute = 600           # job starts in any 60 seconds
@@ -65,6 +72,8 @@ from pathlib import Path
 from typing import Any
 
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.connections import ConnectionLimits
+from jobd.connections import parse_table as parse_connections_table
 from jobd.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
 from jobd.job import LimitRequest
 from jobd.limits import BUILTIN_DEFAULTS
@@ -138,6 +147,7 @@ class Config:
     isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     quotas: QuotaPolicy = field(default_factory=QuotaPolicy)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     config_file: Path | None = None
 
     def apply_file(self, path: Path) -> None:
@@ -158,6 +168,7 @@ class Config:
         known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
         known |= {"metrics", "crl", "audit_log"}
         known |= {"quotas"}
+        known |= {"connections"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -194,6 +205,11 @@ class Config:
         if "quotas" in data:
             try:
                 self.quotas = parse_quota_table(data["quotas"], source)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if "connections" in data:
+            try:
+                self.connections = parse_connections_table(data["connections"], source)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         if "identities" in data:

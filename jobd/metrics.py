@@ -33,6 +33,10 @@ class Metrics:
         self.start_sum = 0.0
         # Gauges read when scraped: (running jobs, open streams).
         self.gauges: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        # jobd.connections: refused by cap; dropped by reason; open now (handshakes too).
+        self.connections_refused: Counter[str] = Counter()
+        self.connections_dropped: Counter[str] = Counter()
+        self.connections_open: Callable[[], int] = lambda: 0
 
     def job_started(self, seconds: float) -> None:
         self.jobs_started += 1
@@ -72,6 +76,17 @@ class Metrics:
             f'jobd_start_seconds_bucket{{le="+Inf"}} {self.start_count}',
             f"jobd_start_seconds_sum {self.start_sum}",
             f"jobd_start_seconds_count {self.start_count}",
+            "# HELP jobd_connections_open Client connections open now, handshaking ones too.",
+            "# TYPE jobd_connections_open gauge",
+            f"jobd_connections_open {self.connections_open()}",
+            "# HELP jobd_connections_refused_total Connections closed at once, by the cap met.",
+            "# TYPE jobd_connections_refused_total counter",
+            *(f'jobd_connections_refused_total{{limit="{c}"}} {n}'
+              for c, n in sorted(self.connections_refused.items())),
+            "# HELP jobd_connections_dropped_total Connections the daemon closed, by reason.",
+            "# TYPE jobd_connections_dropped_total counter",
+            *(f'jobd_connections_dropped_total{{reason="{r}"}} {n}'
+              for r, n in sorted(self.connections_dropped.items())),
         ]
         return "\n".join(lines) + "\n"
 

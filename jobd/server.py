@@ -7,7 +7,6 @@ server, exit. A second signal skips the grace periods and the stream drain.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
 import signal
@@ -26,6 +25,7 @@ from grpclib.server import Server
 from jobd.audit import AuditLog
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
+from jobd.connections import Listener
 from jobd.isolation import Isolator, Launcher, names
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
@@ -41,14 +41,6 @@ log = logging.getLogger(__name__)
 
 # How long finished jobs' streams may take to deliver their last bytes to slow clients.
 STREAM_DRAIN_TIMEOUT = 5.0
-
-
-def _listener(server: Server) -> asyncio.Server:
-    # grpclib keeps its asyncio server private, and it is the only handle on the listening
-    # sockets: we need them to report the bound port and to stop accepting before the rest.
-    listener = server._server
-    assert isinstance(listener, asyncio.Server)
-    return listener
 
 
 def detect_cgroups(config: Config) -> CgroupBackend:
@@ -193,9 +185,10 @@ async def _serve_service(
             serving.set(True)
             health = Health({service: [serving]})
             server = Server(ServerReflection.extend([service, health]))
-            host, port = config.listen
-            await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=ssl_context)
-            addrs = [_format_addr(s.getsockname()) for s in _listener(server).sockets]
+            # Not server.start: jobd accepts connections itself (handshake deadline, caps).
+            listener = Listener(server, ssl_context, config.connections, metrics)
+            bound = await nursery.start(listener.serve, *config.listen)
+            addrs = [_format_addr(addr) for addr in bound]
             log.info("listening on %s", ", ".join(addrs))
             notify("READY=1")
             task_status.started(addrs)
@@ -211,15 +204,15 @@ async def _serve_service(
                 break
             serving.set(False)
             notify("STOPPING=1")
-            await _shutdown(server, manager, service, signals)
+            await _shutdown(listener, manager, service, signals)
             nursery.cancel_scope.cancel()
     log.info("stopped")
 
 
 async def _shutdown(
-    server: Server, manager: JobManager, service: JobService, signals: AsyncIterator[int]
+    listener: Listener, manager: JobManager, service: JobService, signals: AsyncIterator[int]
 ) -> None:
-    _listener(server).close()
+    listener.stop_accepting()
     async with trio.open_nursery() as nursery:
         drain = trio.CancelScope()
 
@@ -236,5 +229,5 @@ async def _shutdown(
         with drain, trio.move_on_after(STREAM_DRAIN_TIMEOUT):
             await service.wait_streams_idle()
         nursery.cancel_scope.cancel()
-    server.close()
-    await trio_asyncio.aio_as_trio(server.wait_closed)()
+    listener.close()
+    await listener.wait_closed()

@@ -1,0 +1,463 @@
+"""Connections: the TLS handshake deadline, caps on open connections, the HTTP/2 stream limit
+and idle connections, in front of grpclib's server (the ``[connections]`` table).
+
+grpclib's ``Server.start`` calls asyncio's ``create_server`` without ``ssl_handshake_timeout``
+(asyncio's default: 60 s) and offers no hook before the handshake, where a connection's peer
+address is known but no TLS work has been done. So jobd accepts connections itself, in trio:
+each new connection is counted against ``max`` and ``max_per_peer`` before a byte of TLS is
+read and, past either cap, reset at once. Otherwise its socket goes to asyncio's public
+``loop.connect_accepted_socket(..., ssl=..., ssl_handshake_timeout=...)`` with the protocol
+grpclib would have used, wrapped. A connection holds its place in the counts until it is gone,
+handshake or not, so one client's flood of handshakes or half-open connections uses up only its
+own share.
+
+The wrapper advertises ``SETTINGS_MAX_CONCURRENT_STREAMS``: clients queue calls past it, h2
+refuses streams past it once the client has acknowledged it, and before that the wrapper
+refuses them itself (``RST_STREAM``, ``REFUSED_STREAM``). It counts the calls in flight
+through grpclib's per-connection handler and closes a connection that has had none for
+``idle_timeout`` (``GOAWAY``, then the TLS close).
+
+grpclib internals used, here only and pinned by ``tests/test_connections.py``:
+``Server._protocol_factory`` (the protocol grpclib makes for each connection) and
+``grpclib.protocol.Connection._connection`` (its h2 connection, for SETTINGS and GOAWAY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import math
+import socket
+import ssl
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+import trio
+import trio_asyncio
+from grpclib.protocol import AbstractHandler, H2Protocol
+from grpclib.protocol import Stream as H2Stream
+from grpclib.server import Handler, Server
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+
+from jobd.metrics import Metrics
+from jobd.units import parse_duration
+
+log = logging.getLogger(__name__)
+
+MAX_COUNT = 1_000_000
+MAX_HANDSHAKE_TIMEOUT = 3600.0
+MAX_IDLE_TIMEOUT = 30 * 86400.0
+# One line per peer (and one for the total cap) at most this often; the metrics count them all.
+LOG_INTERVAL = 60.0
+# accept() fails while descriptors or memory are short; retry after this, as trio's
+# serve_listeners does, rather than spin on a socket that stays readable.
+ACCEPT_RETRY = 0.1
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    handshake_timeout: float = 5.0  # also bounds the TLS close
+    idle_timeout: float = 300.0
+    max: int = 1000
+    max_per_peer: int = 100
+    max_streams: int = 100
+
+    def describe(self) -> str:
+        """One line for ``jobd --check``."""
+        return (
+            f"connections: at most {self.max} ({self.max_per_peer} per client address), "
+            f"{self.max_streams} concurrent calls each; TLS handshake within "
+            f"{self.handshake_timeout:g} s; closed after {self.idle_timeout:g} s without a call"
+        )
+
+
+_DURATIONS = {"handshake_timeout": (MAX_HANDSHAKE_TIMEOUT, "1h"),
+              "idle_timeout": (MAX_IDLE_TIMEOUT, "30d")}
+_COUNTS = ("max", "max_per_peer", "max_streams")
+
+
+def parse_table(table: Any, where: str) -> ConnectionLimits:
+    """The config file's ``[connections]`` table; keys left out keep the built-in values.
+    ``where`` names the file in messages; errors are ValueError."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [connections] must be a table")
+    known = [f.name for f in fields(ConnectionLimits)]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: [connections]: unknown setting(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name in _DURATIONS:
+            values[name] = _duration(value, name, *_DURATIONS[name], where)
+        elif not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
+            raise ValueError(f"{where}: [connections]: {name} must be a whole number from 1 to "
+                             f"{MAX_COUNT}, not {value!r}")
+        else:
+            values[name] = value
+    return ConnectionLimits(**values)
+
+
+def _duration(value: Any, name: str, most: float, most_text: str, where: str) -> float:
+    problem = (f"{where}: [connections]: {name} must be a number of seconds or a duration such "
+               f"as \"90s\" or \"5m\", more than 0 and at most {most_text}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(problem)
+    try:
+        seconds = parse_duration(str(value))
+    except ValueError:
+        raise ValueError(problem) from None
+    if not (math.isfinite(seconds) and 0 < seconds <= most):
+        raise ValueError(problem)
+    return seconds
+
+
+class Gate:
+    """The connections open now, in total and per peer address, and which cap a new one would
+    break. Handshaking connections count: that is what stops a flood of them."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self._peers: Counter[str] = Counter()
+
+    def admit(self, peer: str) -> str | None:
+        """Count a new connection from ``peer`` and return None, or return the name of the cap
+        it would break (and count nothing)."""
+        if self.open >= self.limits.max:
+            return "max"
+        if self._peers[peer] >= self.limits.max_per_peer:
+            return "max_per_peer"
+        self.open += 1
+        self._peers[peer] += 1
+        return None
+
+    def release(self, peer: str) -> None:
+        self.open -= 1
+        self._peers[peer] -= 1
+        if self._peers[peer] <= 0:
+            del self._peers[peer]
+
+    def count(self, peer: str) -> int:
+        return self._peers.get(peer, 0)
+
+
+class LogThrottle:
+    """At most one log line per key in any ``interval`` seconds; counts those held back.
+
+    Keys are remembered for one interval; past ``keys`` of them (a flood from many addresses)
+    new keys stay quiet until old ones expire, so memory stays bounded.
+    """
+
+    def __init__(self, interval: float = LOG_INTERVAL, keys: int = 4096,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        self._interval = interval
+        self._keys = keys
+        self._clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, held back since)
+
+    def allow(self, key: str) -> int | None:
+        """None: stay quiet. Otherwise log, saying how many were held back since last time."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return None
+        if last is None and len(self._last) >= self._keys:
+            self._last = {k: v for k, v in self._last.items() if now - v[0] < self._interval}
+            if len(self._last) >= self._keys:
+                return None
+        self._last[key] = (now, 0)
+        return 0 if last is None else last[1]
+
+
+def _h2_of(protocol: H2Protocol) -> H2Connection:
+    h2 = getattr(protocol.connection, "_connection", None)
+    if not isinstance(h2, H2Connection):
+        raise RuntimeError("grpclib's Connection no longer keeps its H2Connection in "
+                           "_connection: jobd/connections.py needs updating")
+    return h2
+
+
+class _Calls(AbstractHandler):
+    """grpclib's handler of one connection, behind a count of its calls in flight."""
+
+    def __init__(self, inner: Handler, connection: _Connection) -> None:
+        self.inner = inner
+        self.open: set[H2Stream] = set()
+        self._connection = connection
+
+    def accept(self, stream: H2Stream, headers: list[tuple[str, str]],
+               release_stream: Callable[[], None]) -> None:
+        if len(self.open) >= self._connection.limits.max_streams:
+            # Reached only before the client acknowledged our SETTINGS; after, h2 refuses the
+            # stream itself. REFUSED_STREAM tells the client nothing was done: safe to retry.
+            stream.reset_nowait(ErrorCodes.REFUSED_STREAM)
+            release_stream()
+            return
+        self.open.add(stream)
+        self._connection.busy()
+
+        def release() -> None:
+            self._done(stream)
+            release_stream()
+
+        self.inner.accept(stream, headers, release)
+
+    def cancel(self, stream: H2Stream) -> None:
+        self.inner.cancel(stream)
+        # A task cancelled before its first step never runs its finally, so never calls
+        # release: count the stream as done here too.
+        self._done(stream)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _done(self, stream: H2Stream) -> None:
+        if stream in self.open:
+            self.open.discard(stream)
+            if not self.open:
+                self._connection.idle()
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: grpclib's protocol inside, the stream limit and the idle timer
+    around it. asyncio calls it; the listener's trio task waits for ``lost``."""
+
+    def __init__(self, protocol: H2Protocol, peer: str, limits: ConnectionLimits,
+                 loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        handler = protocol.handler
+        if not isinstance(handler, Handler):
+            raise RuntimeError("grpclib's protocol holds no grpclib.server.Handler: "
+                               "jobd/connections.py needs updating")
+        self.peer = peer
+        self.limits = limits
+        self.calls = _Calls(handler, self)
+        protocol.handler = self.calls  # read by its connection_made
+        self.made = False
+        self.lost = trio.Event()
+        self._protocol = protocol
+        self._loop = loop
+        self._metrics = metrics
+        self._transport: asyncio.Transport | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
+        self._transport = cast(asyncio.Transport, transport)  # TLS: an asyncio.Transport
+        self._protocol.connection_made(transport)
+        # grpclib has just sent h2's default SETTINGS (100 streams); this one follows it.
+        _h2_of(self._protocol).update_settings(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_streams}
+        )
+        self._protocol.connection.flush()
+        self.idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._protocol.eof_received()
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.busy()
+        self._protocol.connection_lost(exc)
+        self.lost.set()
+
+    def busy(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def idle(self) -> None:
+        if self._idle_timer is None and not self.lost.is_set():
+            self._idle_timer = self._loop.call_later(self.limits.idle_timeout, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._idle_timer = None
+        transport = self._transport
+        if self.calls.open or transport is None or transport.is_closing():
+            return
+        log.debug("closing the connection from %s: no call for %g s", self.peer,
+                  self.limits.idle_timeout, extra={"peer": self.peer})
+        self._metrics.connections_dropped["idle"] += 1
+        # GOAWAY first, so that the client knows no call was lost and simply reconnects.
+        with contextlib.suppress(ProtocolError):
+            _h2_of(self._protocol).close_connection()
+            self._protocol.connection.flush()
+        transport.close()
+
+    def discard(self) -> None:
+        """Whatever happened: drop the connection and let grpclib forget its handler."""
+        self.busy()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+        # Without a handshake grpclib never closes the handler, and its server keeps it.
+        self.calls.close()
+
+
+def _protocol_factory(server: Server) -> Callable[[], H2Protocol]:
+    factory = getattr(server, "_protocol_factory", None)
+    if not callable(factory):
+        raise RuntimeError("grpclib's Server has no _protocol_factory: "
+                           "jobd/connections.py needs updating")
+
+    def make() -> H2Protocol:
+        protocol = factory()
+        if not isinstance(protocol, H2Protocol):
+            raise RuntimeError("grpclib's Server._protocol_factory made no H2Protocol: "
+                               "jobd/connections.py needs updating")
+        return protocol
+
+    return make
+
+
+class Listener:
+    """Accepts connections for a grpclib server under trio-asyncio; see the module docstring.
+
+    ``serve`` runs until cancelled (or until every connection is gone after
+    ``stop_accepting``); ``close`` and ``wait_closed`` do for the calls in flight what
+    grpclib's ``Server.close`` and ``wait_closed`` do for its own listener.
+    """
+
+    def __init__(self, server: Server, ssl_context: ssl.SSLContext, limits: ConnectionLimits,
+                 metrics: Metrics) -> None:
+        self.limits = limits
+        self.gate = Gate(limits)
+        self._factory = _protocol_factory(server)
+        # At start-up rather than at the first connection: a grpclib that changed fails here.
+        _Connection(self._factory(), "", limits, asyncio.get_event_loop(), metrics).discard()
+        self._ssl = ssl_context
+        self._metrics = metrics
+        self._throttle = LogThrottle()
+        self._connections: set[_Connection] = set()
+        self._listeners: list[trio.SocketListener] = []
+        self._accepting = trio.CancelScope()
+        metrics.connections_open = lambda: self.gate.open
+
+    async def serve(self, host: str, port: int, *,
+                    task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Listen on ``host:port``; report the bound addresses when ready."""
+        loop = asyncio.get_event_loop()
+        try:
+            self._listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
+        task_status.started([listener.socket.getsockname() for listener in self._listeners])
+        async with trio.open_nursery() as connections:
+            with self._accepting:
+                async with trio.open_nursery() as accepting:
+                    for listener in self._listeners:
+                        accepting.start_soon(self._accept, listener, connections, loop)
+            self.stop_accepting()
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; connections already accepted go on."""
+        self._accepting.cancel()
+        for listener in self._listeners:
+            listener.socket.close()
+
+    def close(self) -> None:
+        """Stop accepting and cancel every call in flight (the connections stay open)."""
+        self.stop_accepting()
+        for connection in self._connections:
+            connection.calls.close()
+
+    async def wait_closed(self) -> None:
+        """Return when every call cancelled by ``close`` has finished."""
+        for connection in list(self._connections):
+            await trio_asyncio.aio_as_trio(connection.calls.inner.wait_closed)()
+
+    async def _accept(self, listener: trio.SocketListener, connections: trio.Nursery,
+                      loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if self._throttle.allow("accept") is not None:
+                    log.error("cannot accept connections: %s; retrying every %g s",
+                              exc.strerror, ACCEPT_RETRY)
+                await trio.sleep(ACCEPT_RETRY)
+                continue
+            sock = stream.socket
+            try:
+                peer = str(sock.getpeername()[0])
+            except OSError:
+                sock.close()  # the client has gone already
+                continue
+            refused = self.gate.admit(peer)
+            if refused is not None:
+                self._refuse(sock, peer, refused)
+                continue
+            accepted = socket.socket(fileno=sock.detach())
+            connections.start_soon(self._connection, accepted, peer, loop)
+
+    def _refuse(self, sock: trio.socket.SocketType, peer: str, cap: str) -> None:
+        # A reset, not a FIN: nothing of a refused connection lingers here in TIME_WAIT.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        self._metrics.connections_refused[cap] += 1
+        held = self._throttle.allow(cap if cap == "max" else f"{cap} {peer}")
+        if held is None:
+            return
+        more = f"; {held} more refused since the last such line" if held else ""
+        if cap == "max":
+            log.warning("refused a connection from %s: %d connections are open "
+                        "([connections] max = %d)%s", peer, self.gate.open, self.limits.max,
+                        more, extra={"peer": peer})
+        else:
+            log.warning("refused a connection from %s: %d connections from this address are "
+                        "open ([connections] max_per_peer = %d)%s", peer, self.gate.count(peer),
+                        self.limits.max_per_peer, more, extra={"peer": peer})
+
+    async def _connection(self, sock: socket.socket, peer: str,
+                          loop: asyncio.AbstractEventLoop) -> None:
+        connection = _Connection(self._factory(), peer, self.limits, loop, self._metrics)
+        self._connections.add(connection)
+        try:
+            # The transport owns the socket from here on, and closes it however this ends.
+            await trio_asyncio.aio_as_trio(loop.connect_accepted_socket)(
+                lambda: connection, sock, ssl=self._ssl,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+                ssl_shutdown_timeout=self.limits.handshake_timeout,
+            )
+            if connection.made:  # else the client left just as the handshake ended
+                await connection.lost.wait()
+        except OSError as exc:  # ssl.SSLError too
+            # asyncio's handshake deadline raises ConnectionAbortedError; nothing else does.
+            timeout = isinstance(exc, ConnectionAbortedError)
+            self._metrics.connections_dropped[
+                "handshake_timeout" if timeout else "handshake_failed"] += 1
+            log.debug("TLS handshake with %s %s: %s", peer,
+                      "timed out" if timeout else "failed", exc, extra={"peer": peer})
+        except Exception:
+            # One connection's bug must not end the others: say it loudly, go on.
+            log.exception("connection from %s failed", peer, extra={"peer": peer})
+        finally:
+            self._connections.discard(connection)
+            connection.discard()
+            self.gate.release(peer)

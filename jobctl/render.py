@@ -187,6 +187,7 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
         ("Created", _when(job, "created_at", now)),
         ("Started", _when(job, "started_at", now)),
         ("Ended", _when(job, "ended_at", now)),
+        ("Account", printable(job.run_as) or "-"),
         ("PID", str(job.pid) if job.pid else "-"),
         ("Output", f"{size(job.output_bytes)} ({job.output_bytes} bytes)"),
     ]

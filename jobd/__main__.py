@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import trio
 
-from jobd import logs
+from jobd import logs, privdrop
+from jobd.accounts import daemon_account
 from jobd.config import Config, ConfigError, load
 from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDir, StateDirError
@@ -38,12 +40,23 @@ def check_report(config: Config) -> str:
             backend.describe(),
             *config.isolation.describe(),
             isolation.availability.describe(),
+            *run_as_report(config),
         ]
     finally:
         # The parent groups are a running daemon's if one uses this state directory.
         if not StateDir(config.state_dir).in_use():
             backend.remove_parent()
     return "\n".join(lines)
+
+
+def run_as_report(config: Config) -> list[str]:
+    if os.geteuid() != 0:
+        return [f"run as: every job runs as the daemon's own user, "
+                f"{daemon_account().describe()} (switching accounts needs root)"]
+    setpriv = privdrop.find_setpriv()
+    found = f"setpriv: {setpriv}" if setpriv else "setpriv: NOT FOUND (util-linux): jobs of "
+    found += "" if setpriv else "accounts other than root cannot start"
+    return [*config.run_as.describe(), found]
 
 
 def _limits_text(request: object) -> str:

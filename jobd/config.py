@@ -54,6 +54,13 @@ Example file (every key optional)::
     [quotas.identity.alice]           # one identity's own quotas; keys left out: the default's
     running = 10
 
+    [run_as]                          # the Unix account a role's jobs run as (needs root)
+    user = "nobody"                   # built in; "USER:GROUP" or numbers ("61000:61000") too
+    admin = "root"                    # built in
+
+    [run_as.identity]                 # per identity, before its role's
+    alice = "alice"                   # alice's primary and supplementary groups
+
     [identities]                      # certificate CN -> role; replaces the built-in table
     client_0 = "admin"
     alice = "user"
@@ -71,6 +78,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jobd.accounts import RunAsPolicy
+from jobd.accounts import parse_table as parse_run_as
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
 from jobd.connections import ConnectionLimits
 from jobd.connections import parse_table as parse_connections_table
@@ -148,6 +157,7 @@ class Config:
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     quotas: QuotaPolicy = field(default_factory=QuotaPolicy)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    run_as: RunAsPolicy = field(default_factory=RunAsPolicy)
     config_file: Path | None = None
 
     def apply_file(self, path: Path) -> None:
@@ -169,6 +179,7 @@ class Config:
         known |= {"metrics", "crl", "audit_log"}
         known |= {"quotas"}
         known |= {"connections"}
+        known |= {"run_as"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -210,6 +221,11 @@ class Config:
         if "connections" in data:
             try:
                 self.connections = parse_connections_table(data["connections"], source)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if "run_as" in data:
+            try:
+                self.run_as = parse_run_as(_table(data["run_as"], "run_as", source), source)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         if "identities" in data:

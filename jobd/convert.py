@@ -136,6 +136,7 @@ def job_to_pb(job: Job) -> pb.Job:
         limits=limits_to_pb(job.limits),
         usage=usage_to_pb(job.usage),
         isolation=isolation_to_pb(job.isolation),
+        run_as=job.run_as,
     )
 
 

@@ -154,6 +154,8 @@ class Job:
     usage: Usage = field(default_factory=Usage)
     # The namespaces the job runs in (its own PID namespace, ...): empty for none.
     isolation: frozenset[Namespace] = frozenset()
+    # The Unix account it runs as, as status shows it: "nobody:nogroup (65534:65534)".
+    run_as: str = ""
 
     def _apply(self, event: Event) -> None:
         self.state = transition(self.state, event)

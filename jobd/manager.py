@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import trio
 
-from jobd import bounds, procid
+from jobd import bounds, privdrop, procid
+from jobd.accounts import RunAsPolicy, daemon_account
 from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend
 from jobd.cgroups.none import NoneBackend
@@ -51,8 +53,11 @@ def validate_spec(spec: JobSpec) -> None:
         if "\0" in arg:
             raise InvalidArgument(f"argv[{i}] contains a NUL byte")
     for key, value in spec.env.items():
-        if not key or "=" in key or "\0" in key:
-            raise InvalidArgument(f"environment variable name {key!r} is not valid")
+        if not privdrop.NAME.match(key):
+            raise InvalidArgument(
+                f"environment variable name {key!r} is not valid: letters, digits and _, "
+                "not starting with a digit"
+            )
         if "\0" in value:
             raise InvalidArgument(f"environment variable {key} contains a NUL byte")
     if "\0" in spec.cwd:
@@ -90,8 +95,13 @@ class JobManager:
         retention: RetentionPolicy | None = None,
         isolation: Isolator | None = None,
         quotas: QuotaPolicy | None = None,
+        run_as: RunAsPolicy | None = None,
     ) -> None:
         self.state = state
+        self.run_as = run_as or RunAsPolicy()
+        # Only root can run a job as another account; otherwise every job runs as the daemon.
+        self.switch_accounts = os.geteuid() == 0
+        self._daemon_account = daemon_account()
         self.store = store
         self.default_grace = default_grace
         self.output_cap = output_cap
@@ -160,8 +170,9 @@ class JobManager:
             raise Unavailable("jobd is shutting down; no new jobs")
         limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
         isolation = self.isolation.effective(spec.isolation, role)
+        account = self.run_as.effective(owner, role, self.switch_accounts)
         job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits,
-                  isolation=isolation)
+                  isolation=isolation, run_as=account.describe())
         self._admit(job)
         try:
             output = OutputLog(self.state.log_path(job.id), self.output_cap)
@@ -176,7 +187,8 @@ class JobManager:
             output.path.unlink()  # no job, no log
             raise
         runner = JobRunner(
-            job, output, self.default_grace, self._changed, cgroup, self.isolation
+            job, output, self.default_grace, self._changed, cgroup, self.isolation,
+            None if account == self._daemon_account else account,
         )
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts

@@ -27,6 +27,7 @@ from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.connections import Listener
 from jobd.isolation import Isolator, Launcher, names
+from jobd.keyfile import check_private
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
@@ -105,10 +106,11 @@ def reload(config: Config, service: JobService, manager: JobManager) -> None:
     service.roles = fresh.roles
     manager.limits = limits
     manager.quotas = config.quotas = fresh.quotas
+    manager.run_as = config.run_as = fresh.run_as
     config.roles, config.limit_defaults, config.limit_maxima = (
         fresh.roles, fresh.limit_defaults, fresh.limit_maxima
     )
-    log.info("SIGHUP received: reloaded identities and limits (with quotas) from %s",
+    log.info("SIGHUP received: reloaded identities and limits (with quotas and accounts) from %s",
              config.config_file)
 
 
@@ -128,6 +130,7 @@ def _format_addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
 async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    check_private(config.key or config.cert)
     ssl_context = server_context(config.cacert, config.cert, config.key, config.crl)
     _raise_fd_limit()
     state = StateDir(config.state_dir)
@@ -143,7 +146,7 @@ async def serve(
         isolator = detect_isolation(config, state.path / "isolation")
         manager = JobManager(
             state, store, config.grace, config.max_output, cgroups, policy, config.retention,
-            isolator, config.quotas,
+            isolator, config.quotas, config.run_as,
         )
         await _serve(config, ssl_context, manager, task_status)
     finally:

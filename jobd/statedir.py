@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class StateDirError(Exception):
@@ -23,6 +27,7 @@ class StateDir:
         """Create the layout and lock it for this process, or raise StateDirError."""
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._make_private()
             self.output.mkdir(exist_ok=True, mode=0o700)
             fd = os.open(self.path / "jobd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -40,6 +45,14 @@ class StateDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+    def _make_private(self) -> None:
+        # Jobs run as other accounts: the history, output and audit log are the daemon's.
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            self.path.chmod(0o700)
+            log.warning("state directory %s was open to others (mode %04o): now 0700",
+                        self.path, mode)
 
     def in_use(self) -> bool:
         """Whether a daemon holds this state directory now (never creates anything)."""

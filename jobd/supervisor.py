@@ -19,14 +19,17 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Callable, Mapping
 
 import trio
 
-from jobd import procid
+from jobd import privdrop, procid
+from jobd.accounts import Account
 from jobd.cgroups.base import JobCgroup
 from jobd.errors import SpawnFailed
+from jobd.impersonate import seen_by
 from jobd.isolation import Isolator
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
@@ -45,33 +48,67 @@ EMPTY_TIMEOUT = 10.0
 # given and is looked up in the job's PATH, exactly as the daemon already checked).
 SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
+DENIED = "permission denied"
 
 
-def job_environment(job_id: str, requested: Mapping[str, str]) -> dict[str, str]:
+def job_environment(
+    job_id: str, requested: Mapping[str, str], account: Account | None = None
+) -> dict[str, str]:
     """The documented minimal environment, then whatever the request sets."""
     env = {"PATH": SYSTEM_PATH, "HOME": "/", "LANG": "C.UTF-8", "JOBD_JOB_ID": job_id}
+    if account is not None:
+        env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
     env.update(requested)
     return env
 
 
-def resolve_executable(argv0: str, search_path: str, cwd: str) -> str:
-    """The file ``execve`` will run for ``argv0``, or a SpawnFailed that says why not."""
+def resolve_executable(
+    argv0: str, search_path: str, cwd: str, account: Account | None = None
+) -> str:
+    """The file ``execve`` will run for ``argv0`` as ``account`` would find it (None: as the
+    daemon), or a SpawnFailed that says why not."""
+    with seen_by(account) if account else contextlib.nullcontext():
+        path = _find(argv0, search_path, cwd, _as(account))
+    # As the daemon: a program may be executable by the account without being readable.
+    _check_format(argv0, path)
+    return path
+
+
+def _as(account: Account | None) -> str:
+    return f" (as {account.name})" if account else ""
+
+
+def _find(argv0: str, search_path: str, cwd: str, who: str) -> str:
     if "/" in argv0:
         path = os.path.join(cwd, argv0)
-        if not os.path.exists(path):
-            raise SpawnFailed(f"cannot execute {argv0!r}: no such file")
-        if os.path.isdir(path):
-            raise SpawnFailed(f"cannot execute {argv0!r}: is a directory")
-        if not os.access(path, os.X_OK):
-            raise SpawnFailed(f"cannot execute {argv0!r}: permission denied")
-        _check_format(argv0, path)
+        problem = _not_runnable(path)
+        if problem:
+            raise SpawnFailed(f"cannot execute {argv0!r}: {problem}{who}")
         return path
+    denied = ""
     for entry in search_path.split(":"):
         path = os.path.join(cwd, entry or ".", argv0)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            _check_format(argv0, path)
+        problem = _not_runnable(path)
+        if not problem:
             return path
+        denied = denied or (path if problem == DENIED else "")
+    if denied:  # as execvp reports it: found, but not allowed
+        raise SpawnFailed(f"cannot execute {argv0!r}: {DENIED} ({denied}){who}")
     raise SpawnFailed(f"cannot execute {argv0!r}: command not found in PATH={search_path}")
+
+
+def _not_runnable(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        return DENIED
+    except OSError:
+        return "no such file"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode) or not os.access(path, os.X_OK):
+        return DENIED
+    return ""
 
 
 def _check_format(argv0: str, path: str) -> None:
@@ -86,10 +123,23 @@ def _check_format(argv0: str, path: str) -> None:
         raise SpawnFailed(f"cannot execute {argv0!r}: {NOT_EXECUTABLE}")
 
 
-def check_cwd(cwd: str) -> None:
-    if not os.path.isdir(cwd):
-        why = "is not a directory" if os.path.exists(cwd) else "does not exist"
-        raise SpawnFailed(f"working directory {cwd!r} {why}")
+def check_cwd(cwd: str, account: Account | None = None) -> None:
+    """The working directory must be one ``account`` (None: the daemon) can change into."""
+    problem = ""
+    with seen_by(account) if account else contextlib.nullcontext():
+        try:
+            mode = os.stat(cwd).st_mode
+        except PermissionError:
+            problem = f"is not accessible ({DENIED})"
+        except OSError:
+            problem = "does not exist"
+        else:
+            if not stat.S_ISDIR(mode):
+                problem = "is not a directory"
+            elif not os.access(cwd, os.X_OK):
+                problem = f"is not accessible ({DENIED})"
+    if problem:
+        raise SpawnFailed(f"working directory {cwd!r} {problem}{_as(account)}")
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -115,8 +165,11 @@ class JobRunner:
         on_change: Callable[[Job], None] = lambda job: None,
         cgroup: JobCgroup | None = None,
         isolator: Isolator | None = None,
+        account: Account | None = None,
     ) -> None:
         self.job = job
+        # The account to switch to; None: the job runs as the daemon does.
+        self.account = account
         self.output = output
         self.cgroup = cgroup
         self.isolator = isolator
@@ -151,17 +204,31 @@ class JobRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         spec = self.job.spec
-        env = job_environment(self.job.id, spec.env)
+        account = self.account
+        env = job_environment(self.job.id, spec.env, account)
         try:
-            check_cwd(spec.cwd)
-            executable = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd)
-            # The spawn chain, innermost first: the command; (running it as another user would
-            # wrap it here, so privileges are dropped last, after the namespaces are made);
-            # the namespaces; the cgroup shim, so that all of it runs in the job's cgroups.
+            check_cwd(spec.cwd, account)
+            program = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd, account)
+            executable = program
+            # The spawn chain, innermost first: the command; as another account, the loader
+            # of its environment and setpriv, so privileges are dropped last, after the
+            # namespaces are made; the namespaces; the cgroup shim, so that all of it runs in
+            # the job's cgroups.
             argv = list(spec.argv)
+            if account is not None:
+                if spec.env:
+                    argv = [*privdrop.loader(list(spec.env)), *argv]
+                    base = job_environment(self.job.id, {}, account)
+                    env = privdrop.hidden_environment(base, spec.env)
+                setpriv = privdrop.find_setpriv()
+                if setpriv is None:
+                    raise SpawnFailed("cannot run jobs as another user: setpriv (util-linux) "
+                                      "not found")
+                argv = [*privdrop.setpriv_args(setpriv, account), *argv]
+                executable = argv[0]
             if self.job.isolation:
                 isolator = self.isolator or Isolator()
-                argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, executable)
+                argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, program)
                 executable = argv[0]
             if self.cgroup is not None and self.cgroup.procs_files:
                 procs = [str(p) for p in self.cgroup.procs_files]

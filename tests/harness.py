@@ -49,6 +49,7 @@ def make_certs(directory: Path) -> Certs:
     ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
         str(directory / "server.pem")
     )
+    (directory / "server.pem").chmod(0o600)  # jobd refuses a key others can read
     for name in IDENTITIES:
         cert = ca.issue_cert(f"{name}@jobd.test", common_name=name)
         cert.private_key_and_cert_chain_pem.write_to_path(str(directory / f"{name}.pem"))
@@ -65,16 +66,29 @@ def bin_path(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+# Test jobs run the tests' own Python, which may live where only root can reach it (a home
+# directory): every role runs as root unless a test is about accounts (tests/test_run_as*.py).
+JOBS_AS_ROOT = '[run_as]\nuser = "root"\n'
+
+
 class Daemon:
     """One jobd process on 127.0.0.1 with a free port, stopped and checked on close."""
 
-    def __init__(self, certs: Certs, state_dir: Path, *extra: str, config_extra: str = "") -> None:
-        """``config_extra``: TOML text appended to the config file (e.g. limits tables)."""
+    def __init__(
+        self,
+        certs: Certs,
+        state_dir: Path,
+        *extra: str,
+        config_extra: str = "",
+        run_as: str = JOBS_AS_ROOT,
+    ) -> None:
+        """``config_extra``: TOML text appended to the config file (e.g. limits tables);
+        ``run_as``: the ``[run_as]`` table ("" leaves the built-in accounts)."""
         self.certs = certs
         self.state_dir = state_dir
         config = state_dir.parent / f"{state_dir.name}.toml"
         identities = "".join(f'{k} = "{v}"\n' for k, v in ROLES.items())
-        config.write_text("[identities]\n" + identities + config_extra)
+        config.write_text(run_as + "[identities]\n" + identities + config_extra)
         self.argv = [
             sys.executable, "-m", "jobd",
             "--listen", "127.0.0.1:0",

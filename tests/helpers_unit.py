@@ -11,6 +11,8 @@ from typing import Any
 
 import trio
 
+from jobd.accounts import RunAsPolicy, lookup
+from jobd.auth import Role
 from jobd.manager import JobManager
 from jobd.output import Chunk, OutputLog, Stream, follow
 from jobd.statedir import StateDir
@@ -66,6 +68,8 @@ async def open_manager(
 
     Leaving the block cancels it, which kills and reaps every job, then closes the store.
     """
+    # As in harness.Daemon: test jobs run the tests' Python, so as root unless asked.
+    options.setdefault("run_as", RunAsPolicy({Role.USER: lookup("root")}))
     state = StateDir(state_dir)
     state.claim()
     store = Store(state.database)

@@ -42,6 +42,7 @@ def make_pki(directory: Path) -> Certs:
     ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
         str(directory / "server.pem")
     )
+    (directory / "server.pem").chmod(0o600)  # jobd refuses a key others can read
     for name, (not_before, not_after) in PERIODS.items():
         cert = ca.issue_cert(
             "client_0@jobd.test", common_name="client_0", not_before=not_before, not_after=not_after

@@ -446,6 +446,7 @@ def make_job(**fields: Any) -> pb.Job:
         state=pb.JOB_STATE_RUNNING,
         pid=4242,
         output_bytes=1536,
+        run_as="nobody:nogroup (65534:65534)",
     )
     job.created_at.FromSeconds(int(NOW) - 300)
     job.started_at.FromSeconds(int(NOW) - 299)
@@ -478,6 +479,7 @@ def test_details_of_a_running_job() -> None:
     assert lines["Started"].strip().endswith("(4m ago)")
     assert lines["Ended"].strip() == "-"
     assert lines["PID"].strip() == "4242"
+    assert lines["Account"].strip() == "nobody:nogroup (65534:65534)"
     assert lines["Output"].strip() == "1.5 KiB (1536 bytes)"
     # values line up in one column
     assert len({line.index(line.split()[1]) for line in text.splitlines()}) == 1

@@ -110,11 +110,16 @@ def test_resolve_relative_path_entries_are_relative_to_cwd(tmp_path: Path) -> No
 
 
 def test_resolve_command_not_found(tmp_path: Path) -> None:
-    make_file(tmp_path / "noexec", 0o644)
     search = f"{tmp_path}:/nonexistent"
     with pytest.raises(SpawnFailed) as info:
         resolve_executable("noexec", search, "/")
     assert str(info.value) == f"cannot execute 'noexec': command not found in PATH={search}"
+    # Found but not executable: as execvp reports it, naming the file found.
+    make_file(tmp_path / "noexec", 0o644)
+    with pytest.raises(SpawnFailed) as info:
+        resolve_executable("noexec", search, "/")
+    denied = f"cannot execute 'noexec': permission denied ({tmp_path / 'noexec'})"
+    assert str(info.value) == denied
     with pytest.raises(SpawnFailed, match="command not found in PATH="):
         resolve_executable("jobd-no-such-command", SYSTEM_PATH, "/")
 

@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import stat
-import subprocess
 from collections.abc import Callable, Mapping
 
 import trio
@@ -33,6 +32,7 @@ from jobd.impersonate import seen_by
 from jobd.isolation import Isolator
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
+from jobd.spawn import Child, spawn
 from jobd.system import SHELL, SYSTEM_PATH
 from jobd.units import format_size
 
@@ -142,11 +142,6 @@ def check_cwd(cwd: str, account: Account | None = None) -> None:
         raise SpawnFailed(f"working directory {cwd!r} {problem}{_as(account)}")
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
 def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
     # Fewer, larger reads when a job writes fast; the default 64 KiB is fine if refused.
     if isinstance(pipe, trio.lowlevel.FdStream):
@@ -234,17 +229,7 @@ class JobRunner:
                 procs = [str(p) for p in self.cgroup.procs_files]
                 argv = [SHELL, "-c", SHIM, "jobd-shim", *procs, "--", *argv]
                 executable = SHELL
-            proc = await trio.lowlevel.open_process(
-                argv,
-                executable=executable,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-                env=env,
-                cwd=spec.cwd,
-            )
+            child = spawn(argv, executable=executable, env=env, cwd=spec.cwd)
         except (SpawnFailed, OSError) as exc:
             message = str(exc) if isinstance(exc, SpawnFailed) else _spawn_error(spec.argv[0], exc)
             self.job.spawn_failed(message)
@@ -254,37 +239,36 @@ class JobRunner:
             self.done.set()
             task_status.started()
             return
-        self.job.spawned(proc.pid)
-        self.job.process_key = procid.identity(proc.pid)
+        self.job.spawned(child.pid)
+        self.job.process_key = procid.identity(child.pid)
         self._on_change(self.job)
         task_status.started()
         try:
-            await self._supervise(proc)
+            await self._supervise(child)
         finally:
             with trio.CancelScope(shield=True):
-                await self._reap(proc)
+                await self._reap(child)
 
-    async def _supervise(self, proc: trio.Process) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
+    async def _supervise(self, child: Child) -> None:
         async with trio.open_nursery() as nursery:
             watchers = trio.CancelScope()
-            nursery.start_soon(self._watch, proc.pid, watchers)
+            nursery.start_soon(self._watch, child, watchers)
             async with trio.open_nursery() as pumps:
-                for pipe, stream in ((proc.stdout, Stream.STDOUT), (proc.stderr, Stream.STDERR)):
+                for pipe, stream in ((child.stdout, Stream.STDOUT), (child.stderr, Stream.STDERR)):
                     _grow_pipe(pipe)
                     pumps.start_soon(self._pump, pipe, stream)
-                await proc.wait()
-                watchers.cancel()  # no stop signals once the pid may be reused
-                self._kill_tree(proc.pid)
+                await child.wait()
+                watchers.cancel()  # the job has ended: a stop request has nothing to do
+                self._kill_tree(child)
                 pumps.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
             if pumps.cancel_scope.cancelled_caught:
                 log.warning("job %s: output pipe held open after exit; not read", self.job.id)
 
-    def _kill_tree(self, pgid: int) -> None:
+    def _kill_tree(self, child: Child) -> None:
         """SIGKILL whatever is left of the job: its cgroup if it has one, its process group."""
         if self.cgroup is not None:
             self.cgroup.kill()
-        _signal_group(pgid, signal.SIGKILL)
+        child.send_signal(signal.SIGKILL, group=True)
 
     async def _pump(self, pipe: trio.abc.ReceiveStream, stream: Stream) -> None:
         async with pipe:
@@ -295,18 +279,18 @@ class JobRunner:
                 if self.output.error and not self.job.output_error:
                     self.job.output_error = self.output.error
 
-    async def _watch(self, pgid: int, scope: trio.CancelScope) -> None:
+    async def _watch(self, child: Child, scope: trio.CancelScope) -> None:
         """Stop requests and OOM kills, until the main process has exited (``scope``)."""
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._enforce_stop, pgid)
+                nursery.start_soon(self._enforce_stop, child)
                 # Without a memory limit of its own, the group's OOM killer never fires.
                 if self.cgroup is not None and self.job.limits.memory is not None:
                     nursery.start_soon(self._watch_oom, self.cgroup)
 
-    async def _enforce_stop(self, pgid: int) -> None:
+    async def _enforce_stop(self, child: Child) -> None:
         await self._stop_requested.wait()
-        _signal_group(pgid, signal.SIGTERM)
+        child.send_signal(signal.SIGTERM, group=True)
         if self.cgroup is not None:  # descendants that left the process group hear it too
             self.cgroup.terminate()
         with trio.move_on_after(self._grace) as grace:
@@ -314,7 +298,7 @@ class JobRunner:
             await trio.sleep_forever()
         self._grace_scope = None
         log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
-        self._kill_tree(pgid)
+        self._kill_tree(child)
 
     async def _watch_oom(self, cgroup: JobCgroup) -> None:
         await cgroup.wait_oom()
@@ -323,15 +307,13 @@ class JobRunner:
         # cgroup v1's OOM killer kills only the largest task: the rest goes with it.
         cgroup.kill()
 
-    async def _reap(self, proc: trio.Process) -> None:
+    async def _reap(self, child: Child) -> None:
         """Runs shielded on every way out: the process is dead and recorded when it returns."""
-        if proc.returncode is None:  # cancelled from outside: the daemon is going away fast
-            self._kill_tree(proc.pid)
-            await proc.wait()
-            self._kill_tree(proc.pid)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                await pipe.aclose()
+        if child.returncode is None:  # cancelled from outside: the daemon is going away fast
+            self._kill_tree(child)
+            await child.wait()
+            self._kill_tree(child)
+        await child.aclose()  # both pipes and the pidfd; reaped already, so it does not wait
         oom = ""
         if self.cgroup is not None:
             with trio.move_on_after(EMPTY_TIMEOUT) as waited:
@@ -345,8 +327,8 @@ class JobRunner:
             if self._oom or usage.oom_kills:
                 limit = self.job.limits.memory
                 oom = "out of memory" + (f" (limit {format_size(limit)})" if limit else "")
-        assert proc.returncode is not None
-        self.job.exited(proc.returncode, oom)
+        assert child.returncode is not None
+        self.job.exited(child.returncode, oom)
         self.job.output_dropped_bytes = self.output.dropped_bytes
         self.job.output_error = self.output.error or ""
         self.output.close()

@@ -21,11 +21,12 @@ from helpers_unit import (
     wait_process_exit,
 )
 
-from jobd import procid
+from jobd import procid, supervisor
 from jobd.errors import InvalidArgument, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec, Outcome, Result, State
 from jobd.manager import LOST, MAX_PAGE, JobManager, validate_grace, validate_spec
 from jobd.output import Chunk, Stream
+from jobd.spawn import Child
 from jobd.statedir import StateDir
 from jobd.store import Store
 
@@ -383,16 +384,7 @@ async def test_kill_all_now_without_shutdown(tmp_path: Path) -> None:
 async def test_shutdown_while_a_start_is_in_flight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spawning, proceed = trio.Event(), trio.Event()
-    real_open_process = trio.lowlevel.open_process
-
-    async def slow_open_process(*args: Any, **kwargs: Any) -> trio.Process:
-        # trio spawns in a worker thread: the caller is suspended here for real, too.
-        spawning.set()
-        await proceed.wait()
-        return await real_open_process(*args, **kwargs)
-
-    monkeypatch.setattr(trio.lowlevel, "open_process", slow_open_process)
+    real_spawn = supervisor.spawn
     async with open_manager(tmp_path / "state", grace=5) as manager:
         outcome: list[BaseException | Job] = []
 
@@ -403,11 +395,15 @@ async def test_shutdown_while_a_start_is_in_flight(
                 outcome.append(exc)
 
         async with trio.open_nursery() as nursery:
+
+            def spawn_as_shutdown_begins(*args: Any, **kwargs: Any) -> Child:
+                # Shutdown runs at the start's next checkpoint: after the spawn, before the
+                # manager has registered the job.
+                nursery.start_soon(manager.shutdown)
+                return real_spawn(*args, **kwargs)
+
+            monkeypatch.setattr(supervisor, "spawn", spawn_as_shutdown_begins)
             nursery.start_soon(start)
-            await spawning.wait()
-            nursery.start_soon(manager.shutdown)
-            await trio.testing.wait_all_tasks_blocked()
-            proceed.set()
         # Once shutdown() and start() have both returned, nothing may be running.
         assert unfinished(manager) == []
         assert len(outcome) == 1

@@ -32,6 +32,7 @@ from jobd import supervisor
 from jobd.errors import SpawnFailed
 from jobd.job import Job, JobSpec, Outcome, Result, State
 from jobd.output import OutputLog, Stream, follow
+from jobd.spawn import Child
 from jobd.supervisor import (
     JobRunner,
     check_cwd,
@@ -255,15 +256,15 @@ async def test_output_of_a_process_that_exits_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The process has written and exited before the runner looks at it: nothing is lost."""
-    real_open_process = trio.lowlevel.open_process
+    real_spawn = supervisor.spawn
 
-    async def open_and_wait_for_exit(*args: Any, **kwargs: Any) -> trio.Process:
-        proc = await real_open_process(*args, **kwargs)
+    def spawn_and_wait_for_exit(*args: Any, **kwargs: Any) -> Child:
+        child = real_spawn(*args, **kwargs)
         # Block until the child has exited, without reaping it (the runner still does).
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222 (on purpose)
-        return proc
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        return child
 
-    monkeypatch.setattr(trio.lowlevel, "open_process", open_and_wait_for_exit)
+    monkeypatch.setattr(supervisor, "spawn", spawn_and_wait_for_exit)
     for _ in range(20):  # the order the runner's tasks are scheduled in varies from run to run
         runner, _ = make_runner(tmp_path, ["sh", "-c", "echo out; echo err >&2"])
         output = await run_to_end(runner)

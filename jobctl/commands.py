@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -119,6 +117,8 @@ class _Quit:
 async def watch(client: JobClient, args: argparse.Namespace) -> None:
     """``status --watch``: on a terminal the details, redrawn in place at each refresh; else
     one status line each time it changes (JSON: the job, one object a line). Until it ends."""
+    import json
+
     tty = sys.stdout.isatty() and not args.json
     last = ""
     while True:
@@ -179,6 +179,8 @@ def _top_dict(job: pb.Job, cpu: float | None) -> dict[str, object]:
 def _draw_top(
     jobs: Sequence[pb.Job], cpu: dict[str, float | None], live: int, *, tty: bool
 ) -> None:
+    import shutil  # not for the one-shot commands: it brings zlib, bz2 and lzma along
+
     width = shutil.get_terminal_size().columns if tty else 80
     lines = []
     if tty:
@@ -198,6 +200,8 @@ async def list_jobs(client: JobClient, args: argparse.Namespace) -> None:
     if args.json:
         print(render.to_json([render.job_to_dict(job) for job in jobs]))
         return
+    import shutil
+
     # Cut long commands only for a person at a terminal; a pipe gets whole lines to grep.
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     print(render.job_table(jobs, width=width), flush=True)

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # The connection options a context may set, and the variable that overrides each.
 FIELDS = {
@@ -44,14 +43,13 @@ class ConfigError(Exception):
     """The config file cannot be read or makes no sense, or the context named is not in it."""
 
 
-@dataclass(frozen=True)
-class Context:
+# NamedTuples, not frozen dataclasses: making the two dataclasses cost ~0.7 ms of every start.
+class Context(NamedTuple):
     name: str
     values: Mapping[str, str]  # some of FIELDS' keys; paths already made absolute
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: Path
     exists: bool
     contexts: Mapping[str, Context]
@@ -75,16 +73,20 @@ def config_path(flag: str | None, environ: Mapping[str, str]) -> tuple[Path, boo
 
 def load(path: Path, *, required: bool) -> Config:
     """Read the config file at ``path``; a missing one is empty unless ``required``."""
-    import tomllib
-
     try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
+        file = path.open("rb")
     except FileNotFoundError:
         if required:
             raise ConfigError(f"config file {path}: not found") from None
         return Config(path, False, {}, None)
     except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    import tomllib  # only when there is a file: most runs have none
+
+    try:
+        with file:
+            data = tomllib.load(file)
+    except OSError as exc:  # opened, but reading it failed
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None

@@ -7,7 +7,6 @@ job's argv must not be able to drive an administrator's terminal.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import signal
@@ -187,8 +186,8 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
         ("Created", _when(job, "created_at", now)),
         ("Started", _when(job, "started_at", now)),
         ("Ended", _when(job, "ended_at", now)),
-        ("Account", printable(job.run_as) or "-"),
         ("PID", str(job.pid) if job.pid else "-"),
+        ("Account", printable(job.run_as) or "-"),
         ("Output", f"{size(job.output_bytes)} ({job.output_bytes} bytes)"),
     ]
     if job.output_dropped_bytes:
@@ -264,6 +263,8 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
 
 
 def to_json(value: Any) -> str:
+    import json  # only for --json
+
     return json.dumps(value, indent=2)
 
 

@@ -14,6 +14,7 @@ which ``jobd --check`` and the start-up log say.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -103,15 +104,24 @@ class RunAsPolicy:
     roles: Mapping[Role, Account] = field(default_factory=dict)
     identities: Mapping[str, Account] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _builtin(self) -> dict[Role, Account]:
+        # Looked up once per policy (a reload makes a new one), not on every job start.
+        return {role: builtin_account(role) for role in Role}
+
     def account(self, identity: str, role: Role) -> Account:
         """What the jobs of ``identity`` (with ``role``) run as, before the daemon's own
         limits (see ``effective``)."""
         found = self.identities.get(identity) or self.roles.get(role)
-        return found if found is not None else builtin_account(role)
+        return found if found is not None else self._builtin[role]
+
+    @functools.cached_property
+    def _daemon(self) -> Account:
+        return daemon_account()
 
     def effective(self, identity: str, role: Role, switch: bool) -> Account:
         """``switch`` False (the daemon is not root): every job runs as the daemon."""
-        return self.account(identity, role) if switch else daemon_account()
+        return self.account(identity, role) if switch else self._daemon
 
     def describe(self) -> list[str]:
         lines = [f"run as for {role.value}: {self.account('', role).describe()}" for role in Role]

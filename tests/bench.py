@@ -31,6 +31,8 @@ from harness import Certs, Daemon, bin_path, make_certs
 from jobd.v1 import jobs_pb2 as pb
 
 MiB = 1 << 20
+# The built-in quotas (600 starts a minute per identity) would stop the load the bench makes.
+NO_QUOTAS = "[quotas.default]\nrunning = 1000000\nstarts_per_minute = 1000000\nstreams = 1000000\n"
 
 
 @dataclass
@@ -252,7 +254,8 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
         ("with cgroups and full isolation", (), full),
     ]
     for label, extra, isolation in runs:
-        daemon = Daemon(certs, base / f"start-{len(extra)}-{isolation is not None}", *extra)
+        state = base / f"start-{len(extra)}-{isolation is not None}"
+        daemon = Daemon(certs, state, *extra, config_extra=NO_QUOTAS)
         daemon.start()
         try:
             if isolation is not None and not any(
@@ -332,7 +335,7 @@ def bench_throughput(certs: Certs, base: Path, size: int) -> None:
         floor.close()
     stream_floor = size / MiB / bare
     record(Row("throughput", "stream floor: bare grpclib stream, same TLS", stream_floor, "MiB/s"))
-    daemon = Daemon(certs, base / "throughput").start()
+    daemon = Daemon(certs, base / "throughput", config_extra=NO_QUOTAS).start()
     try:
         env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
                "JOBCTL_CERT": str(certs.client("client_0"))}
@@ -356,7 +359,7 @@ def bench_throughput(certs: Certs, base: Path, size: int) -> None:
 
 def bench_followers(certs: Certs, base: Path, size: int, followers: int) -> None:
     print(f"{followers} followers of one {size // MiB} MiB job", flush=True)
-    daemon = Daemon(certs, base / "followers").start()
+    daemon = Daemon(certs, base / "followers", config_extra=NO_QUOTAS).start()
     try:
         async def start() -> str:
             channel, stub = await open_stub(daemon)
@@ -390,7 +393,7 @@ def bench_followers(certs: Certs, base: Path, size: int, followers: int) -> None
 
 def bench_stalled(certs: Certs, base: Path, size: int) -> None:
     print("a stalled follower", flush=True)
-    daemon = Daemon(certs, base / "stalled").start()
+    daemon = Daemon(certs, base / "stalled", config_extra=NO_QUOTAS).start()
     try:
         free, stalled = asyncio.run(_stalled_runs(daemon, size))
     finally:
@@ -442,7 +445,7 @@ async def _wait_finished(stub: Any, job_id: str) -> Any:
 
 def bench_scale(certs: Certs, base: Path, jobs: int) -> None:
     print(f"{jobs} running jobs", flush=True)
-    daemon = Daemon(certs, base / "scale").start()
+    daemon = Daemon(certs, base / "scale", config_extra=NO_QUOTAS).start()
     try:
         async def scenario() -> tuple[float, list[float], float]:
             channels = [await open_stub(daemon) for _ in range(4)]
@@ -486,7 +489,7 @@ def bench_scale(certs: Certs, base: Path, jobs: int) -> None:
 def bench_history(certs: Certs, base: Path, count: int) -> None:
     print(f"list with {count} finished jobs in history", flush=True)
     state = base / "history"
-    Daemon(certs, state).start().stop()  # creates the schema
+    Daemon(certs, state, config_extra=NO_QUOTAS).start().stop()  # creates the schema
     db = sqlite3.connect(state / "jobs.db")
     now = time.time()
     record_text = json.dumps({"argv": ["true"], "env": {}, "cwd": "/", "result": {
@@ -498,7 +501,7 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
         db.executemany("INSERT INTO jobs (id, owner, state, created_at, ended_at, record) "
                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
     db.close()
-    daemon = Daemon(certs, state).start()
+    daemon = Daemon(certs, state, config_extra=NO_QUOTAS).start()
     try:
         async def scenario() -> tuple[list[float], list[float]]:
             channel, stub = await open_stub(daemon)
@@ -548,7 +551,7 @@ os._exit(0)
 
 def bench_cli(certs: Certs, base: Path, n: int) -> None:
     print("CLI start-up", flush=True)
-    daemon = Daemon(certs, base / "cli").start()
+    daemon = Daemon(certs, base / "cli", config_extra=NO_QUOTAS).start()
     try:
         env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
                "JOBCTL_CERT": str(certs.client("client_0"))}
@@ -593,7 +596,7 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
 
 def bench_latency(certs: Certs, base: Path, n: int, seconds: float) -> None:
     print("first byte and sustained starts", flush=True)
-    daemon = Daemon(certs, base / "latency").start()
+    daemon = Daemon(certs, base / "latency", config_extra=NO_QUOTAS).start()
     try:
         async def first_bytes() -> list[float]:
             channel, stub = await open_stub(daemon)
@@ -669,7 +672,7 @@ def grpcio_client_main(port: int, certs_dir: str, job_id: str) -> None:
 
 def bench_grpcio(certs: Certs, base: Path, size: int) -> None:
     print(f"grpcio client, {size // MiB} MiB", flush=True)
-    daemon = Daemon(certs, base / "grpcio").start()
+    daemon = Daemon(certs, base / "grpcio", config_extra=NO_QUOTAS).start()
     try:
         async def start() -> str:
             channel, stub = await open_stub(daemon)

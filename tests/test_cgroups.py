@@ -587,11 +587,14 @@ async def test_process_is_in_every_hierarchy_and_limits_are_written(
     own_lines = parse_proc_cgroup(read_text(f"/proc/{proc.pid}/cgroup"))
     used = [m for m in own_lines if m.hierarchy_id == 0 or m.controllers & {"cpu", "memory"}]
     assert used
+    # The freezer only kills where there is no cgroup.kill (then it is needed).
+    kills = [f for f in group.procs_files if (f.parent / "cgroup.kill").exists()]
+    needed = {"cpu", "memory", "blkio", "pids"} | (set() if kills else {"freezer"})
+    if not (isinstance(group, V1Cgroup) and "unified" in group.dirs):
+        needed.add("cpuacct")  # else the unified group's cpu.stat counts the CPU time
     for member in own_lines:
         in_group = member.path.endswith(f"/{group.name}")
-        wanted = member.hierarchy_id == 0 or bool(
-            member.controllers & {"cpu", "cpuacct", "memory", "blkio", "pids", "freezer"}
-        )
+        wanted = member.hierarchy_id == 0 or bool(member.controllers & needed)
         assert in_group == wanted, member
     assert members(group) == {proc.pid}
 
@@ -830,6 +833,33 @@ async def test_waits_close_their_descriptors(
 
 @requires_cgroups
 @needs(backend="v1")
+async def test_v1_groups_only_in_the_hierarchies_a_job_needs(
+    backend: CgroupBackend, tmp_path: Path
+) -> None:
+    """No blkio group without an I/O limit, no freezer group where cgroup.kill kills."""
+    assert isinstance(backend, V1Backend)
+    plain = backend.create("job-lean", Limits(pids=10))
+    io = backend.create("job-io-lean", Limits(io_read_bps=MiB, io_device=block_device(tmp_path)))
+    try:
+        assert isinstance(plain, V1Cgroup) and isinstance(io, V1Cgroup)
+        for key in ("cpu", "memory", "pids"):
+            assert key in plain.dirs
+        # CPU time from the unified group where there is one, else from cpuacct.
+        assert ("cpuacct" in plain.dirs) is ("unified" not in plain.dirs) or (
+            plain.dirs.get("cpuacct") == plain.dirs.get("cpu")
+        )
+        assert "blkio" not in plain.dirs and "blkio" in io.dirs
+        has_kill = "unified" in plain.dirs and (plain.dirs["unified"] / "cgroup.kill").exists()
+        assert ("freezer" in plain.dirs) is (not has_kill)
+        made = {d for d in backend.parents.values() if (d / "job-lean").is_dir()}
+        assert made == {p.parent for p in plain.dirs.values()}
+    finally:
+        plain.remove()
+        io.remove()
+
+
+@requires_cgroups
+@needs(backend="v1")
 async def test_v1_freezer_and_bare_fallbacks(
     backend: CgroupBackend, children: list[trio.Process]
 ) -> None:
@@ -837,7 +867,7 @@ async def test_v1_freezer_and_bare_fallbacks(
     freezer), and emptiness by polling."""
     assert isinstance(backend, V1Backend)
     for drop in ({"unified"}, {"unified", "freezer"}):
-        group = backend.create(f"job-fallback-{len(drop)}", Limits())
+        group = backend.create(f"job-fallback-{len(drop)}", Limits(), every_hierarchy=True)
         proc = await spawn_in(group, "setsid sleep 300 & sleep 300 & echo started; wait", children)
         assert await read_line(proc) == b"started"
         pids = members(group)

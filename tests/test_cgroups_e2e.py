@@ -74,6 +74,17 @@ def own_hierarchies() -> list[Any]:
     return found
 
 
+def job_hierarchies(parent: str) -> list[Any]:
+    """Those a job without an I/O limit is put in: not blkio (used for I/O limits only), not
+    cpuacct where the unified hierarchy counts CPU time, and not the freezer where it has
+    cgroup.kill (``parent``: the daemon's)."""
+    found = own_hierarchies()
+    unified = [h for h in found if h.version == 2]
+    kill = any((h.current / parent / "cgroup.kill").exists() for h in unified)
+    unneeded = {"blkio"} | ({"freezer"} if kill else set()) | ({"cpuacct"} if unified else set())
+    return [h for h in found if h.version == 2 or not h.controllers <= unneeded]
+
+
 def cgroup_mounts() -> list[Path]:
     mounts = parse_mountinfo(_read("/proc/self/mountinfo"))
     return sorted({Path("/sys/fs/cgroup"), *(m.mount_point for m in mounts)})
@@ -260,7 +271,7 @@ def test_job_is_in_its_own_group_in_every_hierarchy_from_its_first_instruction(e
     assert final.result.exit_code == 0, final
     lines = parse_proc_cgroup(out.decode())
     suffix = f"/{env.parent}/job-{job_id}"
-    hierarchies = own_hierarchies()
+    hierarchies = job_hierarchies(env.parent)
     assert hierarchies
     checked: set[str] = set()
     for h in hierarchies:
@@ -272,9 +283,9 @@ def test_job_is_in_its_own_group_in_every_hierarchy_from_its_first_instruction(e
             checked |= h.controllers
         assert line.path.endswith(suffix), f"{h.label}: {line.path} (job output:\n{out.decode()})"
     # Every controller jobd says it offers is among the hierarchies checked (cpu, memory,
-    # pids, blkio, freezer and the unified "0::" line on this machine).
-    needed = {"cpu": "cpu", "memory": "memory", "io": "blkio", "pids": "pids",
-              "freeze": "freezer"} if BACKEND == "v1" else {}  # fmt: skip
+    # pids and the unified "0::" line on this machine; blkio and the freezer only where the
+    # job needs them: see job_hierarchies, and test_cgroups.py for the job with an I/O limit).
+    needed = {"cpu": "cpu", "memory": "memory", "pids": "pids"} if BACKEND == "v1" else {}
     for offered, hierarchy in needed.items():
         if offered in CONTROLLERS:
             assert hierarchy in checked, (offered, sorted(checked))
@@ -586,7 +597,7 @@ def test_a_dead_daemons_cgroup_is_reaped_on_start(env: Env) -> None:
     assert still_running(sleeper)
     membership = parse_proc_cgroup(_read(f"/proc/{pid}/cgroup"))
     in_job = [m for m in membership if m.path.endswith(f"/{env.parent}/{job}")]
-    assert len(in_job) == len(own_hierarchies()), membership
+    assert len(in_job) == len(job_hierarchies(env.parent)), membership
     assert dirs_named(job)
 
     second = env.daemon()

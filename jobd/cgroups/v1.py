@@ -299,15 +299,33 @@ class V1Backend:
             return " (swap included)" if memsw else " (swap not accounted)"
         return ""
 
-    def create(self, name: str, limits: Limits) -> V1Cgroup:
+    def _unneeded(self, limits: Limits) -> set[str]:
+        """Hierarchies a job with ``limits`` has no use for. Each one costs a mkdir and an
+        rmdir here and a migration in the job's shim (v1 migrations are not cheap)."""
+        unneeded = set()
+        if limits.io_device is None:
+            unneeded.add("blkio")  # only for limits: jobd reads no I/O usage from it
+        if UNIFIED in self.parents:
+            unneeded.add("cpuacct")  # the unified group's cpu.stat counts the CPU time too
+            if (self.parents[UNIFIED] / "cgroup.kill").exists():
+                unneeded.add("freezer")  # only for killing where there is no cgroup.kill
+        return unneeded
+
+    def create(self, name: str, limits: Limits, *, every_hierarchy: bool = False) -> V1Cgroup:
+        """The job's group in each hierarchy it needs (``every_hierarchy``: in all, for
+        tests of the fallbacks); cpu, memory and pids always, for fair shares and the usage
+        that status shows."""
         check_group_name(name)
         require_controllers(limits, self.controllers, self.reasons)
+        unneeded = set() if every_hierarchy else self._unneeded(limits)
+        # A hierarchy may hold several controllers (cpu,cpuacct): made if any of them is needed.
+        wanted = {p for key, p in self.parents.items() if key not in unneeded}
         made: list[Path] = []  # only these are ours to undo: never a same-named leftover
         try:
-            for parent in dict.fromkeys(self.parents.values()):
+            for parent in dict.fromkeys(p for p in self.parents.values() if p in wanted):
                 os.mkdir(parent / name)
                 made.append(parent / name)
-            dirs = {key: parent / name for key, parent in self.parents.items()}
+            dirs = {key: parent / name for key, parent in self.parents.items() if parent in wanted}
             write_limits(dirs, limits)
         except OSError as exc:
             for path in made:

@@ -188,7 +188,7 @@ class JobManager:
             raise
         runner = JobRunner(
             job, output, self.default_grace, self._changed, cgroup, self.isolation,
-            None if account == self._daemon_account else account,
+            account, switch=account != self._daemon_account,
         )
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts

@@ -161,10 +161,13 @@ class JobRunner:
         cgroup: JobCgroup | None = None,
         isolator: Isolator | None = None,
         account: Account | None = None,
+        switch: bool = False,
     ) -> None:
         self.job = job
-        # The account to switch to; None: the job runs as the daemon does.
+        # The account the job runs as (its HOME, USER), and whether that means switching
+        # from the daemon's own (else the checks and the chain stay as the daemon's).
         self.account = account
+        self.switch = switch and account is not None
         self.output = output
         self.cgroup = cgroup
         self.isolator = isolator
@@ -199,8 +202,8 @@ class JobRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         spec = self.job.spec
-        account = self.account
-        env = job_environment(self.job.id, spec.env, account)
+        env = job_environment(self.job.id, spec.env, self.account)
+        account = self.account if self.switch else None
         try:
             check_cwd(spec.cwd, account)
             program = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd, account)
@@ -213,7 +216,7 @@ class JobRunner:
             if account is not None:
                 if spec.env:
                     argv = [*privdrop.loader(list(spec.env)), *argv]
-                    base = job_environment(self.job.id, {}, account)
+                    base = job_environment(self.job.id, {}, self.account)
                     env = privdrop.hidden_environment(base, spec.env)
                 setpriv = privdrop.find_setpriv()
                 if setpriv is None:

@@ -121,7 +121,9 @@ def test_user_jobs_run_as_nobody_and_admin_jobs_as_root(
     assert out.split("\n")[:4] == ["65534", str(NOBODY.gid), str(NOBODY.gid), "nobody /"]
     assert job.run_as == NOBODY.describe()
     out, job = daemon.run("client_0", scenario)
+    root = lookup("root")
     assert out.split("\n")[0] == "0"
+    assert out.split("\n")[3] == f"root {root.home}"  # the daemon's own account: no switch
     assert job.run_as.startswith("root:")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from h2.exceptions import StreamClosedError
 
 from harness import Certs, Daemon, bin_path, make_certs
 from jobd.v1 import jobs_pb2 as pb
@@ -611,7 +614,9 @@ def bench_latency(certs: Certs, base: Path, n: int, seconds: float) -> None:
                         async for msg in stream:
                             if msg.chunks:
                                 samples.append((time.perf_counter() - begin) * 1000)
-                                await stream.cancel()
+                                # The job may have ended already, and its stream with it.
+                                with contextlib.suppress(StreamClosedError):
+                                    await stream.cancel()
                                 break
                 return samples
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -105,3 +106,19 @@ def test_the_systemd_unit_lets_jobd_stop_its_own_jobs() -> None:
     unit = (Path(__file__).parent.parent / "jobd" / "systemd" / "jobd.service").read_text()
     for line in ("Type=notify", "KillMode=mixed", "Delegate=yes", "ExecReload=/bin/kill -HUP"):
         assert line in unit
+
+
+def test_check_reports_the_accounts_jobs_run_as(tmp_path: Path) -> None:
+    config = tmp_path / "jobd.toml"
+    config.write_text('[run_as.identity]\nalice = "61001:61002"\n')
+    result = run_jobd("--check", "--no-cgroups", "--state-dir", str(tmp_path / "state"),
+                      "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    if os.geteuid() == 0:
+        assert any(line.startswith("run as for user: nobody:") for line in lines), lines
+        assert any(line.startswith("run as for admin: root:") for line in lines), lines
+        assert "run as for identity alice: 61001:61002 (61001:61002)" in lines
+        assert any(line.startswith("setpriv: ") for line in lines), lines
+    else:
+        assert any("every job runs as the daemon's own user" in line for line in lines), lines

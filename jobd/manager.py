@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -22,6 +21,7 @@ from jobd.accounts import RunAsPolicy, daemon_account
 from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend
 from jobd.cgroups.none import NoneBackend
+from jobd.cgroups.spare import SpareGroup
 from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.isolation import Isolator
 from jobd.job import SHUTDOWN, Job, JobSpec
@@ -106,6 +106,7 @@ class JobManager:
         self.default_grace = default_grace
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
+        self.spares = SpareGroup(self.cgroups)
         self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
@@ -135,6 +136,7 @@ class JobManager:
                 task_status.started()
                 await trio.sleep_forever()
         finally:
+            self.spares.close()
             self.cgroups.remove_parent()
 
     async def reap_leftover_cgroups(self) -> None:
@@ -171,7 +173,7 @@ class JobManager:
         limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
         isolation = self.isolation.effective(spec.isolation, role)
         account = self.run_as.effective(owner, role, self.switch_accounts)
-        job = Job(id=str(uuid.uuid4()), owner=owner, spec=spec, limits=limits,
+        job = Job(id=self.spares.next_id(limits), owner=owner, spec=spec, limits=limits,
                   isolation=isolation, run_as=account.describe())
         self._admit(job)
         try:
@@ -180,7 +182,7 @@ class JobManager:
             self._uncount(job.id)
             raise
         try:
-            cgroup = self.cgroups.create(f"job-{job.id}", limits)
+            cgroup = self.spares.take(job.id, limits)
         except BaseException:
             self._uncount(job.id)
             output.close()
@@ -194,6 +196,8 @@ class JobManager:
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
         try:
             await self._nursery.start(runner.run)
+            if cgroup.procs_files and not self.closing:
+                self._nursery.start_soon(self.spares.refill, limits)
             if not job.finished:
                 self._runners[job.id] = runner
                 self._nursery.start_soon(self._forget_runner, runner)

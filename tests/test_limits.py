@@ -664,3 +664,21 @@ def test_huge_values_are_refused_or_exact() -> None:
         parse_table({"pids": 5_000_000_000}, "test")
     with pytest.raises(InvalidArgument, match="pids limit must be at most"):
         effective(LimitPolicy(), pids=2**40)
+
+
+async def test_the_next_jobs_group_is_made_ahead_and_none_is_left(tmp_path: Path) -> None:
+    """After a start the manager makes the next job's group (jobd.cgroups.spare): the next
+    start with the same limits uses it; at the end nothing is left."""
+    backend = FakeBackend(tmp_path / "cg")
+    async with open_manager(tmp_path / "state", cgroups=backend) as manager:
+        first = await manager.start("alice", JobSpec(("true",)))
+        await manager.wait_finished(first)
+        await manager.spares.wait_idle()
+        made_ahead = set(backend.groups) - {f"job-{first.id}"}
+        assert len(made_ahead) == 1
+        second = await manager.start("alice", JobSpec(("true",)))
+        assert {f"job-{second.id}"} == made_ahead
+        assert backend.groups[f"job-{second.id}"].limits == second.limits
+        await manager.wait_finished(second)
+    assert all(group.removed for group in backend.groups.values())
+    assert backend.parent_removed

@@ -53,10 +53,10 @@ def run_as_report(config: Config) -> list[str]:
     if os.geteuid() != 0:
         return [f"run as: every job runs as the daemon's own user, "
                 f"{daemon_account().describe()} (switching accounts needs root)"]
-    setpriv = privdrop.find_setpriv()
-    found = f"setpriv: {setpriv}" if setpriv else "setpriv: NOT FOUND (util-linux): jobs of "
-    found += "" if setpriv else "accounts other than root cannot start"
-    return [*config.run_as.describe(), found]
+    where = privdrop.find_setpriv() or (
+        "NOT FOUND (util-linux): jobs of accounts other than root cannot start"
+    )
+    return [*config.run_as.describe(), f"setpriv: {where}"]
 
 
 def _limits_text(request: object) -> str:

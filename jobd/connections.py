@@ -72,18 +72,22 @@ class ConnectionLimits:
     max: int = 1000
     max_per_peer: int = 100
     max_streams: int = 100
+    # A call's request message must have arrived this long after the call began.
+    request_timeout: float = 10.0
 
     def describe(self) -> str:
         """One line for ``jobd --check``."""
         return (
             f"connections: at most {self.max} ({self.max_per_peer} per client address), "
             f"{self.max_streams} concurrent calls each; TLS handshake within "
-            f"{self.handshake_timeout:g} s; closed after {self.idle_timeout:g} s without a call"
+            f"{self.handshake_timeout:g} s; closed after {self.idle_timeout:g} s without a call; "
+            f"a call's request within {self.request_timeout:g} s"
         )
 
 
 _DURATIONS = {"handshake_timeout": (MAX_HANDSHAKE_TIMEOUT, "1h"),
-              "idle_timeout": (MAX_IDLE_TIMEOUT, "30d")}
+              "idle_timeout": (MAX_IDLE_TIMEOUT, "30d"),
+              "request_timeout": (MAX_HANDSHAKE_TIMEOUT, "1h")}
 _COUNTS = ("max", "max_per_peer", "max_streams")
 
 

@@ -163,7 +163,8 @@ async def _serve(
     metrics = Metrics()
     audit = AuditLog.open(config.audit_log or config.state_dir / "audit.log")
     try:
-        service = JobService(manager, config.roles, metrics, audit)
+        service = JobService(manager, config.roles, metrics, audit,
+                             config.connections.request_timeout)
         await _serve_service(config, ssl_context, manager, service, metrics, task_status)
     finally:
         audit.close()

@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import math
 import struct
 import time
 from collections import Counter
@@ -86,11 +87,22 @@ def _peer(stream: Stream[Any, Any]) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-async def recv_request(stream: Stream[Any, Any]) -> Any:
+async def recv_request(stream: Stream[Any, Any], within: float = math.inf) -> Any:
     """``stream.recv_message()``, refusing a message over ``bounds.MAX_MESSAGE_BYTES`` from
     its 5-byte gRPC header, before its body is read: grpclib 0.4 has no such setting. This
     mirrors ``grpclib.server.Stream.recv_message``; other stream types (the unit tests'
-    fakes) are asked as they are."""
+    fakes) are asked as they are. A request that has not arrived ``within`` seconds
+    is refused: a call that never sends one would hold its handler forever."""
+    try:
+        async with asyncio.timeout(None if math.isinf(within) else within):
+            return await _recv_request(stream)
+    except TimeoutError:
+        raise errors.ResourceExhausted(
+            f"the request message did not arrive within {within:g} s of the call"
+        ) from None
+
+
+async def _recv_request(stream: Stream[Any, Any]) -> Any:
     if not isinstance(stream, Stream):
         return await stream.recv_message()
     meta = await stream._stream.recv_data(5)
@@ -173,9 +185,10 @@ def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role]) -> Identity
 class JobService(JobServiceBase):
     def __init__(
         self, manager: JobManager, roles: Mapping[str, Role], metrics: Metrics | None = None,
-        audit: AuditLog | None = None,
+        audit: AuditLog | None = None, request_timeout: float = math.inf,
     ) -> None:
         self.manager = manager
+        self.request_timeout = request_timeout
         self.audit = audit or AuditLog(None)
         self.roles = roles
         self.metrics = metrics or Metrics()
@@ -193,7 +206,7 @@ class JobService(JobServiceBase):
 
     async def _unary(self, stream: Stream[Any, Any], fn: Callable[..., Awaitable[Any]]) -> None:
         identity = self._identify(stream)
-        request = await recv_request(stream)
+        request = await recv_request(stream, self.request_timeout)
         current_call().job_id = bounds.shown_job_id(getattr(request, "job_id", ""))
         reply = await trio_asyncio.trio_as_aio(fn)(identity, request)
         if isinstance(reply, pb.StartJobResponse):
@@ -221,7 +234,7 @@ class JobService(JobServiceBase):
         self, stream: Stream[pb.StreamOutputRequest, pb.StreamOutputResponse]
     ) -> None:
         identity = self._identify(stream)
-        request = await recv_request(stream)
+        request = await recv_request(stream, self.request_timeout)
         current_call().job_id = bounds.shown_job_id(request.job_id)
         send = trio_asyncio.aio_as_trio(stream.send_message)
         await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)

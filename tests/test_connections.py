@@ -71,7 +71,7 @@ DURATION = ("must be a number of seconds or a duration such as \"90s\" or \"5m\"
         ('connections = 5', "[connections] must be a table"),
         ('[connections]\nmax_conns = 5',
          "[connections]: unknown setting(s) max_conns (known: handshake_timeout, idle_timeout, "
-         "max, max_per_peer, max_streams)"),
+         "max, max_per_peer, max_streams, request_timeout)"),
         ('[connections]\nhandshake_timeout = 0',
          "[connections]: handshake_timeout " + DURATION.format(most="1h", value="0")),
         ('[connections]\nhandshake_timeout = -1',
@@ -107,7 +107,8 @@ def test_bad_values_name_the_file_table_and_key(tmp_path: Path, toml: str, messa
 def test_describe() -> None:
     assert ConnectionLimits().describe() == (
         "connections: at most 1000 (100 per client address), 100 concurrent calls each; "
-        "TLS handshake within 5 s; closed after 300 s without a call"
+        "TLS handshake within 5 s; closed after 300 s without a call; a call's request "
+        "within 10 s"
     )
 
 

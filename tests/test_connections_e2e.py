@@ -298,3 +298,32 @@ def test_a_well_behaved_client_queues_calls_past_max_streams(
             await stop(stub, job_id)
 
         daemon.run("client_1", scenario)
+
+
+def test_a_call_whose_request_never_comes_is_ended(certs: Certs, tmp_path: Path) -> None:
+    """A stream opened with its headers and then nothing holds no handler for long."""
+    with running(certs, tmp_path, request_timeout=0.5) as daemon, tls(daemon) as sock:
+        headers = [(":method", "POST"), (":scheme", "https"), (":authority", "127.0.0.1"),
+                   (":path", "/jobd.v1.JobService/GetJob"), ("content-type", "application/grpc"),
+                   ("te", "trailers")]  # fmt: skip
+        client = H2Connection(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, headers)  # and never the request message
+        sock.sendall(client.data_to_send())
+        began = time.monotonic()
+        status: dict[bytes, bytes] = {}
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "the daemon closed the connection"
+            for event in client.receive_data(data):
+                if isinstance(event, ResponseReceived | TrailersReceived):
+                    status.update(event.headers)
+                elif isinstance(event, StreamEnded | StreamReset):
+                    ended = True
+            sock.sendall(client.data_to_send())
+        elapsed = time.monotonic() - began
+        assert status[b"grpc-status"] == str(Status.RESOURCE_EXHAUSTED.value).encode()
+        assert b"did not arrive within 0.5 s" in status[b"grpc-message"]
+        assert 0.4 <= elapsed < SOON
+        daemon.run("client_1", start_and_get)  # and the daemon serves on

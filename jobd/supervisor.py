@@ -6,7 +6,9 @@ as a tiny ``/bin/sh`` shim that writes its own pid into every ``cgroup.procs`` o
 then execs the command: the job is contained from its first instruction, and the daemon never
 takes the slow fork() path that ``preexec_fn`` would force. A job with isolation runs its
 command through ``unshare`` and a short setup script next in that chain (see
-``jobd.isolation``). When the main process exits, what is left of the job (its cgroup, or at
+``jobd.isolation``), and a job of another account drops to it last, through ``setpriv`` (see
+``jobd.privdrop``). The process is spawned on the trio thread and waited for through a pidfd
+(``jobd.spawn``). When the main process exits, what is left of the job (its cgroup, or at
 least its process group) is killed, as systemd does for a service.
 """
 

@@ -158,8 +158,11 @@ def test_an_idle_connection_is_closed_and_a_busy_one_is_not(
             job_id = await start(stub, ["sh", "-c", "sleep 1.5; echo done"])
             out, _, final, _ = await collect(stub, job_id)
             assert (out, final.state) == (b"done\n", pb.JOB_STATE_FINISHED)
-            # Idle long enough to be closed; grpclib's channel just connects again.
-            await asyncio.sleep(1.5)
+            # Idle until the daemon has closed it; grpclib's channel just connects again.
+            dropped = 'jobd_connections_dropped_total{reason="idle"}'
+            assert await asyncio.to_thread(
+                wait_until, lambda: metric(daemon, dropped) >= 2, SOON
+            )
             reply = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
             assert reply.id == job_id
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from jobd import logs, privdrop
-from jobd.accounts import daemon_account
+from jobd.accounts import daemon_account, shared_without_pid_namespace
 from jobd.config import Config, ConfigError, load
 from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDir, StateDirError
@@ -41,6 +41,8 @@ def check_report(config: Config) -> str:
             *config.isolation.describe(),
             isolation.availability.describe(),
             *run_as_report(config),
+            *(f"run as: WARNING: {w}" for w in shared_without_pid_namespace(
+                config.run_as, config.isolation, isolation.availability.available)),
         ]
     finally:
         # The parent groups are a running daemon's if one uses this state directory.

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jobd.auth import Role
+from jobd.isolation import IsolationPolicy, Namespace
 
 NOBODY_UID = 65534  # the traditional overflow id, where "nobody" is missing from passwd
 
@@ -128,6 +129,29 @@ class RunAsPolicy:
         lines += [f"run as for identity {name}: {account.describe()}"
                   for name, account in sorted(self.identities.items())]  # fmt: skip
         return lines
+
+
+def shared_without_pid_namespace(
+    policy: RunAsPolicy, isolation: IsolationPolicy, available: frozenset[Namespace]
+) -> list[str]:
+    """Why some jobs of different identities could signal each other: their role gives them
+    one account (not root's: root's jobs are trusted with everything anyway) and does not
+    make each run in a PID namespace of its own. One line per such role, for the log and
+    ``jobd --check``."""
+    if os.geteuid() != 0:
+        return []  # every job runs as the daemon then, which --check says already
+    warnings = []
+    for role in Role:
+        account = policy.account("", role)
+        pid_for_all = Namespace.PID in isolation.rule(role).required & available
+        if account.uid != 0 and not pid_for_all:
+            warnings.append(
+                f"{role.value} jobs of different identities all run as {account.name} and need "
+                f"not run in a PID namespace, so they can signal each other: give identities "
+                f"their own accounts ([run_as.identity]) or make PID isolation required "
+                f"([isolation.{role.value}] with pid in default and allow_opt_out = false)"
+            )
+    return warnings
 
 
 def parse_table(table: Mapping[str, object], where: str) -> RunAsPolicy:

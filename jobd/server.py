@@ -22,6 +22,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from jobd.accounts import shared_without_pid_namespace
 from jobd.audit import AuditLog
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
@@ -71,6 +72,9 @@ def detect_isolation(config: Config, directory: Path) -> Isolator:
             "isolation unavailable here, jobs run without it: %s; see jobd --check",
             "; ".join(f"{role.value} role default: {names(ns)}" for role, ns in dropped.items()),
         )
+    for warning in shared_without_pid_namespace(config.run_as, config.isolation,
+                                                availability.available):
+        log.warning("run as: %s", warning)
     return Isolator(config.isolation, availability, launcher)
 
 

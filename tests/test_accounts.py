@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from jobd.accounts import Account, RunAsPolicy, builtin_account, daemon_account, lookup, parse_table
+from jobd.accounts import (
+    Account,
+    RunAsPolicy,
+    builtin_account,
+    daemon_account,
+    lookup,
+    parse_table,
+    shared_without_pid_namespace,
+)
 from jobd.auth import Role
 from jobd.config import Config, ConfigError
+from jobd.isolation import ALL, BUILTIN_ROLES, IsolationPolicy, Namespace, RoleIsolation
 
 ROOT = pwd.getpwuid(0)
 
@@ -129,3 +138,37 @@ def test_the_config_file_table(tmp_path: Path) -> None:
     path.write_text('[run_as]\nuser = "jobd-no-such-user"\n')
     with pytest.raises(ConfigError, match=f"{path}: run_as.user: no such user"):
         Config().apply_file(path)
+
+
+ALL_HERE = frozenset(Namespace)
+NETWORK_ONLY = RoleIsolation(frozenset({Namespace.NETWORK}), allow_opt_out=False,
+                             allow_network=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without root every job runs as the daemon")
+@pytest.mark.parametrize(
+    ("user_rule", "available", "warned"),
+    [
+        (None, ALL_HERE, False),  # built in: user jobs must run in their own PID namespace
+        (RoleIsolation(ALL, allow_opt_out=True, allow_network=False), ALL_HERE, True),
+        (NETWORK_ONLY, ALL_HERE, True),  # no PID namespace in the default
+        (None, ALL_HERE - {Namespace.PID}, True),  # no PID namespaces on this host
+    ],
+)
+def test_a_shared_account_without_pid_namespaces_is_warned_about(
+    user_rule: RoleIsolation | None, available: frozenset[Namespace], warned: bool
+) -> None:
+    roles = {Role.USER: user_rule} if user_rule else {}
+    isolation = IsolationPolicy({**BUILTIN_ROLES, **roles})
+    warnings = shared_without_pid_namespace(RunAsPolicy(), isolation, available)
+    # Admins run as root by default: trusted with everything anyway, never warned about.
+    assert [w.split()[0] for w in warnings] == (["user"] if warned else [])
+    if warned:
+        assert "all run as nobody" in warnings[0] and "[run_as.identity]" in warnings[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without root every job runs as the daemon")
+def test_an_admin_role_with_an_account_of_its_own_is_warned_about_too() -> None:
+    policy = RunAsPolicy({Role.ADMIN: lookup("65534:65534")})
+    warnings = shared_without_pid_namespace(policy, IsolationPolicy(), ALL_HERE)
+    assert [w.split()[0] for w in warnings] == ["admin"]

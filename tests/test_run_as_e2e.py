@@ -258,6 +258,9 @@ def test_the_control_one_account_and_no_namespaces_is_no_boundary(
     # What the two cases above rely on: with the same account and no PID namespace, the kill
     # goes through (so the test above can fail, and the README says which setup is safe).
     daemon = launch(daemons, shared, certs, NO_ISOLATION)
+    # The daemon said so at start.
+    assert any("user jobs of different identities all run as nobody" in line
+               for line in daemon.log), "\n".join(daemon.log)
     out, victim = _kill_from_another_user(daemon)
     assert "killed" in out
     assert victim.state == pb.JOB_STATE_FINISHED

@@ -223,6 +223,9 @@ def timed_process(argv: list[str], **kw: Any) -> float:
 # Benchmark groups
 
 
+AS_USER = "as a user role job (nobody via setpriv, full isolation)"
+
+
 def bench_start(certs: Certs, base: Path, n: int) -> None:
     print("start latency", flush=True)
     spawn = statistics.median(spawn_floor(n))
@@ -251,14 +254,18 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
         floor.close()
     record(Row("start", "RPC floor: bare grpclib unary + trio hop p50", rpc, "ms"))
     full = pb.Isolation(pid=True, mount=True, network=True, uts=True, ipc=True)
-    runs: list[tuple[str, tuple[str, ...], pb.Isolation | None]] = [
-        ("without cgroups", ("--no-cgroups",), None),
-        ("with cgroups", (), None),
-        ("with cgroups and full isolation", (), full),
+    # (label, daemon flags, isolation asked for, caller): client_0 is an admin, whose jobs run
+    # as root; client_1 a user, whose jobs run as nobody (setpriv in the chain).
+    runs: list[tuple[str, tuple[str, ...], pb.Isolation | None, str]] = [
+        ("without cgroups", ("--no-cgroups",), None, "client_0"),
+        ("with cgroups", (), None, "client_0"),
+        ("with cgroups and full isolation", (), full, "client_0"),
+        (AS_USER, (), full, "client_1"),
     ]
-    for label, extra, isolation in runs:
-        state = base / f"start-{len(extra)}-{isolation is not None}"
-        daemon = Daemon(certs, state, *extra, config_extra=NO_QUOTAS)
+    for label, extra, isolation, who in runs:
+        state = base / f"start-{len(extra)}-{isolation is not None}-{who}"
+        accounts = {} if who == "client_0" else {"run_as": ""}  # "": the built-in accounts
+        daemon = Daemon(certs, state, *extra, config_extra=NO_QUOTAS, **accounts)
         daemon.start()
         try:
             if isolation is not None and not any(
@@ -268,10 +275,10 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
                 print(f"  (skipped {label}: namespaces unavailable here; see jobd --check)")
                 continue
 
-            async def starts(daemon: Daemon, isolation: pb.Isolation | None) -> tuple[
+            async def starts(daemon: Daemon, isolation: pb.Isolation | None, who: str) -> tuple[
                 list[float], list[float], list[float]
             ]:
-                channel, stub = await open_stub(daemon)
+                channel, stub = await open_stub(daemon, who)
                 try:
                     request = pb.StartJobRequest(argv=["/bin/true"], isolation=isolation)
                     await stub.StartJob(request)
@@ -298,7 +305,7 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
                 finally:
                     channel.close()
 
-            samples, alone, lives = asyncio.run(starts(daemon, isolation))
+            samples, alone, lives = asyncio.run(starts(daemon, isolation, who))
         finally:
             daemon.stop()
         record(Row("start", f"StartJob /bin/true {label} p50", statistics.median(samples), "ms",
@@ -324,6 +331,11 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
             delta = by[name.format(isolated)] - by[name.format("with cgroups")]
             record(Row("start", f"full isolation cost at the median: {what}", delta, "ms",
                        target=target))
+        if f"StartJob /bin/true {AS_USER} p50" in by:
+            for name, what, _ in rows:
+                delta = by[name.format(AS_USER)] - by[name.format(isolated)]
+                record(Row("start", f"running as nobody, cost at the median: {what}", delta,
+                           "ms"))
 
 
 def bench_throughput(certs: Certs, base: Path, size: int) -> None:

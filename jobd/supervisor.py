@@ -127,21 +127,37 @@ def _check_format(argv0: str, path: str) -> None:
 
 def check_cwd(cwd: str, account: Account | None = None) -> None:
     """The working directory must be one ``account`` (None: the daemon) can change into."""
-    problem = ""
     with seen_by(account) if account else contextlib.nullcontext():
-        try:
-            mode = os.stat(cwd).st_mode
-        except PermissionError:
+        _check_cwd(cwd, _as(account))
+
+
+def _check_cwd(cwd: str, who: str) -> None:
+    problem = ""
+    try:
+        mode = os.stat(cwd).st_mode
+    except PermissionError:
+        problem = f"is not accessible ({DENIED})"
+    except OSError:
+        problem = "does not exist"
+    else:
+        if not stat.S_ISDIR(mode):
+            problem = "is not a directory"
+        elif not os.access(cwd, os.X_OK):
             problem = f"is not accessible ({DENIED})"
-        except OSError:
-            problem = "does not exist"
-        else:
-            if not stat.S_ISDIR(mode):
-                problem = "is not a directory"
-            elif not os.access(cwd, os.X_OK):
-                problem = f"is not accessible ({DENIED})"
     if problem:
-        raise SpawnFailed(f"working directory {cwd!r} {problem}{_as(account)}")
+        raise SpawnFailed(f"working directory {cwd!r} {problem}{who}")
+
+
+def check_start(
+    argv0: str, search_path: str, cwd: str, account: Account | None = None
+) -> str:
+    """``check_cwd`` and then ``resolve_executable``, with one switch of ids (~30 µs each)."""
+    who = _as(account)
+    with seen_by(account) if account else contextlib.nullcontext():
+        _check_cwd(cwd, who)
+        path = _find(argv0, search_path, cwd, who)
+    _check_format(argv0, path)
+    return path
 
 
 def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
@@ -207,8 +223,7 @@ class JobRunner:
         env = job_environment(self.job.id, spec.env, self.account)
         account = self.account if self.switch else None
         try:
-            check_cwd(spec.cwd, account)
-            program = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd, account)
+            program = check_start(spec.argv[0], env.get("PATH", ""), spec.cwd, account)
             executable = program
             # The spawn chain, innermost first: the command; as another account, the loader
             # of its environment and setpriv, so privileges are dropped last, after the

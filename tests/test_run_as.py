@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from jobd import impersonate
 from jobd.accounts import lookup
 from jobd.errors import SpawnFailed
-from jobd.supervisor import check_cwd, job_environment, resolve_executable
+from jobd.supervisor import DENIED, check_cwd, check_start, job_environment, resolve_executable
 from jobd.system import SYSTEM_PATH
 
 pytestmark = pytest.mark.skipif(not impersonate.available(), reason="needs root")
@@ -100,3 +101,16 @@ def test_the_accounts_environment() -> None:
     assert env["USER"] == env["LOGNAME"] == "root"
     assert env["HOME"] == "/srv"  # the request wins
     assert job_environment("j1", {}, NOBODY)["HOME"] == "/"
+
+
+def test_one_switch_checks_the_directory_first_then_the_program(shared: Path) -> None:
+    private = shared / "private"
+    private.mkdir(mode=0o700)
+    tool = script(shared / "tool", 0o755)
+    with pytest.raises(SpawnFailed, match=r"working directory .* is not accessible"):
+        check_start(str(tool), SYSTEM_PATH, str(private), NOBODY)
+    assert check_start(str(tool), SYSTEM_PATH, str(shared), NOBODY) == str(tool)
+    forbidden = script(private / "tool", 0o755)
+    with pytest.raises(SpawnFailed, match=f"cannot execute .*: {DENIED} \\(as {NOBODY.name}\\)"):
+        check_start(str(forbidden), SYSTEM_PATH, str(shared), NOBODY)
+    assert os.geteuid() == 0  # the daemon's own ids are back

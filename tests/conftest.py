@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,3 +25,15 @@ def daemon(certs: Certs, tmp_path: Path) -> Iterator[Daemon]:
         code = d.stop()
     assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(d.log))
     assert not any("Traceback" in line for line in d.log), "\n".join(d.log)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory any account may enter: pytest's own temporary directories are root's
+    alone, so tests of what an unprivileged job can reach need one outside them."""
+    path = Path(tempfile.mkdtemp(prefix="jobd-shared-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)

@@ -59,6 +59,18 @@ def running(certs: Certs, tmp_path: Path, **settings: object) -> Iterator[Daemon
     assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
 
 
+# A GetJob call's request headers, for tests that speak HTTP/2 themselves.
+GET_JOB_HEADERS = [(":method", "POST"), (":scheme", "https"), (":authority", "127.0.0.1"),
+                   (":path", "/jobd.v1.JobService/GetJob"), ("content-type", "application/grpc"),
+                   ("te", "trailers")]  # fmt: skip
+
+
+def h2_client() -> H2Connection:
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    return client
+
+
 def raw(daemon: Daemon, source: str = "127.0.0.1") -> socket.socket:
     """A TCP connection to the daemon from ``source`` that says nothing."""
     return socket.create_connection(("127.0.0.1", daemon.port), timeout=LONG,
@@ -143,8 +155,7 @@ def test_an_idle_connection_is_closed_and_a_busy_one_is_not(
 ) -> None:
     with running(certs, tmp_path, idle_timeout=0.5) as daemon:
         with tls(daemon) as idle:
-            client = H2Connection(H2Configuration(client_side=True))
-            client.initiate_connection()
+            client = h2_client()
             idle.sendall(client.data_to_send())
             took, data = wait_closed(idle, LONG)
         assert 0.45 <= took < SOON, took
@@ -222,13 +233,9 @@ def test_the_total_cap(certs: Certs, tmp_path: Path) -> None:
 
 def test_max_streams_is_advertised_and_enforced(certs: Certs, tmp_path: Path) -> None:
     with running(certs, tmp_path, max_streams=2) as daemon, tls(daemon) as sock:
-        headers = [(":method", "POST"), (":scheme", "https"), (":authority", "127.0.0.1"),
-                   (":path", "/jobd.v1.JobService/GetJob"), ("content-type", "application/grpc"),
-                   ("te", "trailers")]  # fmt: skip
-        client = H2Connection(H2Configuration(client_side=True))
-        client.initiate_connection()
+        client = h2_client()
         for stream_id in (1, 3, 5):  # before it has seen our SETTINGS: a client that ignores them
-            client.send_headers(stream_id, headers)
+            client.send_headers(stream_id, GET_JOB_HEADERS)
         sock.sendall(client.data_to_send())
 
         advertised: list[int] = []
@@ -306,12 +313,8 @@ def test_a_well_behaved_client_queues_calls_past_max_streams(
 def test_a_call_whose_request_never_comes_is_ended(certs: Certs, tmp_path: Path) -> None:
     """A stream opened with its headers and then nothing holds no handler for long."""
     with running(certs, tmp_path, request_timeout=0.5) as daemon, tls(daemon) as sock:
-        headers = [(":method", "POST"), (":scheme", "https"), (":authority", "127.0.0.1"),
-                   (":path", "/jobd.v1.JobService/GetJob"), ("content-type", "application/grpc"),
-                   ("te", "trailers")]  # fmt: skip
-        client = H2Connection(H2Configuration(client_side=True))
-        client.initiate_connection()
-        client.send_headers(1, headers)  # and never the request message
+        client = h2_client()
+        client.send_headers(1, GET_JOB_HEADERS)  # and never the request message
         sock.sendall(client.data_to_send())
         began = time.monotonic()
         status: dict[bytes, bytes] = {}

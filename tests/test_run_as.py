@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,6 @@ from jobd.system import SYSTEM_PATH
 
 pytestmark = pytest.mark.skipif(not impersonate.available(), reason="needs root")
 NOBODY = lookup("65534:65534")
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A directory any account may enter (pytest's own temporary directories are root's)."""
-    path = Path(tempfile.mkdtemp(prefix="jobd-run-as-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 def script(path: Path, mode: int) -> Path:

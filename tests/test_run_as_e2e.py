@@ -10,10 +10,8 @@ live where an unprivileged account cannot run it).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,16 +44,6 @@ NOBODY = lookup("65534")
 NO_ISOLATION = '[isolation.user]\ndefault = "none"\nallow_network = true\n'
 OWN_ACCOUNTS = '[run_as.identity]\nclient_1 = "61001"\nclient_2 = "61002"\n'
 OWN_UIDS = (61001, 61002)
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="jobd-run-as-e2e-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 @pytest.fixture

@@ -95,8 +95,9 @@ def builtin_account(role: Role) -> Account:
         return lookup(f"{NOBODY_UID}:{NOBODY_UID}")
 
 
+@functools.cache
 def daemon_account() -> Account:
-    """The account the daemon itself runs as."""
+    """The account the daemon itself runs as (its ids do not change while it runs)."""
     return lookup(str(os.geteuid())) if os.geteuid() else lookup("root")
 
 
@@ -116,13 +117,9 @@ class RunAsPolicy:
         found = self.identities.get(identity) or self.roles.get(role)
         return found if found is not None else self._builtin[role]
 
-    @functools.cached_property
-    def _daemon(self) -> Account:
-        return daemon_account()
-
     def effective(self, identity: str, role: Role, switch: bool) -> Account:
         """``switch`` False (the daemon is not root): every job runs as the daemon."""
-        return self.account(identity, role) if switch else self._daemon
+        return self.account(identity, role) if switch else daemon_account()
 
     def describe(self) -> list[str]:
         lines = [f"run as for {role.value}: {self.account('', role).describe()}" for role in Role]

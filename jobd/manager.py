@@ -101,7 +101,6 @@ class JobManager:
         self.run_as = run_as or RunAsPolicy()
         # Only root can run a job as another account; otherwise every job runs as the daemon.
         self.switch_accounts = os.geteuid() == 0
-        self._daemon_account = daemon_account()
         self.store = store
         self.default_grace = default_grace
         self.output_cap = output_cap
@@ -190,7 +189,7 @@ class JobManager:
             raise
         runner = JobRunner(
             job, output, self.default_grace, self._changed, cgroup, self.isolation,
-            account, switch=account != self._daemon_account,
+            account, switch=account != daemon_account(),
         )
         self._starting += 1
         self._no_starts = trio.Event() if self._starting == 1 else self._no_starts

@@ -11,11 +11,12 @@ import pytest
 from jobd import impersonate
 from jobd.accounts import lookup
 from jobd.errors import SpawnFailed
-from jobd.supervisor import DENIED, check_cwd, check_start, job_environment, resolve_executable
+from jobd.supervisor import DENIED, job_environment, resolve_executable
 from jobd.system import SYSTEM_PATH
 
 pytestmark = pytest.mark.skipif(not impersonate.available(), reason="needs root")
 NOBODY = lookup("65534:65534")
+TRUE = "/bin/true"  # a program anyone may run: these tests are about the directory
 
 
 def script(path: Path, mode: int) -> Path:
@@ -67,9 +68,9 @@ def test_path_lookup_skips_what_the_account_cannot_reach(shared: Path) -> None:
 def test_a_working_directory_the_account_cannot_enter(shared: Path) -> None:
     private = shared / "private"
     private.mkdir(mode=0o700)
-    check_cwd(str(private))
+    resolve_executable(TRUE, SYSTEM_PATH, str(private))
     with pytest.raises(SpawnFailed) as info:
-        check_cwd(str(private), NOBODY)
+        resolve_executable(TRUE, SYSTEM_PATH, str(private), NOBODY)
     assert str(info.value) == (
         f"working directory {str(private)!r} is not accessible (permission denied) "
         f"(as {NOBODY.name})"
@@ -77,10 +78,10 @@ def test_a_working_directory_the_account_cannot_enter(shared: Path) -> None:
     inner = private / "inner"
     inner.mkdir(mode=0o755)
     with pytest.raises(SpawnFailed, match="is not accessible"):
-        check_cwd(str(inner), NOBODY)
-    check_cwd(str(shared), NOBODY)
+        resolve_executable(TRUE, SYSTEM_PATH, str(inner), NOBODY)
+    resolve_executable(TRUE, SYSTEM_PATH, str(shared), NOBODY)
     with pytest.raises(SpawnFailed, match="does not exist"):
-        check_cwd(str(shared / "missing"), NOBODY)
+        resolve_executable(TRUE, SYSTEM_PATH, str(shared / "missing"), NOBODY)
 
 
 def test_the_accounts_environment() -> None:
@@ -95,9 +96,9 @@ def test_one_switch_checks_the_directory_first_then_the_program(shared: Path) ->
     private.mkdir(mode=0o700)
     tool = script(shared / "tool", 0o755)
     with pytest.raises(SpawnFailed, match=r"working directory .* is not accessible"):
-        check_start(str(tool), SYSTEM_PATH, str(private), NOBODY)
-    assert check_start(str(tool), SYSTEM_PATH, str(shared), NOBODY) == str(tool)
+        resolve_executable(str(tool), SYSTEM_PATH, str(private), NOBODY)
+    assert resolve_executable(str(tool), SYSTEM_PATH, str(shared), NOBODY) == str(tool)
     forbidden = script(private / "tool", 0o755)
     with pytest.raises(SpawnFailed, match=f"cannot execute .*: {DENIED} \\(as {NOBODY.name}\\)"):
-        check_start(str(forbidden), SYSTEM_PATH, str(shared), NOBODY)
+        resolve_executable(str(forbidden), SYSTEM_PATH, str(shared), NOBODY)
     assert os.geteuid() == 0  # the daemon's own ids are back

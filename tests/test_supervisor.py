@@ -35,7 +35,6 @@ from jobd.output import OutputLog, Stream, follow
 from jobd.spawn import Child
 from jobd.supervisor import (
     JobRunner,
-    check_cwd,
     job_environment,
     resolve_executable,
 )
@@ -125,15 +124,15 @@ def test_resolve_command_not_found(tmp_path: Path) -> None:
         resolve_executable("jobd-no-such-command", SYSTEM_PATH, "/")
 
 
-def test_check_cwd(tmp_path: Path) -> None:
-    check_cwd(str(tmp_path))
-    check_cwd("/")
+def test_the_working_directory_is_checked_first(tmp_path: Path) -> None:
+    resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path))
+    resolve_executable("/bin/true", SYSTEM_PATH, "/")
     with pytest.raises(SpawnFailed) as info:
-        check_cwd(str(tmp_path / "nope"))
+        resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path / "nope"))
     assert str(info.value) == f"working directory {str(tmp_path / 'nope')!r} does not exist"
     make_file(tmp_path / "file", 0o644)
     with pytest.raises(SpawnFailed) as info:
-        check_cwd(str(tmp_path / "file"))
+        resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path / "file"))
     assert str(info.value) == f"working directory {str(tmp_path / 'file')!r} is not a directory"
 
 

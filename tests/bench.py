@@ -38,6 +38,11 @@ MiB = 1 << 20
 NO_QUOTAS = "[quotas.default]\nrunning = 1000000\nstarts_per_minute = 1000000\nstreams = 1000000\n"
 
 
+def bench_daemon(certs: Certs, state: Path, *flags: str, **options: Any) -> Daemon:
+    """A daemon for the bench: harness.Daemon without the per-identity quotas."""
+    return Daemon(certs, state, *flags, config_extra=NO_QUOTAS, **options)
+
+
 @dataclass
 class Row:
     group: str
@@ -265,7 +270,7 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
     for label, extra, isolation, who in runs:
         state = base / f"start-{len(extra)}-{isolation is not None}-{who}"
         accounts = {} if who == "client_0" else {"run_as": ""}  # "": the built-in accounts
-        daemon = Daemon(certs, state, *extra, config_extra=NO_QUOTAS, **accounts)
+        daemon = bench_daemon(certs, state, *extra, **accounts)
         daemon.start()
         try:
             if isolation is not None and not any(
@@ -350,7 +355,7 @@ def bench_throughput(certs: Certs, base: Path, size: int) -> None:
         floor.close()
     stream_floor = size / MiB / bare
     record(Row("throughput", "stream floor: bare grpclib stream, same TLS", stream_floor, "MiB/s"))
-    daemon = Daemon(certs, base / "throughput", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "throughput").start()
     try:
         env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
                "JOBCTL_CERT": str(certs.client("client_0"))}
@@ -374,7 +379,7 @@ def bench_throughput(certs: Certs, base: Path, size: int) -> None:
 
 def bench_followers(certs: Certs, base: Path, size: int, followers: int) -> None:
     print(f"{followers} followers of one {size // MiB} MiB job", flush=True)
-    daemon = Daemon(certs, base / "followers", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "followers").start()
     try:
         async def start() -> str:
             channel, stub = await open_stub(daemon)
@@ -408,7 +413,7 @@ def bench_followers(certs: Certs, base: Path, size: int, followers: int) -> None
 
 def bench_stalled(certs: Certs, base: Path, size: int) -> None:
     print("a stalled follower", flush=True)
-    daemon = Daemon(certs, base / "stalled", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "stalled").start()
     try:
         free, stalled = asyncio.run(_stalled_runs(daemon, size))
     finally:
@@ -460,7 +465,7 @@ async def _wait_finished(stub: Any, job_id: str) -> Any:
 
 def bench_scale(certs: Certs, base: Path, jobs: int) -> None:
     print(f"{jobs} running jobs", flush=True)
-    daemon = Daemon(certs, base / "scale", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "scale").start()
     try:
         async def scenario() -> tuple[float, list[float], float]:
             channels = [await open_stub(daemon) for _ in range(4)]
@@ -504,7 +509,7 @@ def bench_scale(certs: Certs, base: Path, jobs: int) -> None:
 def bench_history(certs: Certs, base: Path, count: int) -> None:
     print(f"list with {count} finished jobs in history", flush=True)
     state = base / "history"
-    Daemon(certs, state, config_extra=NO_QUOTAS).start().stop()  # creates the schema
+    bench_daemon(certs, state).start().stop()  # creates the schema
     db = sqlite3.connect(state / "jobs.db")
     now = time.time()
     record_text = json.dumps({"argv": ["true"], "env": {}, "cwd": "/", "result": {
@@ -516,7 +521,7 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
         db.executemany("INSERT INTO jobs (id, owner, state, created_at, ended_at, record) "
                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
     db.close()
-    daemon = Daemon(certs, state, config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, state).start()
     try:
         async def scenario() -> tuple[list[float], list[float]]:
             channel, stub = await open_stub(daemon)
@@ -566,7 +571,7 @@ os._exit(0)
 
 def bench_cli(certs: Certs, base: Path, n: int) -> None:
     print("CLI start-up", flush=True)
-    daemon = Daemon(certs, base / "cli", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "cli").start()
     try:
         env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
                "JOBCTL_CERT": str(certs.client("client_0"))}
@@ -611,7 +616,7 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
 
 def bench_latency(certs: Certs, base: Path, n: int, seconds: float) -> None:
     print("first byte and sustained starts", flush=True)
-    daemon = Daemon(certs, base / "latency", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "latency").start()
     try:
         async def first_bytes() -> list[float]:
             channel, stub = await open_stub(daemon)
@@ -689,7 +694,7 @@ def grpcio_client_main(port: int, certs_dir: str, job_id: str) -> None:
 
 def bench_grpcio(certs: Certs, base: Path, size: int) -> None:
     print(f"grpcio client, {size // MiB} MiB", flush=True)
-    daemon = Daemon(certs, base / "grpcio", config_extra=NO_QUOTAS).start()
+    daemon = bench_daemon(certs, base / "grpcio").start()
     try:
         async def start() -> str:
             channel, stub = await open_stub(daemon)

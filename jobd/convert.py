@@ -141,9 +141,10 @@ def job_to_pb(job: Job) -> pb.Job:
 
 
 def chunks_to_pb(chunks: list[Chunk]) -> pb.StreamOutputResponse:
-    return pb.StreamOutputResponse(
-        chunks=[
-            pb.OutputChunk(stream=STREAM_TO_PB[c.stream], data=c.data, next_offset=c.next_offset)
-            for c in chunks
-        ]
-    )
+    # Built in place with add(): handing the constructor new OutputChunk messages costs
+    # protobuf (upb) ~1.4 ms per MiB of data to merge them in, 150x the copy itself.
+    response = pb.StreamOutputResponse()
+    add = response.chunks.add
+    for c in chunks:
+        add(stream=STREAM_TO_PB[c.stream], data=c.data, next_offset=c.next_offset)
+    return response

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 # The connection options a context may set, and the variable that overrides each.
 FIELDS = {
@@ -43,17 +43,25 @@ class ConfigError(Exception):
     """The config file cannot be read or makes no sense, or the context named is not in it."""
 
 
-# NamedTuples, not frozen dataclasses: making the two dataclasses cost ~0.7 ms of every start.
-class Context(NamedTuple):
-    name: str
-    values: Mapping[str, str]  # some of FIELDS' keys; paths already made absolute
+# Plain classes, not NamedTuples or dataclasses: making those costs up to ~1 ms of every start.
+class Context:
+    __slots__ = ("name", "values")
+
+    def __init__(self, name: str, values: Mapping[str, str]) -> None:
+        self.name = name
+        self.values = values  # some of FIELDS' keys; paths already made absolute
 
 
-class Config(NamedTuple):
-    path: Path
-    exists: bool
-    contexts: Mapping[str, Context]
-    current: str | None  # the file's `current`
+class Config:
+    __slots__ = ("contexts", "current", "exists", "path")
+
+    def __init__(
+        self, path: Path, exists: bool, contexts: Mapping[str, Context], current: str | None
+    ) -> None:
+        self.path = path
+        self.exists = exists
+        self.contexts = contexts
+        self.current = current  # the file's `current`
 
 
 def default_path(environ: Mapping[str, str]) -> Path:

@@ -794,8 +794,55 @@ def test_status_imports_only_what_it_needs(tmp_path: Path) -> None:
     ],
 )
 def test_lazy_parser_parses_like_the_full_one(argv: list[str]) -> None:
-    lazy = cli.build_parser({}, lazy=True).parse_args(argv)
-    assert vars(lazy) == vars(cli.build_parser({}).parse_args(argv))
+    full = vars(cli.build_parser({}).parse_args(argv))
+    assert vars(cli.build_parser({}, lazy=True).parse_args(argv)) == full
+    assert vars(cli.build_parser({}, lazy=True, argv=argv).parse_args(argv)) == full
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["status", "j1"], "status"),
+        (["--server", "h:1", "--cert=c.pem", "logs", "-f", "j1"], "logs"),
+        (["--serv", "h:1", "list"], "list"),  # argparse takes unambiguous abbreviations
+        (["--server", "status", "list"], "list"),  # a value that looks like a command
+        (["--context=status", "stop", "j1"], "stop"),
+        (["--help"], None),
+        (["-h", "status"], None),
+        (["--no-such-option", "status"], None),
+        (["--", "status"], None),
+        (["stats", "j1"], None),
+        ([], None),
+    ],
+)
+def test_command_named_reads_only_what_is_plain(argv: list[str], named: str | None) -> None:
+    assert cli.command_named(argv) == named
+
+
+def test_command_named_knows_every_command_and_value_option() -> None:
+    parser = cli.build_parser({})
+    [commands] = [a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(cli.COMMANDS) == set(commands)
+    takes_value = {o for a in parser._actions if a.nargs != 0 and a.option_strings
+                   for o in a.option_strings}
+    assert set(cli._GLOBAL_VALUE_OPTIONS) == takes_value
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--serv", "h:1", "status", "--no-such-option", "j1"], ["--c", "x", "status", "j1"],
+     ["status"], ["logs", "--help"]],
+)
+def test_parser_of_one_command_reports_like_the_whole(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "72")
+    outputs = []
+    for only in (False, True):
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser({}, lazy=True, argv=argv if only else None).parse_args(argv)
+        outputs.append((exc.value.code, capsys.readouterr()))
+    assert outputs[0] == outputs[1]
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,16 @@ from pathlib import Path
 
 
 def read_text(path: Path) -> str:
-    with open(path, encoding="ascii") as f:
-        return f.read()
+    # Plain os calls: each job's end reads several control files, and a text file object
+    # costs about as much again as the system calls themselves (~11 against ~6 us).
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while data := os.read(fd, 65536):
+            chunks.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii")
 
 
 def write_value(path: Path, value: str | int) -> None:

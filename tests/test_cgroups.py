@@ -30,6 +30,7 @@ from jobd.cgroups import (
     block_device,
     detect,
     format_size,
+    inotify,
     parse_cpu,
     parse_size,
 )
@@ -383,13 +384,20 @@ async def test_wait_until_wakes_on_change_with_one_inotify_instance(tmp_path: Pa
         for f in files:
             f.write_text("1")
     assert sorted(woke) == list(range(200))
-    await wait_until(files[0], lambda: True)  # watches were released and can be re-added
+    async with trio.open_nursery() as nursery:  # watches were released and can be re-added
+        nursery.start_soon(wait_until, files[0], lambda: files[0].read_text() == "3")
+        await trio.testing.wait_all_tasks_blocked()
+        files[0].write_text("3")
     assert inotify_instances() == 1
 
 
 async def test_wait_until_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         await wait_until(tmp_path / "missing", lambda: False)
+
+
+async def test_wait_until_sets_no_watch_when_already_done(tmp_path: Path) -> None:
+    await wait_until(tmp_path / "missing", lambda: True)  # a watch would need the file
 
 
 # --------------------------------------------------------------------------- as root
@@ -815,7 +823,7 @@ async def test_waits_close_their_descriptors(
 ) -> None:
     memory = Limits(memory=100 * MiB) if "memory" in backend.controllers else Limits()
     group = backend.create("job-fds", memory)
-    await group.wait_empty()  # starts this run's shared inotify reader, which stays
+    inotify._hub()  # this run's shared inotify reader: started once, it stays
     before = open_fds()
     proc = await spawn_in(group, "exec sleep 300", children)
     with trio.move_on_after(0.05):

@@ -113,9 +113,11 @@ def _hub() -> InotifyHub:
 async def wait_until(path: Path, done: Callable[[], bool]) -> None:
     """Return once ``done()`` is true, re-checking only when ``path`` reports a change.
 
-    Raises FileNotFoundError if ``path`` does not exist (or ``done`` raises it, e.g. when
-    the file went away with its cgroup).
+    Raises FileNotFoundError if ``done()`` is false and ``path`` does not exist (or if
+    ``done`` raises it, e.g. when the file went away with its cgroup).
     """
+    if done():  # the common case at a job's end: no watch to set up and take down
+        return
     hub = _hub()
     wd = hub.add(path)
     try:

@@ -6,10 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from jobd.cgroups.base import Limits
 from jobd.cgroups.fake import FakeBackend
-from jobd.cgroups.spare import SpareGroup
+from jobd.cgroups.spare import REFILL_AFTER, SpareGroup
 from jobd.errors import FailedPrecondition
 
 DEFAULT = Limits(pids=4096)
@@ -85,3 +87,22 @@ async def test_a_backend_without_procs_files_keeps_no_spare(tmp_path: Path) -> N
     (group,) = backend.groups.values()
     assert group.removed
     assert f"job-{spares.next_id(DEFAULT)}" != group.name
+
+
+async def test_the_spare_is_made_only_once_starts_pause(
+    backend: FakeBackend, mock_clock: trio.testing.MockClock
+) -> None:
+    # During a burst of starts the worker's mkdirs would contend with the starts' own.
+    spares = SpareGroup(backend)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spares.refill, DEFAULT)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(5):  # a start every half of REFILL_AFTER
+            mock_clock.jump(REFILL_AFTER / 2)
+            await spares.refill(Limits(pids=10))  # one is on the way: it only waits longer
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.groups == {}
+        mock_clock.jump(REFILL_AFTER)
+        await spares.wait_idle()
+    (group,) = backend.groups.values()
+    assert group.limits == Limits(pids=10)  # the latest start's limits

@@ -815,7 +815,8 @@ def table() -> str:
     for r in ROWS:
         floor = f"{r.floor:.3f} {r.unit} ({r.floor_name})" if r.floor else ""
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
-        lines.append(f"| {r.name} | {r.value:.3f} {r.unit} | {floor} | {ratio} | {r.target} |")
+        name = r.name.replace("|", "\\|")  # "head | cat" must not split the row
+        lines.append(f"| {name} | {r.value:.3f} {r.unit} | {floor} | {ratio} | {r.target} |")
     return "\n".join(lines)
 
 

@@ -197,8 +197,9 @@ async def _serve_service(
             listener = Listener(server, ssl_context, config.connections, metrics)
             bound = await nursery.start(listener.serve, *config.listen)
             addrs = [_format_addr(addr) for addr in bound]
-            log.info("listening on %s", ", ".join(addrs))
-            notify("READY=1")
+            listening = "listening on " + ", ".join(addrs)
+            log.info("%s", listening)
+            notify(f"READY=1\nSTATUS={listening}")  # STATUS: what `systemctl status` shows
             task_status.started(addrs)
 
             async for signum in signals:

@@ -96,7 +96,9 @@ def test_systemd_readiness_and_stopping_are_notified(
         monkeypatch.setenv("NOTIFY_SOCKET", address)
         daemon = Daemon(certs, tmp_path / "state").start()
         try:
-            assert sock.recv(4096) == b"READY=1"  # sent once it accepts connections
+            # Sent once it accepts connections; STATUS is what `systemctl status` shows.
+            ready = f"READY=1\nSTATUS=listening on {daemon.server}"
+            assert sock.recv(4096) == ready.encode()
         finally:
             assert daemon.stop() == 0
         assert sock.recv(4096) == b"STOPPING=1"

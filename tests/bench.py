@@ -39,8 +39,10 @@ NO_QUOTAS = "[quotas.default]\nrunning = 1000000\nstarts_per_minute = 1000000\ns
 
 
 def bench_daemon(certs: Certs, state: Path, *flags: str, **options: Any) -> Daemon:
-    """A daemon for the bench: harness.Daemon without the per-identity quotas."""
-    return Daemon(certs, state, *flags, config_extra=NO_QUOTAS, **options)
+    """A daemon for the bench: harness.Daemon without the per-identity quotas, its log in a
+    file next to its state directory (not read a line at a time by a thread of the bench)."""
+    log_file = state.parent / f"{state.name}.log"
+    return Daemon(certs, state, *flags, config_extra=NO_QUOTAS, log_file=log_file, **options)
 
 
 @dataclass

@@ -616,8 +616,7 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
         job_id = subprocess.run([bin_path("jobctl"), "start", "--", "true"], env=env,
                                 check=True, capture_output=True).stdout.decode().strip()
         # Byte code cached, as an installed jobctl has it (pip compiles it, as it did the
-        # floor's packages). A dev shell with PYTHONDONTWRITEBYTECODE=1 makes every run compile
-        # jobctl's and jobd's sources again: that is the last row, for comparison.
+        # floor's packages).
         cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
         cached["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
         runs: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -627,8 +626,6 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
             "protobuf": ([sys.executable, "-c", "import grpclib.client, google.protobuf, "
                           "jobd.v1.jobs_pb2"], cached),
             "bare": ([sys.executable, "-c", BARE_STATUS_CLIENT, job_id], cached),
-            "uncached": ([bin_path("jobctl"), "status", job_id],
-                         {**env, "PYTHONDONTWRITEBYTECODE": "1"}),
         }
         for argv, run_env in runs.values():  # warm-up; fills the byte code cache
             timed_process(argv, env=run_env, stdout=subprocess.DEVNULL)
@@ -647,7 +644,6 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
         ("status", "jobctl status ID (whole process) p50", "<= 1.2x"),
         ("protobuf", "CLI floor + protobuf runtime and jobd.v1.jobs_pb2 p50", ""),
         ("bare", "bare grpclib client: mTLS connect + GetJob, exit as jobctl, p50", ""),
-        ("uncached", "jobctl status ID without byte code cache p50", ""),
     ):
         record(Row("cli", name, p50[label], "ms", floor, "CLI floor", target))
 

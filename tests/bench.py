@@ -360,8 +360,7 @@ def bench_throughput(certs: Certs, base: Path, size: int, runs: int) -> None:
     record(Row("throughput", "stream floor: bare grpclib stream, same TLS", stream_floor, "MiB/s"))
     daemon = bench_daemon(certs, base / "throughput").start()
     try:
-        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
-               "JOBCTL_CERT": str(certs.client("client_0"))}
+        env = daemon.jobctl_env()
 
         def live() -> tuple[float, str]:
             quiet_disk()
@@ -574,8 +573,7 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
         record(Row("history", "ListJobs newest 1000 of all, p50", statistics.median(page), "ms"))
         record(Row("history", "ListJobs newest 50, p50", statistics.median(small), "ms"))
         record(Row("history", "ListJobs newest 50, p99", pct(small, 99), "ms"))
-        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
-               "JOBCTL_CERT": str(certs.client("client_0"))}
+        env = daemon.jobctl_env()
         cli = [timed_process([bin_path("jobctl"), "list"], env=env, stdout=subprocess.DEVNULL)
                for _ in range(5)]
         record(Row("history", "jobctl list (whole process), p50", statistics.median(cli) * 1000,
@@ -611,8 +609,7 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
     print("CLI start-up", flush=True)
     daemon = bench_daemon(certs, base / "cli").start()
     try:
-        env = {**os.environ, "JOBCTL_SERVER": daemon.server, "JOBCTL_CACERT": str(certs.ca),
-               "JOBCTL_CERT": str(certs.client("client_0"))}
+        env = daemon.jobctl_env()
         job_id = subprocess.run([bin_path("jobctl"), "start", "--", "true"], env=env,
                                 check=True, capture_output=True).stdout.decode().strip()
         # Byte code cached, as an installed jobctl has it (pip compiles it, as it did the

@@ -23,8 +23,7 @@ def daemon(certs: Certs, tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         code = d.stop()
-    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(d.log))
-    assert not any("Traceback" in line for line in d.log), "\n".join(d.log)
+    d.check_exit(code)
 
 
 @pytest.fixture

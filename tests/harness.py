@@ -45,13 +45,19 @@ class Certs:
         return self.dir / f"{name}.pem"
 
 
-def make_certs(directory: Path) -> Certs:
+def new_ca(directory: Path) -> trustme.CA:
+    """A fresh CA in ``directory``: ``ca.crt``, and ``server.pem`` for localhost it issued."""
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(directory / "ca.crt"))
     ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
         str(directory / "server.pem")
     )
     (directory / "server.pem").chmod(0o600)  # jobd refuses a key others can read
+    return ca
+
+
+def make_certs(directory: Path) -> Certs:
+    ca = new_ca(directory)
     for name in IDENTITIES:
         cert = ca.issue_cert(f"{name}@jobd.test", common_name=name)
         cert.private_key_and_cert_chain_pem.write_to_path(str(directory / f"{name}.pem"))
@@ -191,6 +197,12 @@ class Daemon:
         finally:
             self.kill()
 
+    def check_exit(self, code: int) -> None:
+        """Fail unless jobd exited with ``code`` 0 and logged no traceback."""
+        log = "\n".join(self.log)
+        assert code == 0, f"jobd exited with {code}:\n{log}"
+        assert "Traceback" not in log, log
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -221,19 +233,40 @@ class Daemon:
         finally:
             channel.close()
 
+    def jobctl_env(self, who: str = "client_0") -> dict[str, str]:
+        """This environment, with jobctl pointed at this daemon as ``who``."""
+        return {**os.environ, "JOBCTL_SERVER": self.server, "JOBCTL_CACERT": str(self.certs.ca),
+                "JOBCTL_CERT": str(self.certs.client(who))}  # fmt: skip
+
     def jobctl(
         self, who: str, *args: str, input: bytes | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[bytes]:
-        env = {**os.environ, "JOBCTL_SERVER": self.server, "JOBCTL_CACERT": str(self.certs.ca),
-               "JOBCTL_CERT": str(self.certs.client(who))}  # fmt: skip
         return subprocess.run(
-            [bin_path("jobctl"), *args], input=input, capture_output=True, env=env, timeout=timeout
-        )
+            [bin_path("jobctl"), *args], input=input, capture_output=True,
+            env=self.jobctl_env(who), timeout=timeout,
+        )  # fmt: skip
 
 
 def python(code: str) -> list[str]:
     """argv that runs ``code`` in the test interpreter."""
     return [sys.executable, "-c", code]
+
+
+# Output that is not text: every byte value, NULs and invalid UTF-8.
+PAYLOAD = bytes(range(256)) * 40 + b"\x00\x00\xff\xfe invalid \xc3\x28 utf-8 \xed\xa0\x80\n\x00"
+
+
+def binary_job(exit_code: int = 0) -> list[str]:
+    """argv of a job that writes PAYLOAD to stdout and PAYLOAD reversed to stderr, in turns of
+    1000 bytes, then exits with ``exit_code``."""
+    return python(
+        "import sys\n"
+        f"data = {PAYLOAD!r}\n"
+        "for i in range(0, len(data), 1000):\n"
+        "    sys.stdout.buffer.write(data[i:i + 1000]); sys.stdout.flush()\n"
+        "    sys.stderr.buffer.write(data[::-1][i:i + 1000]); sys.stderr.flush()\n"
+        f"sys.exit({exit_code})\n"
+    )
 
 
 def processes_in_group(pgid: int) -> list[int]:

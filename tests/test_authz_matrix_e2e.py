@@ -108,8 +108,7 @@ def world(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         assert after and all(job.state == pb.JOB_STATE_FINISHED for job in after)
     finally:
         code = daemon.stop()
-    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(daemon.log))
-    assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+    daemon.check_exit(code)
 
 
 async def outcome(expected: Status, call: Any, job_id: str, caller: str) -> Any:

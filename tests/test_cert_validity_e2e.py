@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
 
-from harness import Certs, Daemon
+from harness import Certs, Daemon, new_ca
 from jobd.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
@@ -37,12 +36,7 @@ PERIODS = {
 
 
 def make_pki(directory: Path) -> Certs:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(directory / "server.pem")
-    )
-    (directory / "server.pem").chmod(0o600)  # jobd refuses a key others can read
+    ca = new_ca(directory)
     for name, (not_before, not_after) in PERIODS.items():
         cert = ca.issue_cert(
             "client_0@jobd.test", common_name="client_0", not_before=not_before, not_after=not_after
@@ -62,8 +56,7 @@ def pki_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         assert all(job.state == pb.JOB_STATE_FINISHED for job in stopped)
     finally:
         code = d.stop()
-    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(d.log))
-    assert not any("Traceback" in line for line in d.log), "\n".join(d.log)
+    d.check_exit(code)
 
 
 async def stop_all(stub: Any) -> list[pb.Job]:

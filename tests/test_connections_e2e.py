@@ -55,8 +55,7 @@ def running(certs: Certs, tmp_path: Path, **settings: object) -> Iterator[Daemon
         yield daemon
     finally:
         code = daemon.stop()
-    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(daemon.log))
-    assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+    daemon.check_exit(code)
 
 
 # A GetJob call's request headers, for tests that speak HTTP/2 themselves.

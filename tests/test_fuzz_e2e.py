@@ -226,9 +226,7 @@ def session(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         finally:
             session.close()
             code = daemon.stop()
-    assert code == 0, "jobd exited with {}:\n{}".format(code, "\n".join(daemon.log))
-    tracebacks = [line for line in daemon.log if "Traceback" in line]
-    assert not tracebacks, "\n".join(tracebacks)
+    daemon.check_exit(code)
 
 
 def decodes(rpc: str, payload: bytes) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness import Certs, Daemon, bin_path, python, wait_for_output
+from harness import PAYLOAD, Certs, Daemon, bin_path, binary_job, python, wait_for_output
 from jobctl import cli
 
 pytestmark = pytest.mark.e2e
@@ -74,15 +74,6 @@ def wait_printed(daemon: Daemon, job_id: str, *markers: bytes) -> None:
         daemon.run("client_0", lambda stub, m=marker: wait_for_output(stub, job_id, m))
 
 
-def environment(daemon: Daemon, who: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "JOBCTL_SERVER": daemon.server,
-        "JOBCTL_CACERT": str(daemon.certs.ca),
-        "JOBCTL_CERT": str(daemon.certs.client(who)),
-    }
-
-
 # --- start, status, list, stop -----------------------------------------------------------------
 
 
@@ -106,7 +97,7 @@ def test_start_in_a_shell_script(daemon: Daemon) -> None:
         '"$JOBCTL" status "$id" >/dev/null || exit 11\n'
         'exec "$JOBCTL" stop --grace 0 "$id"\n'
     )
-    env = {**environment(daemon, "client_1"), "JOBCTL": bin_path("jobctl")}
+    env = {**daemon.jobctl_env("client_1"), "JOBCTL": bin_path("jobctl")}
     result = subprocess.run(["sh", "-c", script], capture_output=True, env=env, timeout=60)
     assert result.returncode == 0, result
     assert result.stderr == b""
@@ -269,8 +260,7 @@ def test_a_limit_above_the_role_maximum_is_refused(certs: Certs, tmp_path: Path)
             "role (256 MiB)\n",
         )
         assert json.loads(ok(daemon.jobctl("client_1", "list", "--json"))) == []
-        assert daemon.stop() == 0
-        assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+        daemon.check_exit(daemon.stop())
     finally:
         daemon.kill()
 
@@ -286,8 +276,7 @@ def test_a_limit_the_server_cannot_enforce_is_refused(certs: Certs, tmp_path: Pa
         )
         assert "disabled" in err
         assert json.loads(ok(daemon.jobctl("client_0", "list", "--json"))) == []
-        assert daemon.stop() == 0
-        assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+        daemon.check_exit(daemon.stop())
     finally:
         daemon.kill()
 
@@ -320,18 +309,8 @@ def test_an_oom_killed_job(daemon: Daemon) -> None:
 
 # --- logs --------------------------------------------------------------------------------------
 
-PAYLOAD = bytes(range(256)) * 40 + b"\x00\x00\xff\xfe invalid \xc3\x28 utf-8 \xed\xa0\x80\n\x00"
-BINARY_JOB = (
-    "import sys\n"
-    f"data = {PAYLOAD!r}\n"
-    "for i in range(0, len(data), 1000):\n"
-    "    sys.stdout.buffer.write(data[i:i + 1000]); sys.stdout.flush()\n"
-    "    sys.stderr.buffer.write(data[::-1][i:i + 1000]); sys.stderr.flush()\n"
-)
-
-
 def test_logs_are_byte_exact_and_kept_apart(daemon: Daemon) -> None:
-    job_id = start(daemon, *python(BINARY_JOB))
+    job_id = start(daemon, *binary_job())
     followed = daemon.jobctl("client_0", "logs", "-f", job_id)
     assert followed.returncode == 0
     assert followed.stdout == PAYLOAD
@@ -350,10 +329,10 @@ def test_logs_are_byte_exact_and_kept_apart(daemon: Daemon) -> None:
 
 
 def test_logs_stdout_into_a_file(daemon: Daemon, tmp_path: Path) -> None:
-    job_id = start(daemon, *python(BINARY_JOB))
+    job_id = start(daemon, *binary_job())
     ok(daemon.jobctl("client_0", "logs", "-f", "--stdout", job_id))  # waits for the end
     target = tmp_path / "out.bin"
-    env = environment(daemon, "client_0")
+    env = daemon.jobctl_env()
     command = f'"$JOBCTL" logs --stdout {job_id} > "$TARGET"'
     result = subprocess.run(
         ["sh", "-c", command],
@@ -486,7 +465,7 @@ def test_ctrl_c_while_following_leaves_the_job_running(daemon: Daemon) -> None:
             [bin_path("jobctl"), "logs", "-f", job_id],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=environment(daemon, "client_0"),
+            env=daemon.jobctl_env(),
         )
         try:
             assert follower.stdout is not None
@@ -577,7 +556,6 @@ def test_output_cap(certs: Certs, tmp_path: Path) -> None:
         text = ok(daemon.jobctl("client_0", "status", job_id)).decode()
         assert "Dropped:" in text and "(3976 bytes)" in text
         assert "Output error:" in text
-        assert daemon.stop() == 0
-        assert not any("Traceback" in line for line in daemon.log), "\n".join(daemon.log)
+        daemon.check_exit(daemon.stop())
     finally:
         daemon.kill()

@@ -18,20 +18,11 @@ from typing import Any
 
 import pytest
 
-from harness import Certs, Daemon, bin_path, python, wait_until
+from harness import PAYLOAD, Certs, Daemon, bin_path, binary_job, wait_until
 
 pytestmark = pytest.mark.e2e
 
 Result = subprocess.CompletedProcess[bytes]
-
-
-def environment(daemon: Daemon, who: str = "client_0") -> dict[str, str]:
-    return {
-        **os.environ,
-        "JOBCTL_SERVER": daemon.server,
-        "JOBCTL_CACERT": str(daemon.certs.ca),
-        "JOBCTL_CERT": str(daemon.certs.client(who)),
-    }
 
 
 def jobs(daemon: Daemon) -> list[dict[str, Any]]:
@@ -84,19 +75,8 @@ def test_start_options_apply(cleanup: Daemon) -> None:
     assert (job["cwd"], job["env"]["GREETING"]) == ("/tmp", "hi there")
 
 
-PAYLOAD = bytes(range(256)) * 40 + b"\x00\xff\xfe invalid \xc3\x28 utf-8 \xed\xa0\x80\n\x00"
-BINARY_JOB = (
-    "import sys\n"
-    f"data = {PAYLOAD!r}\n"
-    "for i in range(0, len(data), 1000):\n"
-    "    sys.stdout.buffer.write(data[i:i + 1000]); sys.stdout.flush()\n"
-    "    sys.stderr.buffer.write(data[::-1][i:i + 1000]); sys.stderr.flush()\n"
-    "sys.exit(3)\n"
-)
-
-
 def test_output_is_byte_exact_like_logs(cleanup: Daemon) -> None:
-    result = cleanup.jobctl("client_0", "run", "--", *python(BINARY_JOB))
+    result = cleanup.jobctl("client_0", "run", "--", *binary_job(3))
     assert result.returncode == 3, result
     assert result.stdout == PAYLOAD
     assert result.stderr == PAYLOAD[::-1]
@@ -126,7 +106,7 @@ class Runner:
             [bin_path("jobctl"), "run", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=environment(daemon),
+            env=daemon.jobctl_env(),
         )
         self.seen = b""
 

@@ -74,12 +74,7 @@ def test_status_watch_prints_a_line_per_change_until_the_end(daemon: Daemon) -> 
     started = daemon.jobctl("client_0", "start", "--", "sleep", "300")
     assert started.returncode == 0, started
     job_id = started.stdout.decode().strip()
-    env = {
-        **os.environ,
-        "JOBCTL_SERVER": daemon.server,
-        "JOBCTL_CACERT": str(daemon.certs.ca),
-        "JOBCTL_CERT": str(daemon.certs.client("client_0")),
-    }
+    env = daemon.jobctl_env()
     watcher = subprocess.Popen(
         [bin_path("jobctl"), "status", "--watch", "--interval", "0.1", job_id],
         stdout=subprocess.PIPE,
@@ -118,12 +113,7 @@ def test_status_watch_of_a_finished_job_prints_once(daemon: Daemon) -> None:
 
 
 def test_top_on_a_terminal_redraws_and_ctrl_c_exits_0(daemon: Daemon, sleeper: str) -> None:
-    env = {
-        **os.environ,
-        "JOBCTL_SERVER": daemon.server,
-        "JOBCTL_CACERT": str(daemon.certs.ca),
-        "JOBCTL_CERT": str(daemon.certs.client("client_0")),
-    }
+    env = daemon.jobctl_env()
     controller, terminal = pty.openpty()
     try:
         top = subprocess.Popen(

@@ -14,7 +14,7 @@ from jobd.config import ConfigError, load
 from jobd.job import Job, JobSpec, State
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
-from jobd.store import Store
+from jobd.store import FINISHED, Store
 
 DAY = 86400.0
 
@@ -99,6 +99,43 @@ def test_pruning_ends_while_the_database_refuses_changes(state: StateDir) -> Non
     assert store.flush()
     job = store.get("a")
     assert job is not None and job.output_deleted
+    store.close()
+
+
+def test_retention_lookups_read_partial_indexes_of_finished_jobs(state: StateDir) -> None:
+    # A running job's record then writes only the table and two indexes; these lookups must
+    # still find their rows through an index, never a scan of the whole history.
+    store = Store(state.database)
+    plans = []
+    for sql, args in (
+        (f"SELECT id FROM jobs WHERE state = {FINISHED} AND ended_at < ? "
+         "ORDER BY ended_at, id LIMIT ?", (1.0, 5)),
+        (f"SELECT id FROM jobs WHERE state = {FINISHED} AND output_kept = 1 "
+         "ORDER BY ended_at, id LIMIT ?", (5,)),
+    ):
+        plans.append(" ".join(r[-1] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql, args)))
+    assert "USING INDEX jobs_ended " in plans[0] and "TEMP B-TREE" not in plans[0]
+    assert "USING INDEX jobs_ended_with_output" in plans[1] and "TEMP B-TREE" not in plans[1]
+    partial = dict(store._db.execute("SELECT name, sql FROM sqlite_master WHERE type='index'"))
+    assert f"WHERE state = {FINISHED}" in partial["jobs_ended"]
+    assert f"WHERE state = {FINISHED} AND output_kept = 1" in partial["jobs_ended_with_output"]
+    store.close()
+
+
+def test_a_database_with_the_old_indexes_is_migrated(state: StateDir) -> None:
+    store = Store(state.database)
+    make_job(store, state, "done", ended=5.0, size=1)
+    store.close()
+    old = sqlite3.connect(state.database, isolation_level=None)
+    for name, columns in (("jobs_by_state", "state"), ("jobs_by_ended", "state, ended_at, id"),
+                          ("jobs_with_output", "output_kept, state, ended_at, id")):
+        old.execute(f"CREATE INDEX {name} ON jobs ({columns})")
+    old.close()
+    store = Store(state.database)
+    names = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert names >= {"jobs_ended", "jobs_ended_with_output"}
+    assert not names & {"jobs_by_state", "jobs_by_ended", "jobs_with_output"}
+    assert store.finished_before(10.0, 5) == ["done"]
     store.close()
 
 

@@ -36,6 +36,12 @@ def setup(level: str, fmt: str = "auto") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("jobd: %(levelname)s %(name)s: %(message)s"))
+    # Neither format shows the caller's file and line, thread or process: spare every record
+    # the frame walk and the calls that fill them in (logging's own documented switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -67,6 +67,12 @@ class Child:
     def returncode(self) -> int | None:
         return self._returncode
 
+    @property
+    def pidfd(self) -> int:
+        """The pidfd, -1 once closed. Only for reading about the process: waiting and
+        signalling go through this class."""
+        return self._pidfd
+
     async def wait(self) -> int:
         """Wait until the process exits, reap it and return its returncode.
 

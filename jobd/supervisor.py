@@ -246,7 +246,7 @@ class JobRunner:
             task_status.started()
             return
         self.job.spawned(child.pid)
-        self.job.process_key = procid.identity(child.pid)
+        self.job.process_key = procid.identity(child.pid, child.pidfd)
         self._on_change(self.job)
         task_status.started()
         try:

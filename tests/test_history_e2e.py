@@ -78,8 +78,12 @@ def test_history_survives_a_graceful_restart(certs: Certs, state: Path) -> None:
         assert second.stop() == 0
 
 
-def test_jobs_of_a_killed_daemon_are_reaped_and_marked_lost(certs: Certs, state: Path) -> None:
-    first = restart(certs, state)
+# Without cgroups only the recorded process key finds the job's group again.
+@pytest.mark.parametrize("flags", [(), ("--no-cgroups",)], ids=["cgroups", "no-cgroups"])
+def test_jobs_of_a_killed_daemon_are_reaped_and_marked_lost(
+    certs: Certs, state: Path, flags: tuple[str, ...]
+) -> None:
+    first = restart(certs, state, *flags)
     try:
         async def before(stub: Any) -> tuple[str, int]:
             job_id = await start(stub, ["sh", "-c", "sleep 300 & echo ready; wait"])
@@ -93,10 +97,12 @@ def test_jobs_of_a_killed_daemon_are_reaped_and_marked_lost(certs: Certs, state:
     finally:
         first.kill()
 
-    second = restart(certs, state)
+    second = restart(certs, state, *flags)
     try:
         assert wait_until(lambda: processes_in_group(pid) == [])  # ...until the next one
         assert any("marked lost" in line for line in second.log)
+        if flags:
+            assert any("its process group was killed" in line for line in second.log)
 
         async def after(stub: Any) -> None:
             job = await get(stub, job_id)

@@ -118,10 +118,6 @@ class JobManager:
         self.finished_outcomes: Counter[str] = Counter()
         self._nursery: trio.Nursery | None = None
         self.closing = False
-        # Starts between the `closing` check and registration; shutdown waits for them.
-        self._starting = 0
-        self._no_starts = trio.Event()
-        self._no_starts.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
@@ -166,6 +162,9 @@ class JobManager:
             )
 
     async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
+        """Start a job and return it once its process runs, or raise SpawnFailed (the job is
+        then recorded as failed to start). Nothing in here waits, so no shutdown can begin
+        between the check below and the job's registration."""
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
@@ -191,21 +190,16 @@ class JobManager:
             job, output, self.default_grace, self._changed, cgroup, self.isolation,
             account, switch=account != daemon_account(),
         )
-        self._starting += 1
-        self._no_starts = trio.Event() if self._starting == 1 else self._no_starts
         try:
-            await self._nursery.start(runner.run)
-            if cgroup.procs_files and not self.closing:
-                self._nursery.start_soon(self.spares.refill, limits)
-            if not job.finished:
+            child = runner.spawn()  # recorded as running, or as failed to start
+            if child is not None:
                 self._runners[job.id] = runner
-                self._nursery.start_soon(self._forget_runner, runner)
+                self._nursery.start_soon(runner.supervise, child)
         finally:
-            self._starting -= 1
-            if self._starting == 0:
-                self._no_starts.set()
-            if job.id not in self._runners:  # it never ran, or has ended already
+            if job.id not in self._runners:  # it never ran
                 self._uncount(job.id)
+        if cgroup.procs_files:
+            self._nursery.start_soon(self.spares.refill, limits)
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -242,21 +236,21 @@ class JobManager:
         return self._running_by[owner]
 
     def _changed(self, job: Job) -> None:
-        if job.finished:
-            self._uncount(job.id)
         self.store.save(job)
-        if job.finished and job.result is not None:
+        if not job.finished:
+            return
+        self._uncount(job.id)
+        if job.result is not None:
             self.finished_outcomes[job.result.outcome.value] += 1
-        if job.finished:  # before anyone hears that it ended, so they see the pruning too
-            self.retention.job_ended(_file_size(self.state.log_path(job.id)))
-
-    async def _forget_runner(self, runner: JobRunner) -> None:
-        await runner.done.wait()
-        self._runners.pop(runner.job.id, None)
-        self._uncount(runner.job.id)
-        job = runner.job
-        log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
-                 extra={"job": job.id, "identity": job.owner})
+        # The runner of a job that ran is dropped as soon as the job is recorded finished:
+        # from then on the job is read from the store.
+        runner = self._runners.pop(job.id, None)
+        # Before anyone hears that it ended, so that they see the pruning too.
+        size = runner.output.size if runner else _file_size(self.state.log_path(job.id))
+        self.retention.job_ended(size)
+        if runner is not None:  # one that failed to start was logged as such
+            log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
+                     extra={"job": job.id, "identity": job.owner})
 
     def find(self, job_id: str) -> Job | None:
         runner = self._runners.get(job_id)
@@ -336,7 +330,6 @@ class JobManager:
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuse new jobs, stop every running one, and wait until all have ended."""
         self.closing = True
-        await self._no_starts.wait()
         runners = list(self._runners.values())
         if runners:
             log.info("stopping %d running job(s)", len(runners))

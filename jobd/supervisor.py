@@ -120,8 +120,11 @@ def _check_format(argv0: str, path: str) -> None:
     # execve refuses anything but a binary or a #! script; the shim's exec would instead run
     # such a file as a shell script. Refuse it here, as execve would.
     try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            magic = os.read(fd, 4)  # plain calls: half the system calls of a buffered open()
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise SpawnFailed(f"cannot execute {argv0!r}: {exc.strerror}") from None
     if magic != b"\x7fELF" and not magic.startswith(b"#!"):
@@ -204,6 +207,16 @@ class JobRunner:
             self.job.usage = self.cgroup.usage()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`spawn`, started once the job is recorded, then :meth:`supervise`."""
+        child = self.spawn()
+        task_status.started()
+        if child is not None:
+            await self.supervise(child)
+
+    def spawn(self) -> Child | None:
+        """Start the job's process and record the job as running; or record it as failed to
+        start (then it is done) and return None. Nothing here waits: the manager spawns and
+        registers a job in one step, and starts :meth:`supervise` without a round trip."""
         spec = self.job.spec
         base = job_environment(self.job.id, {}, self.account)
         env = {**base, **spec.env}
@@ -243,12 +256,15 @@ class JobRunner:
             self._remove_cgroup()
             self._on_change(self.job)
             self.done.set()
-            task_status.started()
-            return
+            return None
         self.job.spawned(child.pid)
         self.job.process_key = procid.identity(child.pid, child.pidfd)
         self._on_change(self.job)
-        task_status.started()
+        return child
+
+    async def supervise(self, child: Child) -> None:
+        """Own the spawned process until it has ended and is recorded. Every way out, a
+        cancellation included, kills what is left of the job and reaps it (shielded)."""
         try:
             await self._supervise(child)
         finally:
@@ -288,11 +304,13 @@ class JobRunner:
     async def _watch(self, child: Child, scope: trio.CancelScope) -> None:
         """Stop requests and OOM kills, until the main process has exited (``scope``)."""
         with scope:
+            # Without a memory limit of its own, the group's OOM killer never fires.
+            if self.cgroup is None or self.job.limits.memory is None:
+                await self._enforce_stop(child)  # no task of its own: most jobs need none
+                return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._enforce_stop, child)
-                # Without a memory limit of its own, the group's OOM killer never fires.
-                if self.cgroup is not None and self.job.limits.memory is not None:
-                    nursery.start_soon(self._watch_oom, self.cgroup)
+                nursery.start_soon(self._watch_oom, self.cgroup)
+                await self._enforce_stop(child)
 
     async def _enforce_stop(self, child: Child) -> None:
         await self._stop_requested.wait()

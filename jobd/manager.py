@@ -127,6 +127,7 @@ class JobManager:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.store.keep_flushing)
+                nursery.start_soon(self.store.keep_checkpointing)
                 await nursery.start(self.retention.run)
                 task_status.started()
                 await trio.sleep_forever()

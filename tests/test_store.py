@@ -1,0 +1,115 @@
+"""The store's checkpoints: off the trio thread, and the WAL still starts over under load."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from jobd import store as store_module
+from jobd.job import Job, JobSpec
+from jobd.store import Store
+
+
+def save_jobs(store: Store, count: int) -> None:
+    for _ in range(count):
+        job = Job(id=str(uuid.uuid4()), owner="client_0", spec=JobSpec(argv=("true",)))
+        job.spawned(1)
+        store.save(job)
+        job.exited(0)
+        store.save(job)
+
+
+def rows_in_database_file_alone(path: Path) -> int:
+    """Jobs the main database file holds without its WAL: what checkpoints have copied. Only
+    a checkpoint that copied all of the WAL leaves a file that reads on its own."""
+    alone = path.with_name("alone.db")
+    shutil.copyfile(path, alone)
+    db = sqlite3.connect(alone)
+    try:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+    except sqlite3.DatabaseError:  # no table copied yet, or only part of the WAL
+        return 0
+    finally:
+        db.close()
+        alone.unlink()
+
+
+def wal_size(path: Path) -> int:
+    return os.stat(f"{path}-wal").st_size
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    await trio.testing.wait_all_threads_completed()
+
+
+def test_saves_never_checkpoint_on_their_own(tmp_path: Path) -> None:
+    # SQLite's default would copy the WAL inside the save that passes 1000 pages, on the
+    # trio thread, fsyncs and all: 400 jobs write well past that.
+    store = Store(tmp_path / "jobs.db")
+    try:
+        save_jobs(store, 400)
+        assert rows_in_database_file_alone(tmp_path / "jobs.db") == 0
+    finally:
+        store.close()
+
+
+async def test_a_worker_thread_checkpoints_after_enough_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
+    path = tmp_path / "jobs.db"
+    store = Store(path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.keep_checkpointing)
+            save_jobs(store, 4)  # 8 saves: not yet
+            await settle()
+            assert rows_in_database_file_alone(path) == 0
+            save_jobs(store, 1)
+            await settle()
+            assert rows_in_database_file_alone(path) == 5
+            wal = wal_size(path)
+            save_jobs(store, 1)  # all of it was copied: this save starts the WAL over
+            assert wal_size(path) == wal
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def test_what_the_worker_could_not_copy_the_trio_thread_does_past_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A WAL starts over only once all of it was copied. Saves that never pause outrun the
+    # worker's checkpoints; here a reader's snapshot holds the worker back instead.
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(store_module, "WAL_LIMIT", 50)
+    path = tmp_path / "jobs.db"
+    store = Store(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.keep_checkpointing)
+            save_jobs(store, 2)
+            reader.execute("BEGIN")
+            assert reader.execute("SELECT count(*) FROM jobs").fetchone() == (2,)
+            save_jobs(store, 20)  # one checkpoint, only up to the reader's snapshot
+            await settle()
+            assert rows_in_database_file_alone(path) == 0
+            reader.execute("COMMIT")
+            save_jobs(store, 1)  # past the limit: this save copies the rest itself
+            assert rows_in_database_file_alone(path) == 23
+            wal = wal_size(path)
+            save_jobs(store, 5)  # and the WAL starts over instead of growing
+            assert wal_size(path) == wal
+            nursery.cancel_scope.cancel()
+    finally:
+        reader.close()
+        store.close()

@@ -144,6 +144,44 @@ def own_spawn_floor(n: int) -> list[float]:
     return trio.run(main)
 
 
+def own_cgroup_spawn_floor(n: int) -> list[float] | None:
+    """The same with a job's cgroups, outside the daemon, as the daemon does it: make the
+    groups, spawn through the cgroup shim, wait for exit, kill and wait for the group to
+    empty, read the usage, remove the groups. None where cgroups cannot be made."""
+    import trio
+
+    from jobd.cgroups.base import Limits
+    from jobd.cgroups.detect import detect
+    from jobd.spawn import spawn
+    from jobd.supervisor import SHIM
+    from jobd.system import SHELL
+
+    backend = detect(f"jobd-bench-floor-{os.getpid()}")
+    if backend.name == "none":
+        return None
+
+    async def main() -> list[float]:
+        samples = []
+        for _ in range(n):
+            begin = time.perf_counter()
+            group = backend.create(f"job-{uuid.uuid4()}", Limits())
+            procs = [str(p) for p in group.procs_files]
+            child = spawn([SHELL, "-c", SHIM, "jobd-shim", *procs, "--", "/bin/true"],
+                          executable=SHELL, env={}, cwd="/")
+            await child.aclose()
+            group.kill()
+            await group.wait_empty()
+            group.remove()
+            group.usage()
+            samples.append((time.perf_counter() - begin) * 1000)
+        return samples
+
+    try:
+        return trio.run(main)
+    finally:
+        backend.remove_parent()
+
+
 def floor_server_main(certs_dir: str, stream_bytes: int) -> None:
     """A bare grpclib server with jobd's TLS and trio bridge: the floor of every RPC."""
     import trio
@@ -239,6 +277,10 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
     record(Row("start", "spawn floor: posix_spawn+wait /bin/true p50", spawn, "ms"))
     record(Row("start", "spawn floor: jobd's own spawn path (jobd.spawn) p50",
                statistics.median(own_spawn_floor(n)), "ms", spawn, "spawn floor"))
+    cgroup_spawn = own_cgroup_spawn_floor(n)
+    if cgroup_spawn is not None:
+        record(Row("start", "spawn floor with cgroups: jobd's spawn path and its cgroups p50",
+                   statistics.median(cgroup_spawn), "ms", spawn, "spawn floor"))
     floor = FloorServer(certs, 0)
     try:
         async def floor_calls() -> list[float]:
@@ -323,6 +365,13 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
         record(Row("start", f"/bin/true spawn to exit {label}, one at a time, p50",
                    statistics.median(lives), "ms", spawn, "spawn floor"))
     by = {r.name: r.value for r in ROWS}
+    cgroup_floor = "spawn floor with cgroups: jobd's spawn path and its cgroups p50"
+    if cgroup_floor in by:
+        # The RPC+spawn floor holds no cgroup work: next to the same job with its groups made,
+        # joined and removed as the daemon does, what is left is the daemon's own.
+        record(Row("start", "StartJob /bin/true with cgroups p50, next to its cgroup floor",
+                   by["StartJob /bin/true with cgroups p50"], "ms", rpc + by[cgroup_floor],
+                   "RPC + spawn-with-cgroups floor"))
     delta = by["StartJob /bin/true with cgroups p50"] - by["StartJob /bin/true without cgroups p50"]
     record(Row("start", "cgroups cost at the median", delta, "ms", target="<= 2 ms"))
     isolated = "with cgroups and full isolation"

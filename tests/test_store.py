@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,19 @@ def wal_size(path: Path) -> int:
     return os.stat(f"{path}-wal").st_size
 
 
+@contextlib.asynccontextmanager
+async def checkpointing(path: Path) -> AsyncIterator[Store]:
+    """A store with its checkpointing task running, as the manager runs it."""
+    store = Store(path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.keep_checkpointing)
+            yield store
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
 async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
     await trio.testing.wait_all_threads_completed()
@@ -66,22 +81,16 @@ async def test_a_worker_thread_checkpoints_after_enough_saves(
 ) -> None:
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
     path = tmp_path / "jobs.db"
-    store = Store(path)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.keep_checkpointing)
-            save_jobs(store, 4)  # 8 saves: not yet
-            await settle()
-            assert rows_in_database_file_alone(path) == 0
-            save_jobs(store, 1)
-            await settle()
-            assert rows_in_database_file_alone(path) == 5
-            wal = wal_size(path)
-            save_jobs(store, 1)  # all of it was copied: this save starts the WAL over
-            assert wal_size(path) == wal
-            nursery.cancel_scope.cancel()
-    finally:
-        store.close()
+    async with checkpointing(path) as store:
+        save_jobs(store, 4)  # 8 saves: not yet
+        await settle()
+        assert rows_in_database_file_alone(path) == 0
+        save_jobs(store, 1)
+        await settle()
+        assert rows_in_database_file_alone(path) == 5
+        wal = wal_size(path)
+        save_jobs(store, 1)  # all of it was copied: this save starts the WAL over
+        assert wal_size(path) == wal
 
 
 async def test_what_the_worker_could_not_copy_the_trio_thread_does_past_the_limit(
@@ -92,11 +101,9 @@ async def test_what_the_worker_could_not_copy_the_trio_thread_does_past_the_limi
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
     monkeypatch.setattr(store_module, "WAL_LIMIT", 50)
     path = tmp_path / "jobs.db"
-    store = Store(path)
-    reader = sqlite3.connect(path, isolation_level=None)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.keep_checkpointing)
+    async with checkpointing(path) as store:
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
             save_jobs(store, 2)
             reader.execute("BEGIN")
             assert reader.execute("SELECT count(*) FROM jobs").fetchone() == (2,)
@@ -104,12 +111,10 @@ async def test_what_the_worker_could_not_copy_the_trio_thread_does_past_the_limi
             await settle()
             assert rows_in_database_file_alone(path) == 0
             reader.execute("COMMIT")
-            save_jobs(store, 1)  # past the limit: this save copies the rest itself
-            assert rows_in_database_file_alone(path) == 23
-            wal = wal_size(path)
-            save_jobs(store, 5)  # and the WAL starts over instead of growing
-            assert wal_size(path) == wal
-            nursery.cancel_scope.cancel()
-    finally:
-        reader.close()
-        store.close()
+        finally:
+            reader.close()
+        save_jobs(store, 1)  # past the limit: this save copies the rest itself
+        assert rows_in_database_file_alone(path) == 23
+        wal = wal_size(path)
+        save_jobs(store, 5)  # and the WAL starts over instead of growing
+        assert wal_size(path) == wal

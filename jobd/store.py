@@ -190,7 +190,7 @@ class Store:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._saves = 0
         self._checkpoint_due = trio.Event()
-        self._wal_pages = 0  # as the last checkpoint found the WAL
+        self._wal_pages = 0  # the WAL's size if the last checkpoint left some of it, else 0
         self.error: str | None = None
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:

@@ -207,7 +207,8 @@ class JobRunner:
             self.job.usage = self.cgroup.usage()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """:meth:`spawn`, started once the job is recorded, then :meth:`supervise`."""
+        """:meth:`spawn`, then :meth:`supervise`, as a task that is started once the job is
+        recorded (running or failed to start): for a caller with a nursery of its own."""
         child = self.spawn()
         task_status.started()
         if child is not None:

@@ -162,6 +162,26 @@ async def test_failed_spawn_raises_and_is_listed(tmp_path: Path) -> None:
         assert await collect(manager, job) == []
 
 
+async def test_a_finished_job_is_read_from_the_store_and_its_end_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The manager keeps only running jobs in memory: after thousands of jobs it must not
+    # hold their runners, output logs and processes' objects.
+    caplog.set_level("INFO", logger="jobd.manager")
+    async with open_manager(tmp_path / "state") as manager:
+        job = await manager.start("alice", spec(["true"]))
+        with pytest.raises(SpawnFailed):
+            await manager.start("alice", spec(["/nonexistent/prog"]))
+        finished = await manager.wait_finished(job)
+        assert finished.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
+        assert manager.running() == []
+        found = manager.find(job.id)
+        assert found is not None and found is not job  # from the store, not from a runner
+        assert found.result == finished.result
+        ended = [r.getMessage() for r in caplog.records if " ended: " in r.getMessage()]
+        assert ended == [f"job {job.id} ended: exited with code 0"]  # none for the failure
+
+
 # --- stop -------------------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ import logging
 import os
 import signal
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import trio
 
@@ -51,6 +52,11 @@ EMPTY_TIMEOUT = 10.0
 SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
 DENIED = "permission denied"
+
+
+def shim_argv(procs_files: Sequence[Path], argv: Sequence[str]) -> list[str]:
+    """``argv`` run through the shim (executable: ``SHELL``): it joins each group first."""
+    return [SHELL, "-c", SHIM, "jobd-shim", *map(str, procs_files), "--", *argv]
 
 
 def job_environment(
@@ -246,8 +252,7 @@ class JobRunner:
                 argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, program)
                 executable = argv[0]
             if self.cgroup is not None and self.cgroup.procs_files:
-                procs = [str(p) for p in self.cgroup.procs_files]
-                argv = [SHELL, "-c", SHIM, "jobd-shim", *procs, "--", *argv]
+                argv = shim_argv(self.cgroup.procs_files, argv)
                 executable = SHELL
             child = spawn(argv, executable=executable, env=env, cwd=spec.cwd)
         except (SpawnFailed, OSError) as exc:

@@ -153,7 +153,7 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
     from jobd.cgroups.base import Limits
     from jobd.cgroups.detect import detect
     from jobd.spawn import spawn
-    from jobd.supervisor import SHIM
+    from jobd.supervisor import shim_argv
     from jobd.system import SHELL
 
     backend = detect(f"jobd-bench-floor-{os.getpid()}")
@@ -165,9 +165,8 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
         for _ in range(n):
             begin = time.perf_counter()
             group = backend.create(f"job-{uuid.uuid4()}", Limits())
-            procs = [str(p) for p in group.procs_files]
-            child = spawn([SHELL, "-c", SHIM, "jobd-shim", *procs, "--", "/bin/true"],
-                          executable=SHELL, env={}, cwd="/")
+            child = spawn(shim_argv(group.procs_files, ["/bin/true"]), executable=SHELL,
+                          env={}, cwd="/")
             await child.aclose()
             group.kill()
             await group.wait_empty()

@@ -32,6 +32,7 @@ class FakeSSL:
         return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
 
     def getpeercert(self) -> dict[str, Any]:
+        self.reads = getattr(self, "reads", 0) + 1
         return {"subject": ((("commonName", self.cn),),)} if self.cn else {}
 
 
@@ -72,6 +73,26 @@ def test_identity_comes_from_the_certificate_only() -> None:
         _identity(None)
     with pytest.raises(PermissionDenied, match=r"expected TLSv1\.3"):
         _identity(FakeSSL("client_0", "TLSv1.2"))
+
+
+def test_a_connection_s_certificate_is_read_once_and_its_role_on_every_call() -> None:
+    connection, other = FakeSSL("client_0"), FakeSSL("client_1")
+    roles = {"client_0": Role.ADMIN, "client_1": Role.USER}
+
+    def identify(ssl_object: FakeSSL) -> Any:
+        return identity_of(FakeStream(None, ssl_object), roles)  # type: ignore[arg-type]
+
+    assert identify(connection).role is Role.ADMIN
+    assert identify(other).name == "client_1"
+    roles["client_0"] = Role.USER  # a reload between two calls on one connection
+    assert identify(connection).role is Role.USER
+    assert (connection.reads, other.reads) == (1, 1)
+
+    refused = FakeSSL("client_0", "TLSv1.2")
+    for _ in range(2):  # a refusal is not remembered as an identity
+        with pytest.raises(PermissionDenied):
+            identify(refused)
+    assert getattr(refused, "reads", 0) == 0
 
 
 async def test_a_bug_in_a_handler_is_logged_and_answered_internal(

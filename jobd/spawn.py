@@ -164,6 +164,18 @@ class Child:
             self._pidfd = -1
 
 
+_DEVNULL: int | None = None
+
+
+def _devnull() -> int:
+    """/dev/null, opened once for every child's stdin: ``subprocess.DEVNULL`` would open and
+    close it again for each spawn."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
+
+
 def spawn(argv: Sequence[str], *, executable: str, env: Mapping[str, str], cwd: str) -> Child:
     """Start ``executable`` with ``argv`` and return it as a :class:`Child`.
 
@@ -186,7 +198,7 @@ def spawn(argv: Sequence[str], *, executable: str, env: Mapping[str, str], cwd: 
             popen = subprocess.Popen(
                 list(argv),
                 executable=executable,
-                stdin=subprocess.DEVNULL,
+                stdin=_devnull(),
                 stdout=out_w,
                 stderr=err_w,
                 start_new_session=True,

@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import fcntl
 import logging
+import math
 import os
 import signal
 import stat
@@ -186,9 +187,12 @@ class JobRunner:
         self._on_change = on_change
         self.done = trio.Event()
         self._default_grace = default_grace
-        self._stop_requested = trio.Event()
-        self._grace = default_grace
+        self._child: Child | None = None
+        # When a stop's grace period ends (trio time), and the scope its wait for the exit
+        # runs in: a stop needs no task of its own (see request_stop and _wait_or_kill).
+        self._grace_deadline = math.inf
         self._grace_scope: trio.CancelScope | None = None
+        self._stopped_at = 0.0  # trio time of the first stop request
         self._oom = False
 
     def request_stop(self, by: str, grace: float | None = None) -> None:
@@ -200,13 +204,16 @@ class JobRunner:
         if self.job.state is State.RUNNING:
             self.job.stop(by)
             self._on_change(self.job)
-            self._grace = grace
-            self._stop_requested.set()
-        elif self.job.state is State.STOPPING and self._grace_scope is not None:
-            deadline = trio.current_time() + grace
-            self._grace_scope.deadline = min(self._grace_scope.deadline, deadline)
-        elif self.job.state is State.STOPPING:
-            self._grace = min(self._grace, grace)
+            self._stopped_at = trio.current_time()
+            if self._child is not None and self._child.returncode is None:
+                self._child.send_signal(signal.SIGTERM, group=True)
+                if self.cgroup is not None:  # descendants that left the process group too
+                    self.cgroup.terminate()
+        elif self.job.state is not State.STOPPING:
+            return
+        self._grace_deadline = min(self._grace_deadline, trio.current_time() + grace)
+        if self._grace_scope is not None:
+            self._grace_scope.deadline = self._grace_deadline
 
     def refresh_usage(self) -> None:
         if self.cgroup is not None and not self.job.finished:
@@ -263,6 +270,7 @@ class JobRunner:
             self._on_change(self.job)
             self.done.set()
             return None
+        self._child = child
         self.job.spawned(child.pid)
         self.job.process_key = procid.identity(child.pid, child.pidfd)
         self._on_change(self.job)
@@ -278,19 +286,40 @@ class JobRunner:
                 await self._reap(child)
 
     async def _supervise(self, child: Child) -> None:
+        # Without a memory limit of its own, the group's OOM killer never fires: most jobs
+        # need no watcher task.
+        if self.cgroup is None or self.job.limits.memory is None:
+            await self._run(child)
+            return
         async with trio.open_nursery() as nursery:
-            watchers = trio.CancelScope()
-            nursery.start_soon(self._watch, child, watchers)
-            async with trio.open_nursery() as pumps:
-                for pipe, stream in ((child.stdout, Stream.STDOUT), (child.stderr, Stream.STDERR)):
-                    _grow_pipe(pipe)
-                    pumps.start_soon(self._pump, pipe, stream)
-                await child.wait()
-                watchers.cancel()  # the job has ended: a stop request has nothing to do
-                self._kill_tree(child)
-                pumps.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
-            if pumps.cancel_scope.cancelled_caught:
-                log.warning("job %s: output pipe held open after exit; not read", self.job.id)
+            nursery.start_soon(self._watch_oom, self.cgroup)
+            await self._run(child)
+            nursery.cancel_scope.cancel()  # the job has ended
+
+    async def _run(self, child: Child) -> None:
+        """Pump the output until the main process has exited and the pipes are drained."""
+        async with trio.open_nursery() as pumps:
+            for pipe, stream in ((child.stdout, Stream.STDOUT), (child.stderr, Stream.STDERR)):
+                _grow_pipe(pipe)
+                pumps.start_soon(self._pump, pipe, stream)
+            await self._wait_or_kill(child)
+            self._kill_tree(child)
+            pumps.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
+        if pumps.cancel_scope.cancelled_caught:
+            log.warning("job %s: output pipe held open after exit; not read", self.job.id)
+
+    async def _wait_or_kill(self, child: Child) -> None:
+        """Wait for the main process to exit; once a stop's grace period is over, kill the job
+        (request_stop has sent SIGTERM and sets the deadline)."""
+        with trio.CancelScope(deadline=self._grace_deadline) as grace:
+            self._grace_scope = grace
+            await child.wait()
+        self._grace_scope = None
+        if child.returncode is None:
+            log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id,
+                     trio.current_time() - self._stopped_at)
+            self._kill_tree(child)
+            await child.wait()
 
     def _kill_tree(self, child: Child) -> None:
         """SIGKILL whatever is left of the job: its cgroup if it has one, its process group."""
@@ -306,29 +335,6 @@ class JobRunner:
                 self.job.output_dropped_bytes = self.output.dropped_bytes
                 if self.output.error and not self.job.output_error:
                     self.job.output_error = self.output.error
-
-    async def _watch(self, child: Child, scope: trio.CancelScope) -> None:
-        """Stop requests and OOM kills, until the main process has exited (``scope``)."""
-        with scope:
-            # Without a memory limit of its own, the group's OOM killer never fires.
-            if self.cgroup is None or self.job.limits.memory is None:
-                await self._enforce_stop(child)  # no task of its own: most jobs need none
-                return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_oom, self.cgroup)
-                await self._enforce_stop(child)
-
-    async def _enforce_stop(self, child: Child) -> None:
-        await self._stop_requested.wait()
-        child.send_signal(signal.SIGTERM, group=True)
-        if self.cgroup is not None:  # descendants that left the process group hear it too
-            self.cgroup.terminate()
-        with trio.move_on_after(self._grace) as grace:
-            self._grace_scope = grace
-            await trio.sleep_forever()
-        self._grace_scope = None
-        log.info("job %s: alive %.1fs after SIGTERM; sending SIGKILL", self.job.id, self._grace)
-        self._kill_tree(child)
 
     async def _watch_oom(self, cgroup: JobCgroup) -> None:
         await cgroup.wait_oom()

@@ -422,7 +422,7 @@ async def test_stop_of_a_job_that_cleans_up_and_exits(tmp_path: Path) -> None:
     assert by_stream(await read_all(runner.output.path))[Stream.STDOUT] == b"ready\nbye\n"
 
 
-@pytest.mark.parametrize("settle", [False, True], ids=["before-enforcer-runs", "during-grace"])
+@pytest.mark.parametrize("settle", [False, True], ids=["at-once", "during-grace"])
 async def test_second_stop_shortens_grace(tmp_path: Path, settle: bool) -> None:
     runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
     async with running(runner):
@@ -441,7 +441,7 @@ async def test_second_stop_shortens_grace(tmp_path: Path, settle: bool) -> None:
     )
 
 
-@pytest.mark.parametrize("settle", [False, True], ids=["before-enforcer-runs", "during-grace"])
+@pytest.mark.parametrize("settle", [False, True], ids=["at-once", "during-grace"])
 async def test_second_stop_cannot_lengthen_grace(tmp_path: Path, settle: bool) -> None:
     runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
     async with running(runner):
@@ -454,6 +454,23 @@ async def test_second_stop_cannot_lengthen_grace(tmp_path: Path, settle: bool) -
         await runner.done.wait()
         elapsed = trio.current_time() - start
     assert 0.2 <= elapsed < 10
+
+
+async def test_stop_between_spawn_and_supervision_keeps_its_grace(tmp_path: Path) -> None:
+    # The manager spawns, then starts supervise() with start_soon: a stop can come in between.
+    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    with trio.fail_after(PROCESS_TIMEOUT):
+        child = runner.spawn()
+        assert child is not None
+        assert await child.stdout.receive_some() == b"ready\n"  # SIGTERM is ignored now
+        start = trio.current_time()
+        runner.request_stop("alice", 0.3)
+        await runner.supervise(child)
+        elapsed = trio.current_time() - start
+    assert 0.3 <= elapsed < 10
+    assert runner.job.result == Result(
+        Outcome.STOPPED, "stopped by alice (killed by SIGKILL)", None, signal.SIGKILL, "alice"
+    )
 
 
 async def test_stop_after_the_end_changes_nothing(tmp_path: Path) -> None:

@@ -529,8 +529,14 @@ async def _stalled_runs(daemon: Daemon, size: int) -> tuple[float, float]:
                 job = await _wait_finished(stub, reply.job_id)
             return (job.ended_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
 
-        runs = [(await one(False), await one(True)) for _ in range(5)]
-        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        # Pairs in both orders, so that whatever the first run of a pair leaves behind (its
+        # 1 GiB log to write back) weighs on both sides alike.
+        free: list[float] = []
+        stalled: list[float] = []
+        for i in range(6):
+            for stall in (False, True) if i % 2 == 0 else (True, False):
+                (stalled if stall else free).append(await one(stall))
+        return statistics.median(free), statistics.median(stalled)
     finally:
         channel.close()
         stalled_channel.close()

@@ -199,8 +199,8 @@ class JobManager:
         finally:
             if job.id not in self._runners:  # it never ran
                 self._uncount(job.id)
-        if cgroup.procs_files:
-            self._nursery.start_soon(self.spares.refill, limits)
+        if cgroup.procs_files and self.spares.after_start(limits):
+            self._nursery.start_soon(self.spares.fill)
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,

@@ -17,6 +17,12 @@ from jobd.errors import FailedPrecondition
 DEFAULT = Limits(pids=4096)
 
 
+async def refill(spares: SpareGroup, limits: Limits) -> None:
+    """What the manager does after a start, waiting for the spare."""
+    if spares.after_start(limits):
+        await spares.fill()
+
+
 @pytest.fixture
 def backend(tmp_path: Path) -> FakeBackend:
     return FakeBackend(tmp_path)
@@ -24,7 +30,7 @@ def backend(tmp_path: Path) -> FakeBackend:
 
 async def test_the_next_job_with_the_same_limits_gets_the_spare(backend: FakeBackend) -> None:
     spares = SpareGroup(backend)
-    await spares.refill(DEFAULT)
+    await refill(spares, DEFAULT)
     assert len(backend.groups) == 1
     job_id = spares.next_id(DEFAULT)
     assert f"job-{job_id}" in backend.groups
@@ -39,7 +45,7 @@ async def test_the_next_job_with_the_same_limits_gets_the_spare(backend: FakeBac
 
 async def test_a_job_with_other_limits_makes_its_own_group(backend: FakeBackend) -> None:
     spares = SpareGroup(backend)
-    await spares.refill(DEFAULT)
+    await refill(spares, DEFAULT)
     (spare_name,) = backend.groups
     other = Limits(pids=10)
     job_id = spares.next_id(other)
@@ -51,19 +57,19 @@ async def test_a_job_with_other_limits_makes_its_own_group(backend: FakeBackend)
 
 async def test_one_spare_at_a_time(backend: FakeBackend) -> None:
     spares = SpareGroup(backend)
-    await spares.refill(DEFAULT)
-    await spares.refill(DEFAULT)
-    await spares.refill(Limits(pids=10))
+    await refill(spares, DEFAULT)
+    await refill(spares, DEFAULT)
+    await refill(spares, Limits(pids=10))
     assert len(backend.groups) == 1
 
 
 async def test_close_removes_the_spare_and_makes_no_more(backend: FakeBackend) -> None:
     spares = SpareGroup(backend)
-    await spares.refill(DEFAULT)
+    await refill(spares, DEFAULT)
     (group,) = backend.groups.values()
     spares.close()
     assert group.removed
-    await spares.refill(DEFAULT)
+    await refill(spares, DEFAULT)
     assert len(backend.groups) == 1
     uuid.UUID(spares.next_id(DEFAULT))  # a fresh id, no spare
 
@@ -73,7 +79,7 @@ async def test_a_failed_refill_leaves_no_spare_and_the_start_reports_the_error(
 ) -> None:
     spares = SpareGroup(backend)
     backend.fail_create = FailedPrecondition("no room")
-    await spares.refill(DEFAULT)  # quietly nothing
+    await refill(spares, DEFAULT)  # quietly nothing
     assert backend.groups == {}
     job_id = spares.next_id(DEFAULT)
     with pytest.raises(FailedPrecondition, match="no room"):
@@ -83,7 +89,7 @@ async def test_a_failed_refill_leaves_no_spare_and_the_start_reports_the_error(
 async def test_a_backend_without_procs_files_keeps_no_spare(tmp_path: Path) -> None:
     backend = FakeBackend(None)  # groups without cgroup.procs: nothing to join
     spares = SpareGroup(backend)
-    await spares.refill(DEFAULT)
+    await refill(spares, DEFAULT)
     (group,) = backend.groups.values()
     assert group.removed
     assert f"job-{spares.next_id(DEFAULT)}" != group.name
@@ -95,11 +101,12 @@ async def test_the_spare_is_made_only_once_starts_pause(
     # During a burst of starts the worker's mkdirs would contend with the starts' own.
     spares = SpareGroup(backend)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(spares.refill, DEFAULT)
+        assert spares.after_start(DEFAULT)
+        nursery.start_soon(spares.fill)
         await trio.testing.wait_all_tasks_blocked()
         for _ in range(5):  # a start every half of REFILL_AFTER
             mock_clock.jump(REFILL_AFTER / 2)
-            await spares.refill(Limits(pids=10))  # one is on the way: it only waits longer
+            assert not spares.after_start(Limits(pids=10))  # one is on the way: it waits longer
             await trio.testing.wait_all_tasks_blocked()
             assert backend.groups == {}
         mock_clock.jump(REFILL_AFTER)

@@ -51,15 +51,21 @@ class SpareGroup:
             return spare[2]
         return self._backend.create(f"job-{job_id}", limits)
 
-    async def refill(self, limits: Limits) -> None:
-        """After a start: make the next spare, with ``limits`` (the latest start's), once
-        starts pause; unless there is one, or one on the way."""
+    def after_start(self, limits: Limits) -> bool:
+        """Note a start with ``limits``: the next spare gets the latest start's limits, once
+        starts have paused. True when the caller is to run :meth:`fill` (there is no spare
+        and none on the way; from now on one is). Synchronous, so that a start in a burst
+        costs no task of its own: most only move the pause's deadline."""
         self._wanted = limits
         if self._quiet is not None:  # another start: wait for the pause from now
             self._quiet.deadline = trio.current_time() + REFILL_AFTER
         if self._spare is not None or self._filling or self._closed:
-            return
+            return False
         self._filling, self._idle = True, trio.Event()
+        return True
+
+    async def fill(self) -> None:
+        """Make the spare once starts pause, after :meth:`after_start` said to."""
         try:
             with trio.move_on_after(REFILL_AFTER) as self._quiet:
                 await trio.sleep_forever()

@@ -219,14 +219,6 @@ class JobRunner:
         if self.cgroup is not None and not self.job.finished:
             self.job.usage = self.cgroup.usage()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """:meth:`spawn`, then :meth:`supervise`, as a task that is started once the job is
-        recorded (running or failed to start): for a caller with a nursery of its own."""
-        child = self.spawn()
-        task_status.started()
-        if child is not None:
-            await self.supervise(child)
-
     def spawn(self) -> Child | None:
         """Start the job's process and record the job as running; or record it as failed to
         start (then it is done) and return None. Nothing here waits: the manager spawns and

@@ -17,9 +17,25 @@ from jobd.manager import JobManager
 from jobd.output import Chunk, OutputLog, Stream, follow
 from jobd.statedir import StateDir
 from jobd.store import Store
+from jobd.supervisor import JobRunner
 
 # Generous bound for anything that waits on a real process.
 PROCESS_TIMEOUT = 15.0
+
+
+@contextlib.asynccontextmanager
+async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
+    """Run ``runner`` as the manager does (spawn, then supervise in a task of its own); on
+    leaving, whatever still runs is cancelled (killed and reaped)."""
+    with trio.fail_after(PROCESS_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            child = runner.spawn()
+            if child is not None:
+                nursery.start_soon(runner.supervise, child)
+            try:
+                yield runner
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def python(code: str) -> list[str]:

@@ -9,16 +9,15 @@ import math
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 from helpers_unit import (
-    PROCESS_TIMEOUT,
     open_manager,
     process_gone_or_zombie,
     python,
+    running,
     wait_for_output,
 )
 
@@ -487,17 +486,6 @@ def make_runner(
               limits=limits or Limits())  # fmt: skip
     output = OutputLog(tmp_path / f"{job.id}.log")
     return JobRunner(job, output, grace, Recorder(), group)
-
-
-@contextlib.asynccontextmanager
-async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
-    with trio.fail_after(PROCESS_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
-            try:
-                yield runner
-            finally:
-                nursery.cancel_scope.cancel()
 
 
 def killing_the_process_group(group: FakeCgroup, runner: JobRunner, calls: list[bool]) -> None:

@@ -24,6 +24,7 @@ from helpers_unit import (
     process_gone_or_zombie,
     python,
     read_all,
+    running,
     wait_for_output,
     wait_process_exit,
 )
@@ -183,18 +184,6 @@ def make_runner(
     recorder = Recorder()
     runner = JobRunner(job, OutputLog(tmp_path / f"{job.id}.log"), grace, on_change=recorder)
     return runner, recorder
-
-
-@contextlib.asynccontextmanager
-async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
-    """Run ``runner``; on leaving, whatever still runs is cancelled (killed and reaped)."""
-    with trio.fail_after(PROCESS_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
-            try:
-                yield runner
-            finally:
-                nursery.cancel_scope.cancel()
 
 
 async def run_to_end(runner: JobRunner) -> dict[Stream, bytes]:
@@ -537,13 +526,10 @@ async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> No
     runner, recorder = make_runner(tmp_path, python(code))
     grandchild = 0
     try:
-        with trio.fail_after(PROCESS_TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(runner.run)
-                main_pid = runner.job.pid
-                assert main_pid is not None
-                grandchild = int(await wait_for_output(output_of(runner), b"\n"))
-                nursery.cancel_scope.cancel()
+        async with running(runner):
+            main_pid = runner.job.pid
+            assert main_pid is not None
+            grandchild = int(await wait_for_output(output_of(runner), b"\n"))
         # The runner's clean-up ran shielded: killed, reaped and recorded before we got here.
         assert runner.done.is_set()
         assert runner.job.result == Result(Outcome.SIGNALED, "killed by SIGKILL", signal=9)
@@ -575,11 +561,9 @@ async def test_spawn_failure_is_recorded(
     tmp_path: Path, argv: list[str], cwd: str, message: str
 ) -> None:
     runner, recorder = make_runner(tmp_path, argv, cwd=cwd)
-    with trio.fail_after(PROCESS_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
-            # Done by the time start() returns: nothing runs.
-            assert runner.done.is_set()
+    async with running(runner):
+        # Done by the time spawn() returns: nothing runs.
+        assert runner.done.is_set()
     job = runner.job
     assert job.state is State.FINISHED
     assert job.result == Result(Outcome.FAILED_TO_START, message)
@@ -595,9 +579,8 @@ async def test_exec_error_is_recorded(tmp_path: Path) -> None:
     prog.write_bytes(b"\x00\x01\x02 not a program")
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
     runner, _ = make_runner(tmp_path, [str(prog)])
-    with trio.fail_after(PROCESS_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
+    async with running(runner):
+        pass
     assert runner.job.result is not None
     assert runner.job.result.outcome is Outcome.FAILED_TO_START
     assert runner.job.result.message == (

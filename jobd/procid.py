@@ -17,6 +17,8 @@ import os
 import signal
 from pathlib import Path
 
+from jobd.readfile import read_bytes
+
 
 @functools.cache
 def _boot_id() -> str:
@@ -48,29 +50,26 @@ def _pidfs() -> bool:
         os.close(other)
 
 
+def _pidfs_mark(pidfd: int) -> str:
+    return f"{PIDFS}{os.fstat(pidfd).st_ino}"
+
+
 def _pidfs_inode(pid: int) -> str | None:
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return None
     try:
-        return f"{PIDFS}{os.fstat(pidfd).st_ino}"
+        return _pidfs_mark(pidfd)
     finally:
         os.close(pidfd)
 
 
 def _start_time(pid: int) -> str | None:
-    # Read on every job start: plain os calls, half the cost of Path.read_text here.
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        stat = read_bytes(f"/proc/{pid}/stat", 4096)
     except OSError:
         return None
-    try:
-        stat = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     # Field 22 (starttime); the command name in field 2 may contain spaces and parentheses.
     fields = stat[stat.rindex(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else None
@@ -79,7 +78,7 @@ def _start_time(pid: int) -> str | None:
 def identity(pid: int, pidfd: int = -1) -> str:
     """A string naming this process uniquely; "" if it is gone and no ``pidfd`` is given."""
     if pidfd >= 0 and _pidfs():
-        mark: str | None = f"{PIDFS}{os.fstat(pidfd).st_ino}"
+        mark: str | None = _pidfs_mark(pidfd)
     else:
         mark = _start_time(pid)
     return f"{_boot_id()}/{mark}/{pid}" if mark is not None else ""

@@ -36,6 +36,7 @@ from jobd.impersonate import seen_by
 from jobd.isolation import Isolator
 from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
+from jobd.readfile import read_bytes
 from jobd.spawn import Child, spawn
 from jobd.system import SHELL, SYSTEM_PATH
 from jobd.units import format_size
@@ -127,11 +128,7 @@ def _check_format(argv0: str, path: str) -> None:
     # execve refuses anything but a binary or a #! script; the shim's exec would instead run
     # such a file as a shell script. Refuse it here, as execve would.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            magic = os.read(fd, 4)  # plain calls: half the system calls of a buffered open()
-        finally:
-            os.close(fd)
+        magic = read_bytes(path, 4)
     except OSError as exc:
         raise SpawnFailed(f"cannot execute {argv0!r}: {exc.strerror}") from None
     if magic != b"\x7fELF" and not magic.startswith(b"#!"):

@@ -162,10 +162,11 @@ class JobManager:
                 extra={"job": job.id, "identity": job.owner},
             )
 
-    async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
+    def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
         """Start a job and return it once its process runs, or raise SpawnFailed (the job is
-        then recorded as failed to start). Nothing in here waits, so no shutdown can begin
-        between the check below and the job's registration."""
+        then recorded as failed to start). It never waits, so it is synchronous: no shutdown
+        can begin between the check below and the job's registration, and the service calls
+        it without a hop between asyncio and trio."""
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")

@@ -443,16 +443,16 @@ async def test_a_refused_isolation_records_nothing(tmp_path: Path) -> None:
     isolator = Isolator(availability=Availability(ns(PID), {NET: "not here"}))
     async with open_manager(tmp_path / "state", isolation=isolator) as manager:
         with pytest.raises(FailedPrecondition, match="network namespace not available"):
-            await manager.start("admin", JobSpec(("true",), isolation=ns(NET)), Role.ADMIN)
+            manager.start("admin", JobSpec(("true",), isolation=ns(NET)), Role.ADMIN)
         with pytest.raises(PermissionDenied, match="without pid isolation"):
-            await manager.start("alice", JobSpec(("true",), isolation=NONE), Role.USER)
+            manager.start("alice", JobSpec(("true",), isolation=NONE), Role.USER)
         page = await manager.jobs()
         assert page.jobs == []
         assert list((tmp_path / "state" / "output").iterdir()) == []
         # Without a request the user gets what the host offers of its default: here it
         # cannot be set up, so the job is recorded as failed to start, with that isolation.
         with pytest.raises(SpawnFailed, match=r"^isolation is not set up"):
-            await manager.start("alice", JobSpec(("true",)), Role.USER)
+            manager.start("alice", JobSpec(("true",)), Role.USER)
         (job,) = (await manager.jobs()).jobs
         assert job.isolation == ns(PID)
         assert job.result is not None and job.result.message == "isolation is not set up"
@@ -460,7 +460,7 @@ async def test_a_refused_isolation_records_nothing(tmp_path: Path) -> None:
 
 async def test_an_unisolated_job_never_touches_the_launcher(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", isolation=Isolator()) as manager:
-        job = await manager.start("admin", JobSpec(("true",)), Role.ADMIN)
+        job = manager.start("admin", JobSpec(("true",)), Role.ADMIN)
         assert job.isolation == NONE
         done = await manager.wait_finished(job)
         assert done.result is not None and done.result.exit_code == 0

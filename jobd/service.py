@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import trio
 import trio_asyncio
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
@@ -220,12 +220,16 @@ class JobService(JobServiceBase):
         current_call().identity = identity.name
         return identity
 
-    async def _unary(self, stream: Stream[Any, Any], fn: Callable[..., Awaitable[Any]]) -> None:
+    async def _unary(
+        self, stream: Stream[Any, Any], fn: Callable[[Identity, Any], Awaitable[Message]]
+    ) -> None:
         """A call whose domain operation may wait: it runs as a trio task."""
         identity, request = await self._request(stream)
         await self._reply(stream, await trio_asyncio.trio_as_aio(fn)(identity, request))
 
-    async def _unary_now(self, stream: Stream[Any, Any], fn: Callable[..., Any]) -> None:
+    async def _unary_now(
+        self, stream: Stream[Any, Any], fn: Callable[[Identity, Any], Message]
+    ) -> None:
         """A call whose domain operation never waits (StartJob, GetJob): it is called right
         here. grpclib's asyncio runs inside trio-asyncio's loop, itself a trio task on the trio
         thread, so code that only touches trio objects without waiting (start_soon on the
@@ -240,7 +244,7 @@ class JobService(JobServiceBase):
         current_call().job_id = bounds.shown_job_id(getattr(request, "job_id", ""))
         return identity, request
 
-    async def _reply(self, stream: Stream[Any, Any], reply: Any) -> None:
+    async def _reply(self, stream: Stream[Any, Any], reply: Message) -> None:
         if isinstance(reply, pb.StartJobResponse):
             current_call().job_id = reply.job_id
         await stream.send_message(reply)

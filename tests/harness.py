@@ -269,6 +269,14 @@ def binary_job(exit_code: int = 0) -> list[str]:
     )
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: the signal's default action.
+    A shell starts background commands with SIGINT ignored, and an ignored signal stays ignored
+    across exec; jobctl, like any program, keeps it so. Without this, a suite started with
+    ``&`` would see Ctrl-C tests hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def processes_in_group(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``."""
     found = []

@@ -33,6 +33,7 @@ from grpclib.server import Server, Stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness import sigint_default
 from jobctl import cli, render, units
 from jobctl.client import (
     STATUS_ERRORS,
@@ -1613,6 +1614,7 @@ def endless_job(service: FakeJobService, certs: Certs) -> Iterator[subprocess.Po
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(REPO)},
+            preexec_fn=sigint_default,
         )
         try:
             yield child

@@ -20,7 +20,16 @@ from typing import Any
 
 import pytest
 
-from harness import PAYLOAD, Certs, Daemon, bin_path, binary_job, python, wait_for_output
+from harness import (
+    PAYLOAD,
+    Certs,
+    Daemon,
+    bin_path,
+    binary_job,
+    python,
+    sigint_default,
+    wait_for_output,
+)
 from jobctl import cli
 
 pytestmark = pytest.mark.e2e
@@ -466,6 +475,7 @@ def test_ctrl_c_while_following_leaves_the_job_running(daemon: Daemon) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=daemon.jobctl_env(),
+            preexec_fn=sigint_default,
         )
         try:
             assert follower.stdout is not None

@@ -92,6 +92,13 @@ async def status(client: JobClient, args: argparse.Namespace) -> None:
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 
 
+def _catch_ctrl_c() -> bool:
+    """Whether to take Ctrl-C over: not when it came ignored, as a shell starts background
+    commands (``jobctl run ... &`` in a script), so that a Ctrl-C meant for the script's
+    foreground neither stops the job nor ends the follow."""
+    return signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+
+
 class _Quit:
     """Ctrl-C as an event to wait on (with a timeout: the refresh interval) while it is set up."""
 
@@ -100,7 +107,8 @@ class _Quit:
         self.loop = asyncio.get_running_loop()
 
     def __enter__(self) -> _Quit:
-        self.loop.add_signal_handler(signal.SIGINT, self.event.set)
+        if _catch_ctrl_c():
+            self.loop.add_signal_handler(signal.SIGINT, self.event.set)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,7 +235,8 @@ class _Interrupts:
         self.tell = sys.stderr.isatty()  # keep a redirected stderr the job's bytes only
 
     def __enter__(self) -> _Interrupts:
-        self.loop.add_signal_handler(signal.SIGINT, self.pressed)
+        if _catch_ctrl_c():
+            self.loop.add_signal_handler(signal.SIGINT, self.pressed)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1704,3 +1704,17 @@ def test_format_size_words_sizes_as_jobd_does(n: int, text: str) -> None:
     from jobd import units as jobd_units
 
     assert units.format_size(n) == text == jobd_units.format_size(n)
+
+
+@pytest.mark.parametrize(
+    ("on_entry", "caught"),
+    [(signal.default_int_handler, True), (signal.SIG_DFL, True), (signal.SIG_IGN, False)],
+)
+def test_ctrl_c_is_taken_over_unless_it_came_ignored(on_entry: Any, caught: bool) -> None:
+    from jobctl import commands
+
+    before = signal.signal(signal.SIGINT, on_entry)
+    try:
+        assert commands._catch_ctrl_c() is caught
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -12,13 +12,13 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import PAYLOAD, Certs, Daemon, bin_path, binary_job, wait_until
+from harness import PAYLOAD, Certs, Daemon, bin_path, binary_job, sigint_default, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -101,12 +101,15 @@ def test_a_usage_error_starts_nothing(cleanup: Daemon) -> None:
 class Runner:
     """``jobctl run`` in the background, its stdout read as it comes."""
 
-    def __init__(self, daemon: Daemon, *args: str) -> None:
+    def __init__(
+        self, daemon: Daemon, *args: str, sigint: Callable[[], None] = sigint_default
+    ) -> None:
         self.proc = subprocess.Popen(
             [bin_path("jobctl"), "run", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=daemon.jobctl_env(),
+            preexec_fn=sigint,  # SIGINT as it comes (the default action), or as the test says
         )
         self.seen = b""
 
@@ -206,3 +209,22 @@ def test_detach_on_interrupt_leaves_the_job_running(cleanup: Daemon, runners: li
         f"jobctl: note: detached; job {job['id']} keeps running (jobctl logs -f {job['id']})\n"
     )
     assert job["state"] == "JOB_STATE_RUNNING"
+
+
+
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_ctrl_c_ignored_on_entry_stays_ignored(cleanup: Daemon, runners: list[Runner]) -> None:
+    # As a shell starts `jobctl run ... &` in a script: a Ctrl-C meant for the script's
+    # foreground neither stops the job nor ends jobctl. Were it taken over, the stop would
+    # reach the job within its two seconds of sleep and its trap would answer.
+    script = "trap 'echo got TERM; exit 3' TERM; echo ready; sleep 2; echo done"
+    runner = Runner(cleanup, "--", "sh", "-c", script, sigint=_sigint_ignored)
+    runners.append(runner)
+    runner.read_until(b"ready\n")
+    runner.proc.send_signal(signal.SIGINT)
+    code, out, err = runner.finish()
+    assert (code, out, err) == (0, b"ready\ndone\n", b"")
+    assert only_job(cleanup)["result"]["outcome"] == "OUTCOME_EXITED"

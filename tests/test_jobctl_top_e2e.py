@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import Daemon, bin_path
+from harness import Daemon, bin_path, sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -121,6 +121,7 @@ def test_top_on_a_terminal_redraws_and_ctrl_c_exits_0(daemon: Daemon, sleeper: s
             stdout=terminal,
             stderr=subprocess.PIPE,
             env=env,
+            preexec_fn=sigint_default,
         )
         os.close(terminal)
         try:

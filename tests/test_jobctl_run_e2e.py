@@ -109,7 +109,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=daemon.jobctl_env(),
-            preexec_fn=sigint,  # SIGINT as it comes (the default action), or as the test says
+            preexec_fn=sigint,  # SIGINT at its default action, unless the test says otherwise
         )
         self.seen = b""
 
@@ -209,7 +209,6 @@ def test_detach_on_interrupt_leaves_the_job_running(cleanup: Daemon, runners: li
         f"jobctl: note: detached; job {job['id']} keeps running (jobctl logs -f {job['id']})\n"
     )
     assert job["state"] == "JOB_STATE_RUNNING"
-
 
 
 def _sigint_ignored() -> None:

@@ -269,9 +269,7 @@ class JobService(JobServiceBase):
     async def StreamOutput(
         self, stream: Stream[pb.StreamOutputRequest, pb.StreamOutputResponse]
     ) -> None:
-        identity = self._identify(stream)
-        request = await recv_request(stream, self.request_timeout)
-        current_call().job_id = bounds.shown_job_id(request.job_id)
+        identity, request = await self._request(stream)
         send = trio_asyncio.aio_as_trio(stream.send_message)
         await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)
 

@@ -150,6 +150,15 @@ UPSERT = (
     " record = excluded.record, output_kept = excluded.output_kept"
 )
 
+# Retention's two lookups, which the partial indexes above serve.
+FINISHED_BEFORE = (
+    f"SELECT id FROM jobs WHERE state = {FINISHED} AND ended_at < ? ORDER BY ended_at, id LIMIT ?"
+)
+OLDEST_WITH_OUTPUT = (
+    f"SELECT {COLUMNS} FROM jobs WHERE state = {FINISHED} AND output_kept = 1 "
+    "ORDER BY ended_at, id LIMIT ?"
+)
+
 
 @dataclass(frozen=True)
 class Page:
@@ -293,20 +302,12 @@ class Store:
 
     def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of jobs that ended before ``cutoff``, oldest first."""
-        rows = self._db.execute(
-            f"SELECT id FROM jobs WHERE state = {FINISHED} AND ended_at < ? "
-            "ORDER BY ended_at, id LIMIT ?",
-            (cutoff, limit),
-        ).fetchall()
+        rows = self._db.execute(FINISHED_BEFORE, (cutoff, limit)).fetchall()
         return [r[0] for r in rows]
 
     def oldest_with_output(self, limit: int) -> list[Job]:
         """Finished jobs whose output is still stored, oldest first."""
-        rows = self._db.execute(
-            f"SELECT {COLUMNS} FROM jobs WHERE state = {FINISHED} AND output_kept = 1 "
-            "ORDER BY ended_at, id LIMIT ?",
-            (limit,),
-        ).fetchall()
+        rows = self._db.execute(OLDEST_WITH_OUTPUT, (limit,)).fetchall()
         return [job_from_row(r) for r in rows]
 
     def delete(self, job_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ from jobd.config import ConfigError, load
 from jobd.job import Job, JobSpec, State
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
-from jobd.store import FINISHED, Store
+from jobd.store import FINISHED, FINISHED_BEFORE, OLDEST_WITH_OUTPUT, Store
 
 DAY = 86400.0
 
@@ -107,12 +107,7 @@ def test_retention_lookups_read_partial_indexes_of_finished_jobs(state: StateDir
     # still find their rows through an index, never a scan of the whole history.
     store = Store(state.database)
     plans = []
-    for sql, args in (
-        (f"SELECT id FROM jobs WHERE state = {FINISHED} AND ended_at < ? "
-         "ORDER BY ended_at, id LIMIT ?", (1.0, 5)),
-        (f"SELECT id FROM jobs WHERE state = {FINISHED} AND output_kept = 1 "
-         "ORDER BY ended_at, id LIMIT ?", (5,)),
-    ):
+    for sql, args in ((FINISHED_BEFORE, (1.0, 5)), (OLDEST_WITH_OUTPUT, (5,))):
         plans.append(" ".join(r[-1] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql, args)))
     assert "USING INDEX jobs_ended " in plans[0] and "TEMP B-TREE" not in plans[0]
     assert "USING INDEX jobs_ended_with_output" in plans[1] and "TEMP B-TREE" not in plans[1]

@@ -108,7 +108,7 @@ class JobManager:
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
         self.spares = SpareGroup(self.cgroups)
-        self.ready_files = ReadyFiles(state.ready)
+        self.ready_files = ReadyFiles(state.output)
         self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
@@ -126,7 +126,7 @@ class JobManager:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
         await self.reap_leftover_cgroups()
         self.recover()
-        self.ready_files.clear()
+        self.ready_files.open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -183,13 +183,15 @@ class JobManager:
                   isolation=isolation, run_as=account.describe())
         self._admit(job)
         path = self.state.log_path(job.id)
-        self.ready_files.place(path)
+        ready = self.ready_files.take(path.name)
         try:
-            output = OutputLog(path, self.output_cap)
+            output = OutputLog(path, self.output_cap, ready)
         except BaseException:
             self._uncount(job.id)
-            with contextlib.suppress(OSError):
-                path.unlink()  # the ready file placed there: no job, no log
+            if ready is not None:  # linked there: no job, no log
+                os.close(ready)
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise
         try:
             cgroup = self.spares.take(job.id, limits)

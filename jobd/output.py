@@ -57,10 +57,13 @@ class CorruptLog(DataLoss):
 class OutputLog:
     """The writing side, owned by one job. Sync methods: nothing here waits."""
 
-    def __init__(self, path: Path, cap: int | None = None) -> None:
+    def __init__(self, path: Path, cap: int | None = None, fd: int | None = None) -> None:
+        """Open (or create) ``path``; or take ``fd``, already open on it for appending."""
         self.path = path
         self.cap = cap
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = fd
         self.size = 0
         self.data_bytes = 0
         self.dropped_bytes = 0

@@ -20,7 +20,6 @@ class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.output = path / "output"
-        self.ready = path / "ready"  # empty files made ahead for the logs (jobd.readyfiles)
         self.database = path / "jobs.db"
         self._lock_fd: int | None = None
 

@@ -7,7 +7,6 @@ at once, so finished jobs are read back from there. Authorization is not done he
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -29,7 +28,6 @@ from jobd.job import SHUTDOWN, Job, JobSpec
 from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
 from jobd.quotas import QuotaPolicy, StartRate, refusal
-from jobd.readyfiles import ReadyFiles
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
 from jobd.store import Page, Store
@@ -108,7 +106,6 @@ class JobManager:
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
         self.spares = SpareGroup(self.cgroups)
-        self.ready_files = ReadyFiles(state.output)
         self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
         self.retention = Retention(retention or RetentionPolicy(), store, state)
@@ -126,11 +123,9 @@ class JobManager:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
         await self.reap_leftover_cgroups()
         self.recover()
-        self.ready_files.open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self.ready_files.keep_ready)
                 nursery.start_soon(self.store.keep_flushing)
                 nursery.start_soon(self.store.keep_checkpointing)
                 await nursery.start(self.retention.run)
@@ -138,7 +133,6 @@ class JobManager:
                 await trio.sleep_forever()
         finally:
             self.spares.close()
-            self.ready_files.close()
             self.cgroups.remove_parent()
 
     async def reap_leftover_cgroups(self) -> None:
@@ -182,16 +176,10 @@ class JobManager:
         job = Job(id=self.spares.next_id(limits), owner=owner, spec=spec, limits=limits,
                   isolation=isolation, run_as=account.describe())
         self._admit(job)
-        path = self.state.log_path(job.id)
-        ready = self.ready_files.take(path.name)
         try:
-            output = OutputLog(path, self.output_cap, ready)
+            output = OutputLog(self.state.log_path(job.id), self.output_cap)
         except BaseException:
             self._uncount(job.id)
-            if ready is not None:  # linked there: no job, no log
-                os.close(ready)
-                with contextlib.suppress(OSError):
-                    path.unlink()
             raise
         try:
             cgroup = self.spares.take(job.id, limits)

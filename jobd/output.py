@@ -57,13 +57,10 @@ class CorruptLog(DataLoss):
 class OutputLog:
     """The writing side, owned by one job. Sync methods: nothing here waits."""
 
-    def __init__(self, path: Path, cap: int | None = None, fd: int | None = None) -> None:
-        """Open (or create) ``path``; or take ``fd``, already open on it for appending."""
+    def __init__(self, path: Path, cap: int | None = None) -> None:
         self.path = path
         self.cap = cap
-        if fd is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._fd = fd
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = 0
         self.data_bytes = 0
         self.dropped_bytes = 0

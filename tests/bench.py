@@ -261,7 +261,7 @@ def stream_client_main(port: int, certs_dir: str, job_id: str, count: int = 1) -
 def create_cost(directory: Path, n: int) -> list[float]:
     """Context for StartJob, not a floor: on the VM of BENCHMARKS.md, a create near inodes
     deleted in the last few minutes (an earlier run's clean-up) costs up to ~1 ms, not ~15 µs.
-    Nothing is deleted here, so as not to cause it."""
+    The files stay until the run's end, so as not to cause it before the StartJob runs."""
     directory.mkdir()
     samples = []
     for i in range(n):

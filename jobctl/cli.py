@@ -723,6 +723,9 @@ def exit_code_for(exc: BaseException) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from jobctl.lazyproto import defer_python_message
+
+    defer_python_message()
     from jobctl.client import ClientError
     from jobctl.commands import CommandFailed, run
 

@@ -337,6 +337,27 @@ def test_logs_are_byte_exact_and_kept_apart(daemon: Daemon) -> None:
     assert (only_err.returncode, only_err.stdout, only_err.stderr) == (0, b"", PAYLOAD[::-1])
 
 
+def test_the_same_with_protobufs_pure_python_backend(daemon: Daemon) -> None:
+    # jobctl defers protobuf's pure-Python message module (jobctl.lazyproto); with that backend
+    # chosen, nothing is deferred and every command must still behave the same.
+    job_id = start(daemon, *binary_job(exit_code=3))
+    ok(daemon.jobctl("client_0", "logs", "-f", "--stdout", job_id))
+    pure = {**daemon.jobctl_env(), "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    for args in (["status", "--json", job_id], ["list", "--json"], ["logs", job_id]):
+        default = daemon.jobctl("client_0", *args)
+        python = subprocess.run([bin_path("jobctl"), *args], capture_output=True, env=pure,
+                                timeout=60)  # fmt: skip
+        assert (python.returncode, python.stdout, python.stderr) == (
+            default.returncode,
+            default.stdout,
+            default.stderr,
+        ), args
+    assert status(daemon, job_id)["result"]["exit_code"] == 3
+    started = subprocess.run([bin_path("jobctl"), "start", "--", "true"], capture_output=True,
+                             env=pure, timeout=60)  # fmt: skip
+    assert UUID.fullmatch(ok(started).decode().rstrip("\n")), started
+
+
 def test_logs_stdout_into_a_file(daemon: Daemon, tmp_path: Path) -> None:
     job_id = start(daemon, *binary_job())
     ok(daemon.jobctl("client_0", "logs", "-f", "--stdout", job_id))  # waits for the end

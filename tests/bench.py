@@ -651,11 +651,14 @@ def bench_history(certs: Certs, base: Path, count: int) -> None:
         daemon.stop()
 
 
-# What `jobctl status ID` does, with nothing of jobctl around it, leaving the way jobctl does
-# (os._exit once the output is flushed): the least a Python process can take for that command.
+# What `jobctl status ID` does, with nothing of jobctl around it but its protobuf import
+# (jobctl.lazyproto), leaving the way jobctl does (os._exit once the output is flushed): the
+# least a Python process can take for that command.
 BARE_STATUS_CLIENT = """\
 import asyncio, os, sys
 from pathlib import Path
+from jobctl.lazyproto import defer_python_message
+defer_python_message()
 from grpclib.client import Channel
 from jobd.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
@@ -691,6 +694,9 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
             "status": ([bin_path("jobctl"), "status", job_id], cached),
             "protobuf": ([sys.executable, "-c", "import grpclib.client, google.protobuf, "
                           "jobd.v1.jobs_pb2"], cached),
+            "deferred": ([sys.executable, "-c", "import jobctl.lazyproto as lazy; "
+                          "lazy.defer_python_message(); import grpclib.client, "
+                          "google.protobuf, jobd.v1.jobs_pb2"], cached),
             "bare": ([sys.executable, "-c", BARE_STATUS_CLIENT, job_id], cached),
         }
         for argv, run_env in runs.values():  # warm-up; fills the byte code cache
@@ -709,6 +715,7 @@ def bench_cli(certs: Certs, base: Path, n: int) -> None:
         ("help", "jobctl --help (whole process) p50", "<= 1.2x"),
         ("status", "jobctl status ID (whole process) p50", "<= 1.2x"),
         ("protobuf", "CLI floor + protobuf runtime and jobd.v1.jobs_pb2 p50", ""),
+        ("deferred", "the same, protobuf's python_message deferred (jobctl.lazyproto) p50", ""),
         ("bare", "bare grpclib client: mTLS connect + GetJob, exit as jobctl, p50", ""),
     ):
         record(Row("cli", name, p50[label], "ms", floor, "CLI floor", target))

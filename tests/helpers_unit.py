@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,6 +42,25 @@ async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
 def python(code: str) -> list[str]:
     """argv that runs ``code`` in a fresh interpreter (the one running the tests)."""
     return [sys.executable, "-c", code]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_python(
+    code: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with this checkout importable, ``env`` added to
+    this environment; text output captured."""
+    return subprocess.run(
+        python(code),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
+        cwd=kwargs.pop("cwd", REPO),
+        timeout=60,
+        **kwargs,
+    )
 
 
 def by_stream(chunks: list[Chunk]) -> dict[Stream, bytes]:

@@ -30,6 +30,7 @@ import trustme
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Server, Stream
+from helpers_unit import run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -722,19 +723,6 @@ def test_iso_time_has_an_offset() -> None:
 
 
 # --- start-up cost -----------------------------------------------------------------------------
-
-
-def run_python(code: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=kwargs.pop("cwd", REPO),
-        timeout=60,
-        **kwargs,
-    )
 
 
 def test_help_imports_no_heavy_modules() -> None:

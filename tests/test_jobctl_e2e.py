@@ -345,9 +345,9 @@ def test_the_same_with_protobufs_pure_python_backend(daemon: Daemon) -> None:
     pure = {**daemon.jobctl_env(), "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
     for args in (["status", "--json", job_id], ["list", "--json"], ["logs", job_id]):
         default = daemon.jobctl("client_0", *args)
-        python = subprocess.run([bin_path("jobctl"), *args], capture_output=True, env=pure,
-                                timeout=60)  # fmt: skip
-        assert (python.returncode, python.stdout, python.stderr) == (
+        other = subprocess.run([bin_path("jobctl"), *args], capture_output=True, env=pure,
+                               timeout=60)  # fmt: skip
+        assert (other.returncode, other.stdout, other.stderr) == (
             default.returncode,
             default.stdout,
             default.stderr,

@@ -5,15 +5,9 @@ Each case runs in a fresh interpreter: this one has protobuf loaded already.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from google.protobuf.internal import api_implementation
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers_unit import run_python
 
 # What jobctl does with messages: build, serialize, parse, print as text and as JSON, and use
 # the well-known types (Timestamp) that come with jobs.proto.
@@ -37,14 +31,7 @@ print(defer_python_message())
 
 def run(code: str, **env: str) -> str:
     """stdout of ``code`` in a fresh interpreter; fails the test on any error."""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        cwd=REPO,
-        timeout=60,
-    )
+    result = run_python(code, env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -11,6 +11,7 @@ import trio
 
 from jobd import logs, privdrop
 from jobd.accounts import daemon_account, shared_without_pid_namespace
+from jobd.cgroups import shim
 from jobd.config import Config, ConfigError, load
 from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDir, StateDirError
@@ -38,6 +39,7 @@ def check_report(config: Config) -> str:
             "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
             config.connections.describe(),
             backend.describe(),
+            *([shim.describe()] if backend.name != "none" else []),
             *config.isolation.describe(),
             isolation.availability.describe(),
             *run_as_report(config),

@@ -24,7 +24,7 @@ from grpclib.server import Server
 
 from jobd.accounts import shared_without_pid_namespace
 from jobd.audit import AuditLog
-from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
+from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect, shim
 from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.connections import Listener
 from jobd.isolation import Isolator, Launcher, names
@@ -56,6 +56,8 @@ def detect_cgroups(config: Config) -> CgroupBackend:
     if missing:
         log.warning("cgroup features unavailable (jobs run without them): %s; see jobd --check",
                     ", ".join(missing))
+    if backend.name != "none":  # tried now, not at the first start (~1 ms)
+        log.info(shim.describe())
     return backend
 
 

@@ -2,10 +2,10 @@
 
 A job's process leads its own session and process group, reads /dev/null, inherits no file
 descriptor but its two output pipes, and gets a minimal environment. With cgroups it starts
-as a tiny ``/bin/sh`` shim that writes its own pid into every ``cgroup.procs`` of the job and
-then execs the command: the job is contained from its first instruction, and the daemon never
-takes the slow fork() path that ``preexec_fn`` would force. A job with isolation runs its
-command through ``unshare`` and a short setup script next in that chain (see
+as a shim that writes its own pid into every ``cgroup.procs`` of the job and then execs the
+command (see ``jobd.cgroups.shim``): the job is contained from its first instruction, and the
+daemon never takes the slow fork() path that ``preexec_fn`` would force. A job with isolation
+runs its command through ``unshare`` and a short setup script next in that chain (see
 ``jobd.isolation``), and a job of another account drops to it last, through ``setpriv`` (see
 ``jobd.privdrop``). The process is spawned on the trio thread and waited for through a pidfd
 (``jobd.spawn``). When the main process exits, what is left of the job (its cgroup, or at
@@ -23,14 +23,14 @@ import math
 import os
 import signal
 import stat
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 import trio
 
 from jobd import privdrop, procid
 from jobd.accounts import Account
 from jobd.cgroups.base import JobCgroup
+from jobd.cgroups.shim import shim_command
 from jobd.errors import SpawnFailed
 from jobd.impersonate import seen_by
 from jobd.isolation import Isolator
@@ -38,7 +38,7 @@ from jobd.job import Job, State
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
 from jobd.readfile import read_bytes
 from jobd.spawn import Child, spawn
-from jobd.system import SHELL, SYSTEM_PATH
+from jobd.system import SYSTEM_PATH
 from jobd.units import format_size
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,8 @@ DRAIN_TIMEOUT = 2.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A stuck cgroup (a task in uninterruptible sleep) must not hang the daemon's shutdown.
 EMPTY_TIMEOUT = 10.0
-# Joins every cgroup given before "--", then becomes the command ("$@" keeps argv[0] as
-# given and is looked up in the job's PATH, exactly as the daemon already checked).
-SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
 DENIED = "permission denied"
-
-
-def shim_argv(procs_files: Sequence[Path], argv: Sequence[str]) -> list[str]:
-    """``argv`` run through the shim (executable: ``SHELL``): it joins each group first."""
-    return [SHELL, "-c", SHIM, "jobd-shim", *map(str, procs_files), "--", *argv]
 
 
 def job_environment(
@@ -125,8 +117,8 @@ def _not_runnable(path: str) -> str:
 
 
 def _check_format(argv0: str, path: str) -> None:
-    # execve refuses anything but a binary or a #! script; the shim's exec would instead run
-    # such a file as a shell script. Refuse it here, as execve would.
+    # execve refuses anything but a binary or a #! script; the /bin/sh shim's exec would
+    # instead run such a file as a shell script. Refuse it here, as execve would.
     try:
         magic = read_bytes(path, 4)
     except OSError as exc:
@@ -248,8 +240,7 @@ class JobRunner:
                 argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, program)
                 executable = argv[0]
             if self.cgroup is not None and self.cgroup.procs_files:
-                argv = shim_argv(self.cgroup.procs_files, argv)
-                executable = SHELL
+                executable, argv = shim_command(self.cgroup.procs_files, executable, argv)
             child = spawn(argv, executable=executable, env=env, cwd=spec.cwd)
         except (SpawnFailed, OSError) as exc:
             message = str(exc) if isinstance(exc, SpawnFailed) else _spawn_error(spec.argv[0], exc)

@@ -152,9 +152,8 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
 
     from jobd.cgroups.base import Limits
     from jobd.cgroups.detect import detect
+    from jobd.cgroups.shim import shim_command
     from jobd.spawn import spawn
-    from jobd.supervisor import shim_argv
-    from jobd.system import SHELL
 
     backend = detect(f"jobd-bench-floor-{os.getpid()}")
     if backend.name == "none":
@@ -165,8 +164,8 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
         for _ in range(n):
             begin = time.perf_counter()
             group = backend.create(f"job-{uuid.uuid4()}", Limits())
-            child = spawn(shim_argv(group.procs_files, ["/bin/true"]), executable=SHELL,
-                          env={}, cwd="/")
+            executable, argv = shim_command(group.procs_files, "/bin/true", ["/bin/true"])
+            child = spawn(argv, executable=executable, env={}, cwd="/")
             await child.aclose()
             group.kill()
             await group.wait_empty()

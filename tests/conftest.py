@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import Certs, Daemon, make_certs
+from jobd.cgroups import shim
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,14 @@ def shared() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path)
+
+
+@pytest.fixture(params=["compiled", "sh"])
+def each_shim(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each cgroup shim in turn: the compiled one (skipped where it was not built), then the
+    /bin/sh one that stands in for it."""
+    if request.param == "sh":
+        monkeypatch.setattr(shim, "compiled", lambda: None)
+    elif shim.compiled() is None:
+        pytest.skip("the compiled cgroup shim was not built here (see setup.py)")
+    return str(request.param)

@@ -506,7 +506,9 @@ def killing_the_process_group(group: FakeCgroup, runner: JobRunner, calls: list[
     group.kill = kill  # type: ignore[method-assign]
 
 
-async def test_the_shim_writes_the_job_pid_into_every_procs_file(tmp_path: Path) -> None:
+async def test_the_shim_writes_the_job_pid_into_every_procs_file(
+    each_shim: str, tmp_path: Path
+) -> None:
     backend = FakeBackend(tmp_path / "cg")
     group = backend.create("job-shim", Limits())
     # Two more hierarchies, as on cgroup v1.
@@ -529,7 +531,9 @@ async def test_the_shim_writes_the_job_pid_into_every_procs_file(tmp_path: Path)
     assert group.removed
 
 
-async def test_a_procs_file_that_cannot_be_written_fails_the_job(tmp_path: Path) -> None:
+async def test_a_procs_file_that_cannot_be_written_fails_the_job(
+    each_shim: str, tmp_path: Path
+) -> None:
     backend = FakeBackend(tmp_path / "cg")
     group = backend.create("job-noprocs", Limits())
     group.procs_files.append(tmp_path / "missing-dir" / "cgroup.procs")

@@ -11,7 +11,7 @@ import trio.testing
 
 from jobd.cgroups.base import Limits
 from jobd.cgroups.fake import FakeBackend
-from jobd.cgroups.spare import REFILL_AFTER, SpareGroup
+from jobd.cgroups.spare import SpareGroup
 from jobd.errors import FailedPrecondition
 
 DEFAULT = Limits(pids=4096)
@@ -95,21 +95,19 @@ async def test_a_backend_without_procs_files_keeps_no_spare(tmp_path: Path) -> N
     assert f"job-{spares.next_id(DEFAULT)}" != group.name
 
 
-async def test_the_spare_is_made_only_once_starts_pause(
+async def test_the_spare_is_made_right_after_the_start_with_the_latest_limits(
     backend: FakeBackend, mock_clock: trio.testing.MockClock
 ) -> None:
-    # During a burst of starts the worker's mkdirs would contend with the starts' own.
     spares = SpareGroup(backend)
+    begin = trio.current_time()
     async with trio.open_nursery() as nursery:
         assert spares.after_start(DEFAULT)
         nursery.start_soon(spares.fill)
-        await trio.testing.wait_all_tasks_blocked()
-        for _ in range(5):  # a start every half of REFILL_AFTER
-            mock_clock.jump(REFILL_AFTER / 2)
-            assert not spares.after_start(Limits(pids=10))  # one is on the way: it waits longer
-            await trio.testing.wait_all_tasks_blocked()
-            assert backend.groups == {}
-        mock_clock.jump(REFILL_AFTER)
-        await spares.wait_idle()
-    (group,) = backend.groups.values()
-    assert group.limits == Limits(pids=10)  # the latest start's limits
+        # Starts before the task runs only note their limits: one spare is on the way.
+        assert not spares.after_start(Limits(pids=10))
+        assert backend.groups == {}
+        await trio.testing.wait_all_tasks_blocked()  # no waiting for a pause: the clock stands
+        assert trio.current_time() == begin
+        (group,) = backend.groups.values()
+    assert group.limits == Limits(pids=10)
+    assert f"job-{spares.next_id(Limits(pids=10))}" == group.name

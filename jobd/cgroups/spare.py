@@ -1,15 +1,17 @@
 """One job cgroup made ahead of time, so that StartJob does not wait for its mkdirs.
 
 Making a job's group costs a mkdir per hierarchy (and its limit writes), ~0.2 ms on a v1 host,
-on StartJob's way to its answer. Once starts pause for ``REFILL_AFTER``, the manager makes the
-next job's group on a worker thread; the next start whose limits are the same takes it. Not
-during a burst of starts: there the worker's mkdirs contend in the kernel with the starts' own
-group operations (a mkdir waiting 4 ms for the cgroup lock held by a preempted thread), which
-cost back-to-back starts more (+0.3-0.6 ms each) than the spare saves them.
+on StartJob's way to its answer. So after each start that took the spare (or found none), the
+manager makes the next one in a task of its own, on the trio thread, with the latest start's
+limits: the task runs once the start's reply is on its way, while the client reads it and sends
+its next request. The next start whose limits are the same takes it; a start with other limits
+makes its own group as before. Not on a worker thread: there the mkdirs contended in the kernel
+with the starts' own group operations (a mkdir waiting 4 ms for the cgroup lock held by a
+preempted thread); on the trio thread no two of the daemon's group operations overlap.
 The group's name carries the job id (``job-<id>``), and cgroup2 cannot rename a group, so the
-id of that next job is chosen with the group: ``next_id`` hands it out. A start with other
-limits makes its own group as before. A spare never holds a process: one left by a daemon
-that died is an empty leftover group, removed at the next start like any other.
+id of that next job is chosen with the group: ``next_id`` hands it out. A spare never holds a
+process: one left by a daemon that died is an empty leftover group, removed at the next start
+like any other.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from jobd.cgroups.base import CgroupBackend, JobCgroup, Limits
 
 log = logging.getLogger(__name__)
 
-REFILL_AFTER = 0.002  # seconds without a start before the next spare is made
-
 
 class SpareGroup:
     def __init__(self, backend: CgroupBackend) -> None:
@@ -32,7 +32,6 @@ class SpareGroup:
         self._spare: tuple[str, Limits, JobCgroup] | None = None
         self._filling = False
         self._closed = False
-        self._quiet: trio.CancelScope | None = None  # while waiting for starts to pause
         self._wanted = Limits()
         self._idle = trio.Event()
         self._idle.set()
@@ -52,36 +51,30 @@ class SpareGroup:
         return self._backend.create(f"job-{job_id}", limits)
 
     def after_start(self, limits: Limits) -> bool:
-        """Note a start with ``limits``: the next spare gets the latest start's limits, once
-        starts have paused. True when the caller is to run :meth:`fill` (there is no spare
-        and none on the way; from now on one is). Synchronous, so that a start in a burst
-        costs no task of its own: most only move the pause's deadline."""
+        """Note a start with ``limits``: the next spare gets the latest start's limits. True
+        when the caller is to run :meth:`fill` (there is no spare and none on the way; from now
+        on one is). Synchronous, so that a start costs no task unless a spare is to be made."""
         self._wanted = limits
-        if self._quiet is not None:  # another start: wait for the pause from now
-            self._quiet.deadline = trio.current_time() + REFILL_AFTER
         if self._spare is not None or self._filling or self._closed:
             return False
         self._filling, self._idle = True, trio.Event()
         return True
 
     async def fill(self) -> None:
-        """Make the spare once starts pause, after :meth:`after_start` said to."""
+        """Make the spare, after :meth:`after_start` said to."""
         try:
-            with trio.move_on_after(REFILL_AFTER) as self._quiet:
-                await trio.sleep_forever()
-            self._quiet = None
+            # Let the start that asked for it answer first.
+            await trio.lowlevel.checkpoint()
             if self._closed:
                 return
             limits, job_id = self._wanted, str(uuid.uuid4())
             try:
-                group = await trio.to_thread.run_sync(
-                    self._backend.create, f"job-{job_id}", limits
-                )
+                group = self._backend.create(f"job-{job_id}", limits)
             except Exception as exc:  # the next start makes its own group, and reports it
                 log.debug("no spare cgroup: %s", exc)
                 return
         finally:
-            self._filling, self._quiet = False, None
+            self._filling = False
             self._idle.set()
         if self._closed or not group.procs_files:
             _remove(group)

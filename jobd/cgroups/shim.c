@@ -29,6 +29,7 @@
 #define O_WRONLY 01
 #define O_CLOEXEC 02000000
 #define ENOENT 2
+#define EIO 5
 
 static long syscall3(long number, long a, long b, long c) {
     long result;
@@ -121,7 +122,8 @@ __attribute__((used, noreturn)) void shim_main(long *stack) {
         long fd = syscall3(SYS_openat, AT_FDCWD, (long)argv[i], O_WRONLY | O_CLOEXEC);
         if (fd < 0) fail(125, "cannot join ", argv[i], -fd);
         long written = syscall3(SYS_write, fd, (long)pid, pid_length);
-        if (written != pid_length) fail(125, "cannot join ", argv[i], written < 0 ? -written : 5);
+        if (written != pid_length)
+            fail(125, "cannot join ", argv[i], written < 0 ? -written : EIO);
         syscall3(SYS_close, fd, 0, 0);
     }
     if (i + 2 >= argc) fail(125, "usage: ", "PROCS_FILE... -- EXECUTABLE ARGV0 [ARG...]", 22);

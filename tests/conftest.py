@@ -39,12 +39,21 @@ def shared() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
+@pytest.fixture
+def compiled_shim() -> str:
+    """The compiled cgroup shim's path; the test is skipped where it was not built."""
+    binary = shim.compiled()
+    if binary is None:
+        pytest.skip("the compiled cgroup shim was not built here (see setup.py)")
+    return binary
+
+
 @pytest.fixture(params=["compiled", "sh"])
 def each_shim(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each cgroup shim in turn: the compiled one (skipped where it was not built), then the
     /bin/sh one that stands in for it."""
     if request.param == "sh":
         monkeypatch.setattr(shim, "compiled", lambda: None)
-    elif shim.compiled() is None:
-        pytest.skip("the compiled cgroup shim was not built here (see setup.py)")
+    else:
+        request.getfixturevalue("compiled_shim")
     return str(request.param)

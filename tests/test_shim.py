@@ -74,10 +74,8 @@ def test_the_command_gets_its_arguments_byte_for_byte(each_shim: str, tmp_path: 
 
 
 def test_the_compiled_shim_keeps_argv0_and_the_environment_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compiled_shim: str, tmp_path: Path
 ) -> None:
-    if shim.compiled() is None:
-        pytest.skip("the compiled shim was not built here (see setup.py)")
     env = {"A": "1", "WITH-DASH": "kept", "EMPTY": ""}
     done = run(procs_files(tmp_path, 2), CAT, ["my-cat", "/proc/self/environ"], env)
     assert done.stdout.split(b"\0")[:-1] == [b"PATH=/usr/bin:/bin", b"A=1", b"WITH-DASH=kept",
@@ -97,9 +95,9 @@ def test_a_group_that_cannot_be_joined_stops_before_the_command(
     assert not marker.exists()
 
 
-def test_the_compiled_shim_says_why_a_command_does_not_run(tmp_path: Path) -> None:
-    if shim.compiled() is None:
-        pytest.skip("the compiled shim was not built here (see setup.py)")
+def test_the_compiled_shim_says_why_a_command_does_not_run(
+    compiled_shim: str, tmp_path: Path
+) -> None:
     script = tmp_path / "plain"
     script.write_text("echo no\n")
     done = run([], str(tmp_path / "absent"), ["absent"])
@@ -119,27 +117,23 @@ def test_the_compiled_shim_says_why_a_command_does_not_run(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("args", [[], ["--"], ["--", "/bin/true"], ["{tmp}/cgroup.procs"]])
 def test_the_compiled_shim_refuses_a_command_line_without_a_command(
-    args: list[str], tmp_path: Path
+    compiled_shim: str, args: list[str], tmp_path: Path
 ) -> None:
-    binary = shim.compiled()
-    if binary is None:
-        pytest.skip("the compiled shim was not built here (see setup.py)")
     (tmp_path / "cgroup.procs").touch()
-    argv = [binary, *(a.format(tmp=tmp_path) for a in args)]
+    argv = [compiled_shim, *(a.format(tmp=tmp_path) for a in args)]
     done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
     assert done.returncode == shim.JOIN_FAILED
     assert done.stderr.startswith(b"jobd-shim: usage: ")
 
 
-def test_the_compiled_shim_writes_into_no_file_but_a_cgroup_procs(tmp_path: Path) -> None:
+def test_the_compiled_shim_writes_into_no_file_but_a_cgroup_procs(
+    compiled_shim: str, tmp_path: Path
+) -> None:
     # Run as root, it must not be made to write a pid over another file by a wrong command line.
-    binary = shim.compiled()
-    if binary is None:
-        pytest.skip("the compiled shim was not built here (see setup.py)")
     other = tmp_path / "cgroup.procs.bak"
     other.write_bytes(b"kept")
-    done = subprocess.run([binary, str(other), "--", "/bin/true", "true"], capture_output=True,
-                          timeout=30, check=False)
+    done = subprocess.run([compiled_shim, str(other), "--", "/bin/true", "true"],
+                          capture_output=True, timeout=30, check=False)
     assert done.returncode == shim.JOIN_FAILED
     assert done.stderr == f"jobd-shim: not a cgroup.procs file: {other}: Invalid argument\n".encode(
     )

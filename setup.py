@@ -1,13 +1,15 @@
-"""Builds jobd's compiled cgroup shim with the package; everything else is in pyproject.toml.
+"""Builds jobd's compiled launcher with the package; everything else is in pyproject.toml.
 
-The shim (jobd/cgroups/shim.c) is a freestanding x86_64 program. Where it cannot be built (no
-C compiler, another architecture) the install still succeeds and jobd uses its /bin/sh shim;
-``jobd --check`` says which one it found.
+The launcher (jobd/launch/launch.c) is a freestanding program on x86_64 and a plain libc one
+elsewhere. Where it cannot be built (no C compiler) the install still succeeds: jobs that need
+only cgroups start through a /bin/sh stand-in, and jobs that need namespaces or another account
+cannot start. ``jobd --check`` says which it found.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shlex
 import subprocess
 from pathlib import Path
@@ -15,14 +17,20 @@ from pathlib import Path
 from setuptools import Command, Distribution, setup
 from setuptools.command.build import build
 
-SOURCE = Path("jobd/cgroups/shim.c")
-NAME = "jobd-shim"
-FLAGS = ["-O2", "-Wall", "-ffreestanding", "-fno-stack-protector", "-fno-builtin", "-nostdlib",
-         "-static"]
+SOURCE = Path("jobd/launch/launch.c")
+NAME = "jobd-launch"
+FREESTANDING = ["-O2", "-Wall", "-ffreestanding", "-fno-stack-protector", "-fno-builtin",
+                "-nostdlib", "-static"]
+WITH_LIBC = ["-O2", "-Wall", "-DJOBD_LIBC"]
 
 
-class build_shim(Command):
-    """Compile the shim next to the package's modules (in place for editable installs)."""
+def flags() -> list[str]:
+    """Freestanding where launch.c has its own system calls (x86_64), else against libc."""
+    return FREESTANDING if platform.machine() == "x86_64" else WITH_LIBC
+
+
+class build_launcher(Command):
+    """Compile the launcher next to the package's modules (in place for editable installs)."""
 
     description = f"compile {SOURCE} into {NAME}"
     user_options: list[tuple[str, str | None, str]] = []
@@ -40,17 +48,19 @@ class build_shim(Command):
         where.mkdir(parents=True, exist_ok=True)
         target = where / NAME
         partial = where / f".{NAME}.partial"
-        command = [*shlex.split(os.environ.get("CC", "cc")), *FLAGS, "-o", str(partial),
+        command = [*shlex.split(os.environ.get("CC", "cc")), *flags(), "-o", str(partial),
                    str(SOURCE)]
         self.announce(" ".join(command), level=2)
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
         except OSError as exc:
-            self.warn(f"{NAME} not built ({exc}); jobd will join cgroups through /bin/sh")
+            self.warn(f"{NAME} not built ({exc}); jobs that need namespaces or another "
+                      "account will not start")
             return
         if done.returncode != 0:
             partial.unlink(missing_ok=True)
-            self.warn(f"{NAME} not built; jobd will join cgroups through /bin/sh:\n"
+            self.warn(f"{NAME} not built; jobs that need namespaces or another account "
+                      f"will not start:\n"
                       f"{done.stderr.strip()}")
             return
         partial.replace(target)
@@ -66,8 +76,8 @@ class build_shim(Command):
         return [str(SOURCE)]
 
 
-class build_with_shim(build):
-    sub_commands = [*build.sub_commands, ("build_shim", None)]
+class build_with_launcher(build):
+    sub_commands = [*build.sub_commands, ("build_launcher", None)]
 
 
 class BinaryDistribution(Distribution):
@@ -78,6 +88,6 @@ class BinaryDistribution(Distribution):
 
 
 setup(
-    cmdclass={"build": build_with_shim, "build_shim": build_shim},
+    cmdclass={"build": build_with_launcher, "build_launcher": build_launcher},
     distclass=BinaryDistribution,
 )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import trio
 
-from jobd import logs, privdrop
+from jobd import logs
 from jobd.accounts import daemon_account, shared_without_pid_namespace
-from jobd.cgroups import shim
 from jobd.config import Config, ConfigError, load
+from jobd.launch import binary
 from jobd.server import detect_cgroups, detect_isolation, serve
 from jobd.statedir import StateDir, StateDirError
 from jobd.tls import TLSConfigError
@@ -20,8 +18,7 @@ from jobd.tls import TLSConfigError
 
 def check_report(config: Config) -> str:
     """What ``jobd --check`` prints: the effective configuration and what this host offers."""
-    with tempfile.TemporaryDirectory(prefix="jobd-check-") as tmp:
-        isolation = detect_isolation(config, Path(tmp))
+    isolation = detect_isolation(config)
     backend = detect_cgroups(config)
     try:
         lines = [
@@ -39,9 +36,11 @@ def check_report(config: Config) -> str:
             "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
             config.connections.describe(),
             backend.describe(),
-            *([shim.describe()] if backend.name != "none" else []),
+            binary.describe(),
             *config.isolation.describe(),
             isolation.availability.describe(),
+            "private directories (an empty tmpfs each, per job with a mount namespace): "
+            + (", ".join(isolation.private_dirs) or "none"),
             *run_as_report(config),
             *(f"run as: WARNING: {w}" for w in shared_without_pid_namespace(
                 config.run_as, config.isolation, isolation.availability.available)),
@@ -57,10 +56,7 @@ def run_as_report(config: Config) -> list[str]:
     if os.geteuid() != 0:
         return [f"run as: every job runs as the daemon's own user, "
                 f"{daemon_account().describe()} (switching accounts needs root)"]
-    where = privdrop.find_setpriv() or (
-        "NOT FOUND (util-linux): jobs of accounts other than root cannot start"
-    )
-    return [*config.run_as.describe(), f"setpriv: {where}"]
+    return config.run_as.describe()
 
 
 def _limits_text(request: object) -> str:

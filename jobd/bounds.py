@@ -24,6 +24,9 @@ MAX_OWNER_BYTES = 256  # ListJobs' owner filter (a certificate CN is at most 64)
 MAX_MESSAGE_BYTES = 4 * MiB  # one gRPC request message, refused before it is read
 
 _JOB_ID = re.compile(r"[0-9a-f-]*")
+# What a job's environment variable may be called: what a shell passes on (a job's own shell
+# drops any other name from the environment it hands down).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _size(text: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from jobd import bounds, privdrop, procid
+from jobd import bounds, procid
 from jobd.accounts import RunAsPolicy, daemon_account
 from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend
@@ -24,7 +24,7 @@ from jobd.cgroups.none import NoneBackend
 from jobd.cgroups.spare import SpareGroup
 from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.isolation import Isolator
-from jobd.job import SHUTDOWN, Job, JobSpec
+from jobd.job import SHUTDOWN, Job, JobSpec, Outcome
 from jobd.limits import LimitPolicy
 from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
 from jobd.quotas import QuotaPolicy, StartRate, refusal
@@ -53,7 +53,7 @@ def validate_spec(spec: JobSpec) -> None:
         if "\0" in arg:
             raise InvalidArgument(f"argv[{i}] contains a NUL byte")
     for key, value in spec.env.items():
-        if not privdrop.NAME.match(key):
+        if not bounds.ENV_NAME.match(key):
             raise InvalidArgument(
                 f"environment variable name {key!r} is not valid: letters, digits and _, "
                 "not starting with a digit"
@@ -162,11 +162,11 @@ class JobManager:
                 extra={"job": job.id, "identity": job.owner},
             )
 
-    def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
-        """Start a job and return it once its process runs, or raise SpawnFailed (the job is
-        then recorded as failed to start). It never waits, so it is synchronous: no shutdown
-        can begin between the check below and the job's registration, and the service calls
-        it without a hop between asyncio and trio."""
+    async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
+        """Start a job and return it once its command runs, or raise SpawnFailed (the job is
+        then recorded as failed to start, with the launcher's reason). Everything up to the
+        spawn is synchronous, so no shutdown can begin between the check below and the job's
+        registration; then it waits for the launcher's word (see JobRunner.supervise)."""
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
@@ -190,7 +190,7 @@ class JobManager:
             raise
         runner = JobRunner(
             job, output, self.default_grace, self._changed, cgroup, self.isolation,
-            account, switch=account != daemon_account(),
+            account, switch=account != daemon_account(), rule=self.isolation.rule(role),
         )
         try:
             child = runner.spawn()  # recorded as running, or as failed to start
@@ -202,6 +202,9 @@ class JobManager:
                 self._uncount(job.id)
         if cgroup.procs_files and self.spares.after_start(limits):
             self._nursery.start_soon(self.spares.fill)
+        await runner.started.wait()
+        if job.result is not None and not runner.done.is_set():
+            await runner.done.wait()  # its launcher reported and exits: recorded once reaped
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -250,7 +253,8 @@ class JobManager:
         # Before anyone hears that it ended, so that they see the pruning too.
         size = runner.output.size if runner else _file_size(self.state.log_path(job.id))
         self.retention.job_ended(size)
-        if runner is not None:  # one that failed to start was logged as such
+        failed = job.result is not None and job.result.outcome is Outcome.FAILED_TO_START
+        if runner is not None and not failed:  # one that failed to start was logged as such
             log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
                      extra={"job": job.id, "identity": job.owner})
 

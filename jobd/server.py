@@ -13,7 +13,6 @@ import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import trio
 import trio_asyncio
@@ -24,11 +23,12 @@ from grpclib.server import Server
 
 from jobd.accounts import shared_without_pid_namespace
 from jobd.audit import AuditLog
-from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect, shim
+from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.connections import Listener
-from jobd.isolation import Isolator, Launcher, names
+from jobd.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
 from jobd.keyfile import check_private
+from jobd.launch import binary, private, probe
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
@@ -56,28 +56,43 @@ def detect_cgroups(config: Config) -> CgroupBackend:
     if missing:
         log.warning("cgroup features unavailable (jobs run without them): %s; see jobd --check",
                     ", ".join(missing))
-    if backend.name != "none":  # tried now, not at the first start (~1 ms)
-        log.info(shim.describe())
     return backend
 
 
-def detect_isolation(config: Config, directory: Path) -> Isolator:
-    """Which namespaces work here (one probe run of the real chain); one warning for role
-    defaults that cannot be given. ``directory`` keeps the chain's fstab files."""
-    launcher = Launcher.find(directory)
-    launcher.prepare()
-    availability = launcher.detect()
-    log.info("isolation: namespaces available: %s", names(availability.available))
+def detect_isolation(config: Config) -> Isolator:
+    """Which namespaces work here (one probe run of the launcher), and which directories
+    each job with a mount namespace gets private; one warning for role defaults that cannot
+    be given (a role that requires them cannot start jobs)."""
+    log.info("%s", binary.describe())  # tried now, not at the first start (~1 ms)
+    found = private.find(exclude=[str(config.state_dir)])
+    if not found.complete:
+        log.warning("private directories: the search for world-writable directories stopped "
+                    "at its budget; found so far: %s", ", ".join(found.directories))
+    availability = probe.detect(found.directories)
+    log.info("isolation: namespaces available: %s; read-only file system: %s; private "
+             "directories: %s", names(availability.available),
+             "yes" if availability.read_only else "no", ", ".join(found.directories) or "none")
     dropped = config.isolation.unavailable_defaults(availability)
     if dropped:
-        log.warning(
-            "isolation unavailable here, jobs run without it: %s; see jobd --check",
-            "; ".join(f"{role.value} role default: {names(ns)}" for role, ns in dropped.items()),
-        )
+        log.warning("isolation unavailable here: %s; see jobd --check", "; ".join(
+            f"the {role.value} role requires {names(ns)}: its jobs cannot start"
+            if ns & config.isolation.rule(role).required
+            else f"the {role.value} role's default {names(ns)}: its jobs run without it"
+            for role, ns in dropped.items()))
     for warning in shared_without_pid_namespace(config.run_as, config.isolation,
                                                 availability.available):
         log.warning("run as: %s", warning)
-    return Isolator(config.isolation, availability, launcher)
+    return Isolator(config.isolation, availability, found.directories)
+
+
+def protect_daemon() -> None:
+    """Make the kernel's OOM killer take any job before the daemon (jobs set their own
+    score in their launcher, so they do not inherit this one)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(DAEMON_OOM_SCORE_ADJ))
+    except OSError as exc:  # not root: the jobs' scores still put them first
+        log.info("cannot protect jobd from the OOM killer: %s", exc.strerror)
 
 
 def reload_crl(config: Config, ssl_context: ssl.SSLContext) -> None:
@@ -149,7 +164,8 @@ async def serve(
             policy.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        isolator = detect_isolation(config, state.path / "isolation")
+        isolator = detect_isolation(config)
+        protect_daemon()
         manager = JobManager(
             state, store, config.grace, config.max_output, cgroups, policy, config.retention,
             isolator, config.quotas, config.run_as,

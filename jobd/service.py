@@ -1,8 +1,9 @@
 """The gRPC service: protobuf in, identity and authorization, a manager call, protobuf out.
 
-Handlers run on the asyncio side (grpclib). A call whose domain operation may wait (StopJob,
-ListJobs, StreamOutput) hops into a trio task at once; one whose operation never waits
-(StartJob, GetJob) calls it directly, as trio-asyncio runs asyncio on the trio thread. Domain
+Handlers run on the asyncio side (grpclib). A call whose domain operation may wait (StartJob,
+which waits for the launcher's word, StopJob, ListJobs, StreamOutput) hops into a trio task at
+once; one whose operation never waits (GetJob) calls it directly, as trio-asyncio runs asyncio
+on the trio thread. Domain
 errors become gRPC statuses here and only here, through ``STATUS_OF``.
 """
 
@@ -230,11 +231,11 @@ class JobService(JobServiceBase):
     async def _unary_now(
         self, stream: Stream[Any, Any], fn: Callable[[Identity, Any], Message]
     ) -> None:
-        """A call whose domain operation never waits (StartJob, GetJob): it is called right
-        here. grpclib's asyncio runs inside trio-asyncio's loop, itself a trio task on the trio
-        thread, so code that only touches trio objects without waiting (start_soon on the
-        jobs nursery, Events, the clock) is as safe here as in a task of its own; and the
-        round trip to a new trio task and back is ~0.1 ms of a ~1.3 ms StartJob."""
+        """A call whose domain operation never waits (GetJob): it is called right here.
+        grpclib's asyncio runs inside trio-asyncio's loop, itself a trio task on the trio
+        thread, so code that only touches trio objects without waiting (Events, the clock) is
+        as safe here as in a task of its own; and the round trip to a new trio task and back
+        is ~0.1 ms of a call."""
         identity, request = await self._request(stream)
         await self._reply(stream, fn(identity, request))
 
@@ -251,7 +252,7 @@ class JobService(JobServiceBase):
 
     @rpc
     async def StartJob(self, stream: Stream[pb.StartJobRequest, pb.StartJobResponse]) -> None:
-        await self._unary_now(stream, self._start)
+        await self._unary(stream, self._start)
 
     @rpc
     async def StopJob(self, stream: Stream[pb.StopJobRequest, pb.Job]) -> None:
@@ -273,14 +274,16 @@ class JobService(JobServiceBase):
         send = trio_asyncio.aio_as_trio(stream.send_message)
         await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)
 
-    # The trio side: plain trio code from here on (the synchronous ones are called from
+    # The trio side: plain trio code from here on (the synchronous one is called from
     # asyncio directly: see _unary_now).
 
-    def _start(self, identity: Identity, request: pb.StartJobRequest) -> pb.StartJobResponse:
+    async def _start(
+        self, identity: Identity, request: pb.StartJobRequest
+    ) -> pb.StartJobResponse:
         authorize(identity, Action.START)
         assert identity.role is not None  # authorize() refused callers without a role
         begin = trio.current_time()
-        job = self.manager.start(identity.name, spec_from_pb(request), identity.role)
+        job = await self.manager.start(identity.name, spec_from_pb(request), identity.role)
         self.metrics.job_started(trio.current_time() - begin)
         return pb.StartJobResponse(job_id=job.id, job=job_to_pb(job))
 

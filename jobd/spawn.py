@@ -10,10 +10,11 @@ is no ``preexec_fn``/``user``/``group``, so it holds the loop only until the chi
 child, and an exec or chdir failure raised in the parent as an ``OSError`` with its errno.
 
 The child: argv with a separate executable, stdin from /dev/null, stdout and stderr to two new
-pipes, its own session (so it leads its process group), no other descriptor, exactly the
-environment given, the working directory given. Exit is waited for without polling: the pidfd
-becomes readable when the child exits, then ``waitid(P_PIDFD)`` reaps it. Signals go through
-the pidfd too, so a reused pid can never be hit.
+pipes, its own session (so it leads its process group), no other descriptor but, if asked, the
+write end of a status pipe (the launcher reports a failed launch there, see ``jobd.launch``),
+exactly the environment given, the working directory given. Exit is waited for without
+polling: the pidfd becomes readable when the child exits, then ``waitid(P_PIDFD)`` reaps it.
+Signals go through the pidfd too, so a reused pid can never be hit.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ class Child:
         pidfd: int,
         stdout: trio.lowlevel.FdStream,
         stderr: trio.lowlevel.FdStream,
+        status: trio.lowlevel.FdStream | None = None,
     ) -> None:
         self.pid: int = popen.pid
         self.stdout = stdout
         self.stderr = stderr
+        # The read end of the status pipe: closes without a word once the command has
+        # exec'd (see jobd.launch.status).
+        self.status = status
         # Kept only so that subprocess never reaps this pid on its own: a Popen collected
         # with returncode None goes to subprocess._active, and the next Popen() would
         # waitpid() it and steal the exit status. wait() sets its returncode.
@@ -131,8 +136,10 @@ class Child:
         reaps it (shielded) before the cancellation goes on. No descriptor is left open on
         any way out.
         """
-        self.stdout.close()  # sync close: an await here could be cancelled between the two
+        self.stdout.close()  # sync close: an await here could be cancelled between them
         self.stderr.close()
+        if self.status is not None:
+            self.status.close()
         try:
             await self.wait()
         finally:
@@ -164,6 +171,15 @@ class Child:
             self._pidfd = -1
 
 
+async def read_report(status: trio.lowlevel.FdStream, limit: int) -> bytes:
+    """What the child wrote to its status pipe until every copy of the write end closed
+    (at most ``limit`` bytes are kept); b"" means it exec'd its command."""
+    data = b""
+    while chunk := await status.receive_some(limit):
+        data = (data + chunk)[:limit]
+    return data
+
+
 _DEVNULL: int | None = None
 
 
@@ -176,22 +192,32 @@ def _devnull() -> int:
     return _DEVNULL
 
 
-def spawn(argv: Sequence[str], *, executable: str, env: Mapping[str, str], cwd: str) -> Child:
-    """Start ``executable`` with ``argv`` and return it as a :class:`Child`.
+def spawn(
+    argv: Sequence[str], *, executable: str | None, env: Mapping[str, str], cwd: str,
+    status_pipe: tuple[int, int] | None = None,
+) -> Child:
+    """Start ``executable`` (None: ``argv[0]`` on the PATH in ``env``) with ``argv`` and
+    return it as a :class:`Child`.
 
     Synchronous on purpose: it cannot wait for anything but the child's exec (vfork), so
     it is not a checkpoint, like trio's other calls that cannot block. An exec or chdir
     failure raises ``OSError`` here, with its errno (ENOENT, EACCES, ENOEXEC, ...) and the
-    file or directory it is about; nothing is left behind then.
+    file or directory it is about; nothing is left behind then. ``status_pipe``: a pipe
+    (read end, write end) made with O_CLOEXEC; the child inherits the write end under its
+    own number, and the Child owns the read end (both are closed here on failure).
     """
     if not argv:
         raise ValueError("argv must not be empty")
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = status_pipe if status_pipe is not None else (-1, -1)
+    try:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    except BaseException:
+        _close(status_r, status_w)
+        raise
     try:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
     except BaseException:
-        os.close(out_r)
-        os.close(out_w)
+        _close(out_r, out_w, status_r, status_w)
         raise
     try:
         try:
@@ -203,14 +229,14 @@ def spawn(argv: Sequence[str], *, executable: str, env: Mapping[str, str], cwd: 
                 stderr=err_w,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(status_w,) if status_w >= 0 else (),
                 env=env,
                 cwd=cwd,
             )
         finally:
             # The child has its copies (or failed): ours would keep the pipes from ever
             # reaching EOF.
-            os.close(out_w)
-            os.close(err_w)
+            _close(out_w, err_w, status_w)
         try:
             pidfd = os.pidfd_open(popen.pid)
         except BaseException:
@@ -219,7 +245,14 @@ def spawn(argv: Sequence[str], *, executable: str, env: Mapping[str, str], cwd: 
             popen.wait()
             raise
     except BaseException:
-        os.close(out_r)
-        os.close(err_r)
+        _close(out_r, err_r, status_r)
         raise
-    return Child(popen, pidfd, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r))
+    status = trio.lowlevel.FdStream(status_r) if status_r >= 0 else None
+    return Child(popen, pidfd, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r),
+                 status)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)

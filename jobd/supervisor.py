@@ -1,15 +1,16 @@
 """One job's life: spawn its process, pump its output into the log, enforce stop, record exit.
 
-A job's process leads its own session and process group, reads /dev/null, inherits no file
-descriptor but its two output pipes, and gets a minimal environment. With cgroups it starts
-as a shim that writes its own pid into every ``cgroup.procs`` of the job and then execs the
-command (see ``jobd.cgroups.shim``): the job is contained from its first instruction, and the
-daemon never takes the slow fork() path that ``preexec_fn`` would force. A job with isolation
-runs its command through ``unshare`` and a short setup script next in that chain (see
-``jobd.isolation``), and a job of another account drops to it last, through ``setpriv`` (see
-``jobd.privdrop``). The process is spawned on the trio thread and waited for through a pidfd
-(``jobd.spawn``). When the main process exits, what is left of the job (its cgroup, or at
-least its process group) is killed, as systemd does for a service.
+A job starts as the compiled launcher (``jobd.launch``), spawned on the trio thread through
+vfork and waited for through a pidfd (``jobd.spawn``). The launcher joins the job's cgroups,
+makes its namespaces and mounts, drops to its account, changes into its working directory and
+execs its command, in that order, inside the job; whatever fails on the way is written to a
+status pipe, which closes without a word once the command runs. The job is running from then
+on (or failed to start, with the launcher's reason). The daemon never looks at a path a client
+chose. When the main process exits, what is left of the job (its cgroup, or at least its
+process group) is killed, as systemd does for a service.
+
+Where the launcher was not built, a job that needs neither namespaces nor another account
+starts through a ``/bin/sh`` stand-in that joins its cgroups (see ``jobd.launch.plan``).
 """
 
 from __future__ import annotations
@@ -22,23 +23,22 @@ import logging
 import math
 import os
 import signal
-import stat
 from collections.abc import Callable, Mapping
 
 import trio
 
-from jobd import privdrop, procid
+from jobd import procid
 from jobd.accounts import Account
 from jobd.cgroups.base import JobCgroup
-from jobd.cgroups.shim import shim_command
 from jobd.errors import SpawnFailed
-from jobd.impersonate import seen_by
-from jobd.isolation import Isolator
+from jobd.isolation import Isolator, Namespace, RoleIsolation
 from jobd.job import Job, State
+from jobd.launch import binary
+from jobd.launch.plan import Plan, fallback_argv, launcher_argv
+from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, parse
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
-from jobd.readfile import read_bytes
-from jobd.spawn import Child, spawn
-from jobd.system import SYSTEM_PATH
+from jobd.spawn import Child, read_report, spawn
+from jobd.system import SHELL, SYSTEM_PATH
 from jobd.units import format_size
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ DRAIN_TIMEOUT = 2.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A stuck cgroup (a task in uninterruptible sleep) must not hang the daemon's shutdown.
 EMPTY_TIMEOUT = 10.0
-NOT_EXECUTABLE = "not an executable format (neither ELF nor a #! script)"
-DENIED = "permission denied"
+# A launch that has neither exec'd nor failed by then (a working directory on a hung network
+# file system) is taken as running: StartJob answers, and the job can be stopped.
+LAUNCH_TIMEOUT = 10.0
 
 
 def job_environment(
@@ -64,84 +65,8 @@ def job_environment(
     return env
 
 
-def resolve_executable(
-    argv0: str, search_path: str, cwd: str, account: Account | None = None
-) -> str:
-    """The file ``execve`` will run for ``argv0`` as ``account`` would find it (None: as the
-    daemon), after checking that the account can change into ``cwd``; or a SpawnFailed that
-    says why not. Both checks run under one switch of ids (~30 µs)."""
-    who = _as(account)
-    with seen_by(account) if account else contextlib.nullcontext():
-        _check_cwd(cwd, who)
-        path = _find(argv0, search_path, cwd, who)
-    # As the daemon: a program may be executable by the account without being readable.
-    _check_format(argv0, path)
-    return path
-
-
 def _as(account: Account | None) -> str:
     return f" (as {account.name})" if account else ""
-
-
-def _find(argv0: str, search_path: str, cwd: str, who: str) -> str:
-    if "/" in argv0:
-        path = os.path.join(cwd, argv0)
-        problem = _not_runnable(path)
-        if problem:
-            raise SpawnFailed(f"cannot execute {argv0!r}: {problem}{who}")
-        return path
-    denied = ""
-    for entry in search_path.split(":"):
-        path = os.path.join(cwd, entry or ".", argv0)
-        problem = _not_runnable(path)
-        if not problem:
-            return path
-        denied = denied or (path if problem == DENIED else "")
-    if denied:  # as execvp reports it: found, but not allowed
-        raise SpawnFailed(f"cannot execute {argv0!r}: {DENIED} ({denied}){who}")
-    raise SpawnFailed(f"cannot execute {argv0!r}: command not found in PATH={search_path}")
-
-
-def _not_runnable(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-    except PermissionError:
-        return DENIED
-    except OSError:
-        return "no such file"
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    if not stat.S_ISREG(mode) or not os.access(path, os.X_OK):
-        return DENIED
-    return ""
-
-
-def _check_format(argv0: str, path: str) -> None:
-    # execve refuses anything but a binary or a #! script; the /bin/sh shim's exec would
-    # instead run such a file as a shell script. Refuse it here, as execve would.
-    try:
-        magic = read_bytes(path, 4)
-    except OSError as exc:
-        raise SpawnFailed(f"cannot execute {argv0!r}: {exc.strerror}") from None
-    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
-        raise SpawnFailed(f"cannot execute {argv0!r}: {NOT_EXECUTABLE}")
-
-
-def _check_cwd(cwd: str, who: str) -> None:
-    problem = ""
-    try:
-        mode = os.stat(cwd).st_mode
-    except PermissionError:
-        problem = f"is not accessible ({DENIED})"
-    except OSError:
-        problem = "does not exist"
-    else:
-        if not stat.S_ISDIR(mode):
-            problem = "is not a directory"
-        elif not os.access(cwd, os.X_OK):
-            problem = f"is not accessible ({DENIED})"
-    if problem:
-        raise SpawnFailed(f"working directory {cwd!r} {problem}{who}")
 
 
 def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
@@ -164,19 +89,27 @@ class JobRunner:
         isolator: Isolator | None = None,
         account: Account | None = None,
         switch: bool = False,
+        rule: RoleIsolation | None = None,
     ) -> None:
         self.job = job
         # The account the job runs as (its HOME, USER), and whether that means switching
-        # from the daemon's own (else the checks and the chain stay as the daemon's).
+        # from the daemon's own (else the launcher keeps the daemon's).
         self.account = account
         self.switch = switch and account is not None
         self.output = output
         self.cgroup = cgroup
-        self.isolator = isolator
+        self.isolator = isolator or Isolator()
+        # The role's containment: read-only file system, writable paths, OOM score.
+        self.rule = rule or RoleIsolation()
         self._on_change = on_change
+        # Set once the job runs or has failed to start: what StartJob waits for.
+        self.started = trio.Event()
         self.done = trio.Event()
         self._default_grace = default_grace
         self._child: Child | None = None
+        self._has_init = False
+        # A stop asked for before the launch was confirmed: applied once it is.
+        self._pending_stop: tuple[str, float | None] | None = None
         # When a stop's grace period ends (trio time), and the scope its wait for the exit
         # runs in: a stop needs no task of its own (see request_stop and _wait_or_kill).
         self._grace_deadline = math.inf
@@ -187,79 +120,139 @@ class JobRunner:
     def request_stop(self, by: str, grace: float | None = None) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL after ``grace`` seconds.
 
-        A second request can only shorten the grace period that is running.
+        A second request can only shorten the grace period that is running. A job still
+        starting is stopped as soon as it runs.
         """
         grace = self._default_grace if grace is None else grace
+        if self.job.state is State.STARTING:
+            if self._pending_stop is None or self._pending_stop[1] is None or (
+                    grace < self._pending_stop[1]):
+                self._pending_stop = (by, grace)
+            return
         if self.job.state is State.RUNNING:
             self.job.stop(by)
             self._on_change(self.job)
             self._stopped_at = trio.current_time()
             if self._child is not None and self._child.returncode is None:
-                self._child.send_signal(signal.SIGTERM, group=True)
-                if self.cgroup is not None:  # descendants that left the process group too
-                    self.cgroup.terminate()
+                self._terminate(self._child)
         elif self.job.state is not State.STOPPING:
             return
         self._grace_deadline = min(self._grace_deadline, trio.current_time() + grace)
         if self._grace_scope is not None:
             self._grace_scope.deadline = self._grace_deadline
 
+    def _terminate(self, child: Child) -> None:
+        """The polite first step of a stop. Under the launcher's init, SIGTERM goes to the
+        launcher alone, which passes it to the init, which passes it to the command's process
+        group: each gets it once, and a command without a handler dies of it, as PID 1 would
+        not. Otherwise to the process group, and to all of the cgroup (descendants that left
+        the group)."""
+        if self._has_init:
+            child.send_signal(signal.SIGTERM)
+            return
+        child.send_signal(signal.SIGTERM, group=True)
+        if self.cgroup is not None:
+            self.cgroup.terminate()
+
     def refresh_usage(self) -> None:
         if self.cgroup is not None and not self.job.finished:
             self.job.usage = self.cgroup.usage()
 
+    def plan(self, env: Mapping[str, str], account: Account | None) -> Plan:
+        """What the job's launcher is to do (pure: see jobd.launch.plan)."""
+        namespaces = self.job.isolation
+        mount = Namespace.MOUNT in namespaces
+        procs = self.cgroup.procs_files if self.cgroup is not None else []
+        return Plan(
+            procs_files=tuple(str(p) for p in procs),
+            oom_score_adj=self.rule.oom_score_adj if os.geteuid() == 0 else None,
+            namespaces=namespaces,
+            hostname=hostname_for(self.job.id),
+            read_only=mount and self.rule.read_only,
+            writable=self.rule.writable if mount else (),
+            private_dirs=self.isolator.private_dirs if mount else (),
+            tmpfs_size=self.job.limits.memory,
+            account=account,
+            cwd=self.job.spec.cwd,
+            search_path=env.get("PATH", ""),
+        )
+
     def spawn(self) -> Child | None:
-        """Start the job's process and record the job as running; or record it as failed to
-        start (then it is done) and return None. Nothing here waits: the manager spawns and
-        registers a job in one step, and starts :meth:`supervise` without a round trip."""
+        """Start the job's launcher; or record the job as failed to start (then it is done)
+        and return None. Nothing here waits: :meth:`supervise` confirms the launch."""
         spec = self.job.spec
-        base = job_environment(self.job.id, {}, self.account)
-        env = {**base, **spec.env}
+        env = job_environment(self.job.id, spec.env, self.account)
         account = self.account if self.switch else None
         try:
-            program = resolve_executable(spec.argv[0], env.get("PATH", ""), spec.cwd, account)
-            executable = program
-            # The spawn chain, innermost first: the command; as another account, the loader
-            # of its environment and setpriv, so privileges are dropped last, after the
-            # namespaces are made; the namespaces; the cgroup shim, so that all of it runs in
-            # the job's cgroups.
-            argv = list(spec.argv)
-            if account is not None:
-                if spec.env:
-                    # Root's part of the chain gets the base; the loader restores the rest.
-                    argv = [*privdrop.loader(list(spec.env)), *argv]
-                    env = privdrop.hidden_environment(base, spec.env)
-                setpriv = privdrop.find_setpriv()
-                if setpriv is None:
-                    raise SpawnFailed("cannot run jobs as another user: setpriv (util-linux) "
-                                      "not found")
-                argv = [*privdrop.setpriv_args(setpriv, account), *argv]
-                executable = argv[0]
-            if self.job.isolation:
-                isolator = self.isolator or Isolator()
-                argv = isolator.wrap(self.job.isolation, self.job.id, argv, spec.cwd, program)
-                executable = argv[0]
-            if self.cgroup is not None and self.cgroup.procs_files:
-                executable, argv = shim_command(self.cgroup.procs_files, executable, argv)
-            child = spawn(argv, executable=executable, env=env, cwd=spec.cwd)
+            plan = self.plan(env, account)
+            launcher = binary.compiled()
+            if launcher is not None:
+                status = os.pipe2(os.O_CLOEXEC)
+                argv = launcher_argv(launcher, plan, status[1], spec.argv)
+                child = spawn(argv, executable=launcher, env=env, cwd="/", status_pipe=status)
+            elif plan.needs_launcher:
+                raise SpawnFailed(f"this job needs namespaces or another account, and "
+                                  f"{binary.NOT_BUILT}")
+            elif plan.procs_files or plan.oom_score_adj is not None:
+                child = spawn(fallback_argv(plan, spec.argv), executable=SHELL, env=env,
+                              cwd=spec.cwd)
+            else:
+                child = spawn(spec.argv, executable=None, env=env, cwd=spec.cwd)
         except (SpawnFailed, OSError) as exc:
-            message = str(exc) if isinstance(exc, SpawnFailed) else _spawn_error(spec.argv[0], exc)
+            if isinstance(exc, SpawnFailed):
+                message = str(exc)
+            else:
+                message = _spawn_error(spec.argv[0], spec.cwd, exc)
             self.job.spawn_failed(message)
             self.output.close()
             self._remove_cgroup()
             self._on_change(self.job)
+            self.started.set()
             self.done.set()
             return None
         self._child = child
-        self.job.spawned(child.pid)
+        self._has_init = plan.has_init and child.status is not None
+        self.job.pid = child.pid
         self.job.process_key = procid.identity(child.pid, child.pidfd)
-        self._on_change(self.job)
+        if child.status is None:  # no launcher to hear from: it runs
+            self._running(child)
+        else:
+            self._on_change(self.job)  # recorded with its process, so a restart can kill it
         return child
+
+    def _running(self, child: Child) -> None:
+        self.job.spawned(child.pid)
+        self._on_change(self.job)
+        self.started.set()
+        if self._pending_stop is not None:
+            self.request_stop(*self._pending_stop)
+
+    async def _confirm(self, child: Child, status: trio.lowlevel.FdStream) -> bool:
+        """Wait for the launcher's word: True once the command runs, False when the launch
+        failed (the job is then recorded as failed to start)."""
+        report = b""
+        with trio.move_on_after(LAUNCH_TIMEOUT) as waited:
+            report = await read_report(status, MAX_REPORT)
+        if waited.cancelled_caught:
+            log.warning("job %s: its launcher has not exec'd the command after %g s; taken as "
+                        "running", self.job.id, LAUNCH_TIMEOUT)
+        if report:
+            spec = self.job.spec
+            who = _as(self.account) if self.switch else ""
+            private = self.isolator.private_dirs if Namespace.MOUNT in self.job.isolation else ()
+            self.job.spawn_failed(failure_message(parse(report), spec.argv[0], spec.cwd, who,
+                                                  private))
+            self.started.set()
+            return False
+        self._running(child)
+        return True
 
     async def supervise(self, child: Child) -> None:
         """Own the spawned process until it has ended and is recorded. Every way out, a
         cancellation included, kills what is left of the job and reaps it (shielded)."""
         try:
+            if child.status is not None and not await self._confirm(child, child.status):
+                return
             await self._supervise(child)
         finally:
             with trio.CancelScope(shield=True):
@@ -344,7 +337,11 @@ class JobRunner:
                 limit = self.job.limits.memory
                 oom = "out of memory" + (f" (limit {format_size(limit)})" if limit else "")
         assert child.returncode is not None
-        self.job.exited(child.returncode, oom)
+        if self.job.state is State.STARTING:  # cancelled before the launcher's word
+            self.job.spawn_failed("the launch was cancelled: jobd is shutting down")
+        elif not self.job.finished:  # else it failed to start, and is recorded so
+            self.job.exited(child.returncode, oom)
+        self.started.set()  # a launch cancelled before its word
         self.job.output_dropped_bytes = self.output.dropped_bytes
         self.job.output_error = self.output.error or ""
         self.output.close()
@@ -360,8 +357,15 @@ class JobRunner:
             log.error("job %s: cannot remove its cgroup: %s", self.job.id, exc)
 
 
-def _spawn_error(argv0: str, exc: OSError) -> str:
+def hostname_for(job_id: str) -> str:
+    return f"job-{job_id[:8]}"
+
+
+def _spawn_error(argv0: str, cwd: str, exc: OSError) -> str:
+    """Without the launcher: what Popen raised, for the working directory or the program."""
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno == errno.ENOEXEC:
         reason = NOT_EXECUTABLE
+    if exc.filename == cwd and exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR):
+        return f"working directory {cwd!r}: {reason.lower()}"
     return f"cannot execute {argv0!r}: {reason}"

@@ -146,13 +146,14 @@ def own_spawn_floor(n: int) -> list[float]:
 
 def own_cgroup_spawn_floor(n: int) -> list[float] | None:
     """The same with a job's cgroups, outside the daemon, as the daemon does it: make the
-    groups, spawn through the cgroup shim, wait for exit, kill and wait for the group to
-    empty, read the usage, remove the groups. None where cgroups cannot be made."""
+    groups, spawn through the launcher, wait for exit, kill and wait for the group to empty,
+    read the usage, remove the groups. None where cgroups cannot be made."""
     import trio
 
     from jobd.cgroups.base import Limits
     from jobd.cgroups.detect import detect
-    from jobd.cgroups.shim import shim_command
+    from jobd.launch import binary
+    from jobd.launch.plan import Plan, fallback_argv, launcher_argv
     from jobd.spawn import spawn
 
     backend = detect(f"jobd-bench-floor-{os.getpid()}")
@@ -164,8 +165,15 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
         for _ in range(n):
             begin = time.perf_counter()
             group = backend.create(f"job-{uuid.uuid4()}", Limits())
-            executable, argv = shim_command(group.procs_files, "/bin/true", ["/bin/true"])
-            child = spawn(argv, executable=executable, env={}, cwd="/")
+            plan = Plan(procs_files=tuple(map(str, group.procs_files)), search_path="/bin")
+            launcher = binary.compiled()
+            if launcher is None:
+                argv = fallback_argv(plan, ["/bin/true"])
+                child = spawn(argv, executable=argv[0], env={}, cwd="/")
+            else:
+                status = os.pipe2(os.O_CLOEXEC)
+                argv = launcher_argv(launcher, plan, status[1], ["/bin/true"])
+                child = spawn(argv, executable=launcher, env={}, cwd="/", status_pipe=status)
             await child.aclose()
             group.kill()
             await group.wait_empty()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import Certs, Daemon, make_certs
-from jobd.cgroups import shim
+from jobd.launch import binary
 
 
 @pytest.fixture(scope="session")
@@ -40,20 +40,20 @@ def shared() -> Iterator[Path]:
 
 
 @pytest.fixture
-def compiled_shim() -> str:
-    """The compiled cgroup shim's path; the test is skipped where it was not built."""
-    binary = shim.compiled()
-    if binary is None:
-        pytest.skip("the compiled cgroup shim was not built here (see setup.py)")
-    return binary
+def compiled_launcher() -> str:
+    """The compiled launcher's path; the test is skipped where it was not built."""
+    found = binary.compiled()
+    if found is None:
+        pytest.skip("the jobd launcher was not built here (see setup.py)")
+    return found
 
 
 @pytest.fixture(params=["compiled", "sh"])
 def each_shim(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each cgroup shim in turn: the compiled one (skipped where it was not built), then the
-    /bin/sh one that stands in for it."""
+    """Each way a job joins its cgroups in turn: the compiled launcher (skipped where it was
+    not built), then the /bin/sh stand-in used where it was not."""
     if request.param == "sh":
-        monkeypatch.setattr(shim, "compiled", lambda: None)
+        monkeypatch.setattr(binary, "compiled", lambda: None)
     else:
-        request.getfixturevalue("compiled_shim")
+        request.getfixturevalue("compiled_launcher")
     return str(request.param)

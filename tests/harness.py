@@ -247,6 +247,37 @@ class Daemon:
         )  # fmt: skip
 
 
+# Installs a seccomp filter that makes unshare(2) with CLONE_NEWNET fail with EPERM (as a
+# kernel without network namespaces would), then execs the rest of its arguments: every
+# process started from there on inherits the filter.
+_REFUSE_NETNS = """
+import ctypes, os, struct, sys
+def op(code, jt, jf, k): return struct.pack("HBBI", code, jt, jf, k)
+LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
+prog = b"".join([
+    op(LD, 0, 0, 4), op(JEQ, 1, 0, 0xC000003E), op(RET, 0, 0, 0x7FFF0000),
+    op(LD, 0, 0, 0), op(JEQ, 0, 3, 272),
+    op(LD, 0, 0, 16), op(JSET, 0, 1, 0x40000000), op(RET, 0, 0, 0x00050001),
+    op(RET, 0, 0, 0x7FFF0000),
+])
+buf = ctypes.create_string_buffer(prog)
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Prog(len(prog) // 8, ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    sys.exit("seccomp: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def refusing_network_namespaces(argv: list[str]) -> list[str]:
+    """``argv`` run under a filter that refuses new network namespaces (x86_64 only)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the test's syscall filter is written for x86_64")
+    return [sys.executable, "-c", _REFUSE_NETNS, *argv]
+
+
 def python(code: str) -> list[str]:
     """argv that runs ``code`` in the test interpreter."""
     return [sys.executable, "-c", code]

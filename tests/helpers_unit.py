@@ -14,6 +14,7 @@ import trio
 
 from jobd.accounts import RunAsPolicy, lookup
 from jobd.auth import Role
+from jobd.isolation import IsolationPolicy, Isolator, RoleIsolation
 from jobd.manager import JobManager
 from jobd.output import Chunk, OutputLog, Stream, follow
 from jobd.statedir import StateDir
@@ -33,6 +34,7 @@ async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
             child = runner.spawn()
             if child is not None:
                 nursery.start_soon(runner.supervise, child)
+            await runner.started.wait()
             try:
                 yield runner
             finally:
@@ -104,8 +106,10 @@ async def open_manager(
 
     Leaving the block cancels it, which kills and reaps every job, then closes the store.
     """
-    # As in harness.Daemon: test jobs run the tests' Python, so as root unless asked.
+    # As in harness.Daemon: test jobs run the tests' Python, so as root unless asked, and
+    # without the namespaces a user's job requires (this isolator has none to give).
     options.setdefault("run_as", RunAsPolicy({Role.USER: lookup("root")}))
+    options.setdefault("isolation", Isolator(IsolationPolicy({Role.USER: RoleIsolation()})))
     state = StateDir(state_dir)
     state.claim()
     store = Store(state.database)

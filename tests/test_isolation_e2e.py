@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +32,14 @@ from harness import (
     collect,
     expect_status,
     read_until,
+    refusing_network_namespaces,
     start,
     stop,
     wait_until,
 )
 from jobd.cgroups.mounts import parse_mountinfo
-from jobd.isolation import ALL, PRIVATE_DIRS, Launcher, private_dirs
+from jobd.isolation import ALL
+from jobd.launch import binary, private, probe
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = [pytest.mark.e2e]
@@ -52,13 +53,10 @@ def _probe() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create namespaces: not running as root",
                     allow_module_level=True)  # fmt: skip
-    directory = Path(tempfile.mkdtemp(prefix="jobd-e2e-probe-"))
-    try:
-        launcher = Launcher.find(directory)
-        launcher.prepare()
-        why = launcher.probe(ALL)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    launcher = binary.compiled()
+    if launcher is None:
+        pytest.skip(binary.NOT_BUILT, allow_module_level=True)
+    why = probe.probe(launcher, ALL, read_only=True)
     if why:
         pytest.skip(f"needs namespaces: {why}", allow_module_level=True)
 
@@ -126,7 +124,7 @@ def children(pid: int) -> list[int]:
 def usable_python() -> str | None:
     """An interpreter an isolated job can run: not under a directory that is private there."""
     real = os.path.realpath(sys.executable)
-    if any(real == d or real.startswith(d + "/") for d in PRIVATE_DIRS):
+    if any(real == d or real.startswith(d + "/") for d in private.find().directories):
         return None
     return real
 
@@ -218,9 +216,9 @@ def isolation_of(job: Any) -> set[str]:
 # --- what an isolated job sees --------------------------------------------------------------
 
 
-def test_an_isolated_job_is_pid_1_and_sees_only_its_own_processes(env: Env) -> None:
+def test_an_isolated_job_runs_under_an_init_and_sees_only_its_own_processes(env: Env) -> None:
     daemon = env.daemon()
-    # A glob is a shell builtin: no second process to see.
+    # A glob is a shell builtin: no third process to see.
     script = ('echo $$; for p in /proc/[0-9]*; do echo "proc ${p#/proc/}"; done; '
               "cat /proc/sys/kernel/hostname")
 
@@ -228,11 +226,11 @@ def test_an_isolated_job_is_pid_1_and_sees_only_its_own_processes(env: Env) -> N
         out, final = await run_to_end(env, stub, ["sh", "-c", script])
         assert final.result.exit_code == 0, final.result
         short = final.id[:8]
-        assert out.split("\n") == ["1", "proc 1", f"job-{short}", ""], out
+        assert out.split("\n") == ["2", "proc 1", "proc 2", f"job-{short}", ""], out
         assert isolation_of(final) == {"pid", "mount", "network", "uts", "ipc"}
         if shutil.which("ps"):
             out, _ = await run_to_end(env, stub, ["ps", "-e", "-o", "pid=,comm="])
-            assert out.split() == ["1", "ps"], out
+            assert out.split() == ["1", "jobd-launch", "2", "ps"], out
 
     daemon.run("client_1", scenario, TIMEOUT)
 
@@ -255,7 +253,7 @@ def test_an_isolated_job_has_only_loopback_and_cannot_reach_the_hosts(env: Env) 
         assert isolation_of(final) == {"pid", "mount", "network", "uts", "ipc"}
         out, _ = await run_to_end(env, stub, ["cat", "/sys/class/net/lo/operstate",
                                               "/sys/class/net/lo/flags"])  # fmt: skip
-        assert out.split()[1] == "0x9", out  # up (and a loopback)
+        assert int(out.split()[1], 16) & 0x9 == 0x9, out  # up (and a loopback)
         if shutil.which("ip"):
             out, _ = await run_to_end(env, stub, ["ip", "-o", "link"])
             assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"], out
@@ -288,7 +286,7 @@ def test_tmp_is_private_to_each_isolated_job(env: Env) -> None:
     host_file = Path("/tmp") / f"jobd-e2e-host-{token}"
     host_file.write_text("host\n")
     job_file = f"jobd-e2e-job-{token}"
-    dirs = list(private_dirs())
+    dirs = list(private.find().directories)
     assert "/tmp" in dirs
     writes = " && ".join(f"echo secret > {d}/{job_file}" for d in dirs)
     writer = f"{writes} && ls -A /tmp && echo ready && exec sleep 300"
@@ -336,7 +334,7 @@ time.sleep(300)
 def test_isolation_composes_with_cgroup_limits(env: Env) -> None:
     python = usable_python()
     if python is None:
-        pytest.skip(f"needs an interpreter outside {', '.join(PRIVATE_DIRS)}")
+        pytest.skip("needs an interpreter outside the private directories")
     daemon = env.daemon()
 
     async def scenario(stub: Any) -> None:
@@ -349,12 +347,13 @@ def test_isolation_composes_with_cgroup_limits(env: Env) -> None:
             pytest.skip("needs the pids cgroup controller")
         # The job is in its own cgroup, seen from inside too (there is no cgroup namespace).
         assert any(line.endswith(f"/job-{job_id}") for line in out.splitlines()), out
-        # The waiter, the interpreter and what it could start: never more than five tasks.
+        # The launcher, its init, the interpreter and what it could start: never more than
+        # five tasks.
         started, failed = map(int, re.findall(r"started (\d+) failed (\d+)", out)[0])
-        assert started + failed == 10 and 1 <= started <= 3, out
+        assert started + failed == 10 and 1 <= started <= 2, out
         members = in_cgroup(job_id)
         assert status.pid in members
-        assert len(members) == started + 2, members
+        assert len(members) == started + 3, members
         assert status.usage.pids_limit_hits > 0, status.usage
         final = await stop(stub, job_id)
         assert final.result.outcome == pb.JobResult.OUTCOME_STOPPED
@@ -401,9 +400,9 @@ WAITER = "sleep 300 & setsid sleep 300 & readlink /proc/self/ns/pid; echo ready;
 @pytest.mark.parametrize(
     ("script", "outcome"),
     [
-        # PID 1 of a namespace hears no SIGTERM from outside without a handler: its children
-        # die of it, its `wait` returns, and it ends by itself.
-        (WAITER, ("exit", 0)),
+        # The init passes the stop's SIGTERM on: a command without a handler dies of it, as
+        # it would outside a PID namespace.
+        (WAITER, ("signal", signal.SIGTERM)),
         # With a handler it hears it and its exit code comes through.
         ("trap 'exit 3' TERM; " + WAITER, ("exit", 3)),
         # Everything ignores SIGTERM: killed after the grace period.
@@ -423,7 +422,7 @@ def test_stopping_an_isolated_job_leaves_nothing(
         assert re.fullmatch(r"pid:\[\d+\]", ns_id), out
         env.namespaces.append(ns_id)
         status = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
-        assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 3), in_pid_namespace(ns_id)
+        assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 4), in_pid_namespace(ns_id)
         assert os.readlink(f"/proc/{status.pid}/ns/pid") != ns_id  # unshare stays outside
         final = await stop(stub, job_id, grace_ms=1000)
         assert final.result.outcome == pb.JobResult.OUTCOME_STOPPED, final.result
@@ -452,9 +451,9 @@ def test_a_daemon_crash_leaves_nothing_after_the_next_start(env: Env) -> None:
 
     job_id, pid, ns_id = first.run("client_1", begin, TIMEOUT)
     env.namespaces.append(ns_id)
-    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 3)
+    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 4)
     env.crash(first)
-    assert alive(pid) and len(in_pid_namespace(ns_id)) == 3  # the job outlived its daemon
+    assert alive(pid) and len(in_pid_namespace(ns_id)) == 4  # the job outlived its daemon
 
     second = env.daemon()
     assert wait_until(lambda: in_pid_namespace(ns_id) == [] and not alive(pid), 30), (
@@ -482,7 +481,7 @@ def test_without_cgroups_the_pid_namespace_takes_what_the_process_group_misses(
         stopped = await env.start(stub, ["sh", "-c", script])
         ns_id = (await read_until(stub, stopped, b"ready")).decode().split()[0]
         env.namespaces.append(ns_id)
-        assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 3)
+        assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 4)
         final = await stop(stub, stopped, grace_ms=500)
         assert final.result.signal == signal.SIGKILL, final.result
         assert in_pid_namespace(ns_id) == []
@@ -493,7 +492,7 @@ def test_without_cgroups_the_pid_namespace_takes_what_the_process_group_misses(
 
     crashed, ns_id, pid = first.run("client_1", stop_one, TIMEOUT)
     env.namespaces.append(ns_id)
-    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 3)
+    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 4)
     env.crash(first)
     assert alive(pid)
     second = env.daemon("--no-cgroups")
@@ -519,7 +518,7 @@ def test_shutdown_stops_isolated_jobs_and_leaves_nothing(env: Env) -> None:
 
     pid, ns_id = daemon.run("client_1", begin, TIMEOUT)
     env.namespaces.append(ns_id)
-    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 3)
+    assert wait_until(lambda: len(in_pid_namespace(ns_id)) == 4)
     daemon.signal(signal.SIGTERM)
     assert daemon.stop() == 0, "\n".join(daemon.log)
     assert in_pid_namespace(ns_id) == [] and not alive(pid)
@@ -564,7 +563,7 @@ def test_some_namespaces_only(env: Env, tmp_path: Path) -> None:
         argv = ["sh", "-c", HOST_VIEW, "sh", str(host_file), "1"]
         out, final = await run_to_end(env, stub, argv, isolation=pb.Isolation(pid=True))
         lines = out.splitlines()
-        assert lines[0] == "1" and lines[1] == socket.gethostname()
+        assert lines[0] == "2" and lines[1] == socket.gethostname()  # under the init
         links = dict(zip(NAMESPACE_LINKS, lines[2:7], strict=True))
         # Its own PID namespace, and a mount namespace for its /proc; the rest is the host's.
         assert links["pid"] != mine["pid"] and links["mnt"] != mine["mnt"]
@@ -577,7 +576,7 @@ def test_some_namespaces_only(env: Env, tmp_path: Path) -> None:
         out, final = await run_to_end(env, stub, ["sh", "-c", check, "sh", str(host_file)],
                                       isolation=pb.Isolation(mount=True, uts=True))
         pid, *rest = out.split()
-        assert pid != "1" and rest == ["hidden"], out
+        assert pid not in ("1", "2") and rest == ["hidden"], out
         assert isolation_of(final) == {"mount", "uts"}
 
     daemon.run("client_0", scenario, TIMEOUT)
@@ -625,28 +624,18 @@ def test_a_user_allowed_to_opt_out(env: Env) -> None:
     daemon.run("client_1", as_user, TIMEOUT)
 
 
-def test_a_namespace_this_host_cannot_create(
-    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # An unshare that the "kernel" refuses network namespaces, first on the daemon's PATH.
-    real = shutil.which("unshare")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "unshare"
-    fake.write_text(f"""#!/bin/sh
-case " $* " in
-*" --net "*) echo "unshare: unshare failed: Operation not permitted" >&2; exit 1;;
-esac
-exec {real} "$@"
-""")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
-    daemon = env.daemon()
+def test_a_namespace_this_host_cannot_create(env: Env, tmp_path: Path) -> None:
+    # The daemon runs under a syscall filter that makes the "kernel" refuse it network
+    # namespaces; everything it starts inherits the filter.
+    daemon = Daemon(env.certs, env.state, config_extra="\n[isolation.admin]\ndefault = \"none\"\n")
+    daemon.argv = refusing_network_namespaces(daemon.argv)
+    env.daemons.append(daemon)
+    daemon.start()
+    refused = "cannot set up the job (unshare): operation not permitted"
     warnings = [e for e in daemon.entries() if "isolation unavailable" in e["msg"]]
     assert [(e["level"], e["msg"]) for e in warnings] == [
-        ("warning", "isolation unavailable here, jobs run without it: user role default: "
-         "network; see jobd --check")
+        ("warning", "isolation unavailable here: the user role requires network: its jobs "
+         "cannot start; see jobd --check")
     ]
 
     async def as_admin(stub: Any) -> None:
@@ -655,26 +644,36 @@ exec {real} "$@"
             stub.StartJob(pb.StartJobRequest(argv=["true"], isolation=FULL)),
         )
         assert message == ("isolation: network namespace not available on this server "
-                           "(network: unshare: unshare failed: Operation not permitted)")
+                           f"(network: {refused})")
+        out, _ = await run_to_end(env, stub, ["sh", "-c", "echo $$"],
+                                  isolation=pb.Isolation(pid=True))  # fmt: skip
+        assert out == "2\n"
 
     async def as_user(stub: Any) -> None:
-        out, final = await run_to_end(env, stub, ["sh", "-c", "echo $$"])
-        assert out == "1\n"
-        assert isolation_of(final) == {"pid", "mount", "uts", "ipc"}
+        # What a user's jobs require cannot be given: none starts, and none is recorded.
+        message = await expect_status(
+            Status.FAILED_PRECONDITION, stub.StartJob(pb.StartJobRequest(argv=["true"])))
+        assert message == ("isolation: network namespace not available on this server "
+                           f"(network: {refused}); the user role requires it")
+        assert (await stub.ListJobs(pb.ListJobsRequest())).jobs == []
 
     daemon.run("client_0", as_admin, TIMEOUT)
     daemon.run("client_1", as_user, TIMEOUT)
-    check = jobd_check(tmp_path)
+    check = subprocess.run(refusing_network_namespaces(jobd_check_argv(tmp_path)),
+                           capture_output=True, timeout=TIMEOUT, text=True)  # fmt: skip
     assert check.returncode == 0, check
     assert "isolation: namespaces available: pid, mount, uts, ipc\n" in check.stdout
-    assert "  network: unavailable: unshare: unshare failed: Operation not permitted\n" in (
-        check.stdout)
+    assert f"  network: unavailable: {refused}\n" in check.stdout
+
+
+def jobd_check_argv(tmp_path: Path) -> list[str]:
+    # Its own state dir and no cgroups: --check must not touch a running daemon's groups.
+    return [sys.executable, "-m", "jobd", "--check", "--no-cgroups", "--state-dir",
+            str(tmp_path / "check-state")]  # fmt: skip
 
 
 def jobd_check(tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    # Its own state dir and no cgroups: --check must not touch a running daemon's groups.
-    argv = [sys.executable, "-m", "jobd", "--check", "--no-cgroups", "--state-dir",
-            str(tmp_path / "check-state")]  # fmt: skip
+    argv = jobd_check_argv(tmp_path)
     return subprocess.run(argv, capture_output=True, timeout=TIMEOUT, text=True)
 
 
@@ -683,8 +682,8 @@ def test_jobd_check_lists_the_namespaces(tmp_path: Path) -> None:
     assert check.returncode == 0, check
     lines = check.stdout.splitlines()
     assert "isolation: namespaces available: pid, mount, network, uts, ipc" in lines
-    assert ("isolation for user: default pid, mount, network, uts, ipc, may not opt out, "
-            "no host network") in lines
+    assert any(line.startswith("isolation for user: default pid, mount, network, uts, ipc, "
+                               "may not opt out, no host network") for line in lines)
 
 
 def test_jobctl_start_isolate_and_status(env: Env) -> None:
@@ -695,7 +694,7 @@ def test_jobctl_start_isolate_and_status(env: Env) -> None:
     job_id = started.stdout.decode().strip()
     env.jobs.append(job_id)
     logs = daemon.jobctl("client_0", "logs", "-f", job_id)
-    assert logs.stdout.decode() == f"1\njob-{job_id[:8]}\n", logs
+    assert logs.stdout.decode() == f"2\njob-{job_id[:8]}\n", logs
     status = daemon.jobctl("client_0", "status", job_id)
     assert "Isolation: pid, uts\n" in status.stdout.decode(), status
     plain = daemon.jobctl("client_0", "start", "--", "true")

@@ -101,7 +101,7 @@ def test_validate_grace_accepts(grace: float | None) -> None:
 async def test_start_rejects_invalid_spec_and_records_nothing(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
         with pytest.raises(InvalidArgument):
-            manager.start("alice", spec(["true"], cwd="relative"))
+            await manager.start("alice", spec(["true"], cwd="relative"))
         assert (await manager.jobs()).jobs == []
         assert list((tmp_path / "state" / "output").iterdir()) == []
 
@@ -111,7 +111,7 @@ async def test_start_rejects_invalid_spec_and_records_nothing(tmp_path: Path) ->
 
 async def test_start_returns_a_running_job(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(python(WAIT), env={"X": "1"}, cwd=str(tmp_path)))
+        job = await manager.start("alice", spec(python(WAIT), env={"X": "1"}, cwd=str(tmp_path)))
         assert job.state is State.RUNNING
         assert job.owner == "alice"
         assert job.pid is not None and job.pid > 0
@@ -133,7 +133,7 @@ async def test_start_before_run_is_unavailable(tmp_path: Path) -> None:
     try:
         manager = JobManager(state, store)
         with pytest.raises(Unavailable, match="shutting down"):
-            manager.start("alice", spec(["true"]))
+            await manager.start("alice", spec(["true"]))
     finally:
         store.close()
         state.release()
@@ -142,7 +142,7 @@ async def test_start_before_run_is_unavailable(tmp_path: Path) -> None:
 async def test_failed_spawn_raises_and_is_listed(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
         with pytest.raises(SpawnFailed) as info:
-            manager.start("alice", spec(["/nonexistent/prog"]))
+            await manager.start("alice", spec(["/nonexistent/prog"]))
         match = re.fullmatch(
             r"cannot execute '/nonexistent/prog': no such file "
             r"\(job (\S+) recorded as failed to start\)",
@@ -169,9 +169,9 @@ async def test_a_finished_job_is_read_from_the_store_and_its_end_logged_once(
     # hold their runners, output logs and processes' objects.
     caplog.set_level("INFO", logger="jobd.manager")
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(["true"]))
+        job = await manager.start("alice", spec(["true"]))
         with pytest.raises(SpawnFailed):
-            manager.start("alice", spec(["/nonexistent/prog"]))
+            await manager.start("alice", spec(["/nonexistent/prog"]))
         finished = await manager.wait_finished(job)
         assert finished.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
         assert manager.running() == []
@@ -187,7 +187,7 @@ async def test_a_finished_job_is_read_from_the_store_and_its_end_logged_once(
 
 async def test_stop_waits_until_the_job_ended(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=60) as manager:
-        job = manager.start("alice", spec(python(WAIT)))
+        job = await manager.start("alice", spec(python(WAIT)))
         await wait_for_output(manager.output(job), b"ready")
         stopped = await manager.stop(job, "bob", grace=30)
         assert stopped is job
@@ -202,7 +202,7 @@ async def test_stop_waits_until_the_job_ended(tmp_path: Path) -> None:
 
 async def test_stop_escalates_with_the_given_grace(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=120) as manager:
-        job = manager.start("alice", spec(python(IGNORE_TERM)))
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
         await wait_for_output(manager.output(job), b"ready")
         start = trio.current_time()
         await manager.stop(job, "alice", grace=0.3)
@@ -213,7 +213,7 @@ async def test_stop_escalates_with_the_given_grace(tmp_path: Path) -> None:
 
 async def test_stop_rejects_a_bad_grace_and_leaves_the_job(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(python(WAIT)))
+        job = await manager.start("alice", spec(python(WAIT)))
         with pytest.raises(InvalidArgument):
             await manager.stop(job, "alice", grace=-1)
         assert job.state is State.RUNNING and job.stopped_by == ""
@@ -221,7 +221,7 @@ async def test_stop_rejects_a_bad_grace_and_leaves_the_job(tmp_path: Path) -> No
 
 async def test_stopping_an_ended_job_returns_it_unchanged(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(python("print('hi')")))
+        job = await manager.start("alice", spec(python("print('hi')")))
         ended = await manager.wait_finished(job)
         assert ended.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
         before = ended.snapshot()
@@ -239,9 +239,9 @@ async def test_jobs_by_owner_newest_first(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state") as manager:
         started = []
         for owner in ("alice", "bob", "alice"):
-            job = manager.start(owner, spec(python("pass")))
+            job = await manager.start(owner, spec(python("pass")))
             started.append(job)
-        running = manager.start("alice", spec(python(WAIT)))
+        running = await manager.start("alice", spec(python(WAIT)))
         for job in started:
             await manager.wait_finished(job)
         a1, b1, a2 = started
@@ -283,7 +283,7 @@ async def test_output_of_a_running_job_follows_to_the_end(tmp_path: Path) -> Non
         "time.sleep(120)\n"
     )
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(python(code)))
+        job = await manager.start("alice", spec(python(code)))
         got: list[Chunk] = []
         seen_two = trio.Event()
 
@@ -310,7 +310,7 @@ async def test_output_of_a_running_job_follows_to_the_end(tmp_path: Path) -> Non
 async def test_output_of_a_finished_job(tmp_path: Path) -> None:
     code = "import sys; print('a'); sys.stdout.flush(); sys.stderr.write('b\\n'); print('c')"
     async with open_manager(tmp_path / "state") as manager:
-        job = manager.start("alice", spec(python(code)))
+        job = await manager.start("alice", spec(python(code)))
         await manager.wait_finished(job)
         record = manager.get(job.id)
         chunks = await collect(manager, record)
@@ -332,7 +332,7 @@ async def test_output_of_a_finished_job(tmp_path: Path) -> None:
 async def test_output_cap(tmp_path: Path) -> None:
     code = "import sys; sys.stdout.write('x' * 5000)"
     async with open_manager(tmp_path / "state", output_cap=1000) as manager:
-        job = manager.start("alice", spec(python(code)))
+        job = await manager.start("alice", spec(python(code)))
         await manager.wait_finished(job)
         assert by_stream(await collect(manager, job))[Stream.STDOUT] == b"x" * 1000
         assert (job.output_bytes, job.output_dropped_bytes) == (1000, 4000)
@@ -345,8 +345,8 @@ async def test_output_cap(tmp_path: Path) -> None:
 
 async def test_shutdown_stops_every_job_and_refuses_new_ones(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=60) as manager:
-        jobs = [manager.start(owner, spec(python(WAIT))) for owner in ("alice", "bob")]
-        done = await manager.wait_finished(manager.start("carol", spec(python("pass"))))
+        jobs = [await manager.start(owner, spec(python(WAIT))) for owner in ("alice", "bob")]
+        done = await manager.wait_finished(await manager.start("carol", spec(python("pass"))))
         for job in jobs:
             await wait_for_output(manager.output(job), b"ready")
         await manager.shutdown(grace=30)
@@ -365,12 +365,12 @@ async def test_shutdown_stops_every_job_and_refuses_new_ones(tmp_path: Path) -> 
         # A job that had ended before keeps its result.
         assert done.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
         with pytest.raises(Unavailable):
-            manager.start("alice", spec(["true"]))
+            await manager.start("alice", spec(["true"]))
 
 
 async def test_kill_all_now_skips_the_grace_period(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=120) as manager:
-        job = manager.start("alice", spec(python(IGNORE_TERM)))
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
         await wait_for_output(manager.output(job), b"ready")
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -387,12 +387,12 @@ async def test_kill_all_now_skips_the_grace_period(tmp_path: Path) -> None:
             SHUTDOWN,
         )
         with pytest.raises(Unavailable):
-            manager.start("alice", spec(["true"]))
+            await manager.start("alice", spec(["true"]))
 
 
 async def test_kill_all_now_without_shutdown(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=120) as manager:
-        job = manager.start("alice", spec(python(IGNORE_TERM)))
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
         await wait_for_output(manager.output(job), b"ready")
         manager.kill_all_now()
         assert manager.closing
@@ -410,7 +410,7 @@ async def test_shutdown_while_a_start_is_in_flight(
 
         async def start() -> None:
             try:
-                outcome.append(manager.start("alice", spec(python(WAIT))))
+                outcome.append(await manager.start("alice", spec(python(WAIT))))
             except Exception as exc:
                 outcome.append(exc)
 

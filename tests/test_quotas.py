@@ -143,19 +143,19 @@ async def test_manager_refuses_past_the_running_quota_before_any_work(tmp_path: 
     backend = CountingBackend()
     quotas = QuotaPolicy(Quota(running=5), {"alice": Quota(running=1)})
     async with open_manager(tmp_path / "state", cgroups=backend, quotas=quotas) as manager:
-        first = manager.start("alice", JobSpec(("sleep", "300")))
+        first = await manager.start("alice", JobSpec(("sleep", "300")))
         with pytest.raises(ResourceExhausted, match=r"^quota reached: 1 running jobs for alice$"):
-            manager.start("alice", JobSpec(("sleep", "300")))
+            await manager.start("alice", JobSpec(("sleep", "300")))
         assert [j.id for j in (await manager.jobs()).jobs] == [first.id]
         assert [p.name for p in (tmp_path / "state" / "output").iterdir()] == [
             manager.state.log_path(first.id).name
         ]
         assert backend.created == 1
-        bob = manager.start("bob", JobSpec(("sleep", "300")))  # not affected
+        bob = await manager.start("bob", JobSpec(("sleep", "300")))  # not affected
         assert manager.running_count("alice") == manager.running_count("bob") == 1
         await manager.stop(first, "alice", 0)
         assert manager.running_count("alice") == 0  # counted down when it ended
-        second = manager.start("alice", JobSpec(("sleep", "300")))
+        second = await manager.start("alice", JobSpec(("sleep", "300")))
         for job in (bob, second):
             await manager.stop(job, "test", 0)
 
@@ -164,9 +164,9 @@ async def test_manager_failed_spawn_does_not_hold_a_running_slot(tmp_path: Path)
     quotas = QuotaPolicy(Quota(running=1))
     async with open_manager(tmp_path / "state", quotas=quotas) as manager:
         with pytest.raises(SpawnFailed):
-            manager.start("alice", JobSpec(("/nonexistent/program",)))
+            await manager.start("alice", JobSpec(("/nonexistent/program",)))
         assert manager.running_count("alice") == 0
-        job = manager.start("alice", JobSpec(("true",)))
+        job = await manager.start("alice", JobSpec(("true",)))
         await manager.wait_finished(job)
         assert manager.running_count("alice") == 0
 
@@ -175,10 +175,10 @@ async def test_manager_start_rate_is_per_identity_and_follows_a_reload(tmp_path:
     quotas = QuotaPolicy(Quota(starts_per_minute=2))
     async with open_manager(tmp_path / "state", quotas=quotas) as manager:
         for _ in range(2):
-            await manager.wait_finished(manager.start("alice", JobSpec(("true",))))
+            await manager.wait_finished(await manager.start("alice", JobSpec(("true",))))
         with pytest.raises(ResourceExhausted,
                            match=r"^quota reached: 2 job starts per minute for alice$"):
-            manager.start("alice", JobSpec(("true",)))
-        await manager.wait_finished(manager.start("bob", JobSpec(("true",))))
+            await manager.start("alice", JobSpec(("true",)))
+        await manager.wait_finished(await manager.start("bob", JobSpec(("true",))))
         manager.quotas = QuotaPolicy(Quota(starts_per_minute=3))  # as a reload does
-        await manager.wait_finished(manager.start("alice", JobSpec(("true",))))
+        await manager.wait_finished(await manager.start("alice", JobSpec(("true",))))

@@ -121,6 +121,6 @@ def test_check_reports_the_accounts_jobs_run_as(tmp_path: Path) -> None:
         assert any(line.startswith("run as for user: nobody:") for line in lines), lines
         assert any(line.startswith("run as for admin: root:") for line in lines), lines
         assert "run as for identity alice: 61001:61002 (61001:61002)" in lines
-        assert any(line.startswith("setpriv: ") for line in lines), lines
+        assert any(line.startswith("launcher: ") for line in lines), lines
     else:
         assert any("every job runs as the daemon's own user" in line for line in lines), lines

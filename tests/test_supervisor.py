@@ -30,111 +30,17 @@ from helpers_unit import (
 )
 
 from jobd import supervisor
-from jobd.errors import SpawnFailed
 from jobd.job import Job, JobSpec, Outcome, Result, State
 from jobd.output import OutputLog, Stream, follow
 from jobd.spawn import Child
-from jobd.supervisor import (
-    JobRunner,
-    job_environment,
-    resolve_executable,
-)
+from jobd.supervisor import JobRunner, job_environment
 from jobd.system import SYSTEM_PATH
-
-# --- resolving the command and the working directory ------------------------------------
 
 
 def make_file(path: Path, mode: int, text: str = "#!/bin/sh\necho hi\n") -> Path:
     path.write_text(text)
     path.chmod(mode)
     return path
-
-
-def test_resolve_absolute_path(tmp_path: Path) -> None:
-    prog = make_file(tmp_path / "prog", 0o755)
-    assert resolve_executable(str(prog), "/nonexistent", "/") == str(prog)
-
-
-def test_resolve_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(tmp_path / "nope"), SYSTEM_PATH, "/")
-    assert str(info.value) == f"cannot execute {str(tmp_path / 'nope')!r}: no such file"
-
-
-def test_resolve_directory(tmp_path: Path) -> None:
-    (tmp_path / "dir").mkdir()
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(tmp_path / "dir"), SYSTEM_PATH, "/")
-    assert str(info.value) == f"cannot execute {str(tmp_path / 'dir')!r}: is a directory"
-
-
-def test_resolve_not_executable(tmp_path: Path) -> None:
-    prog = make_file(tmp_path / "data.txt", 0o644)
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable(str(prog), SYSTEM_PATH, "/")
-    assert str(info.value) == f"cannot execute {str(prog)!r}: permission denied"
-
-
-def test_resolve_relative_path_against_cwd(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    make_file(tmp_path / "sub" / "prog", 0o755)
-    expected = str(tmp_path / "sub" / "prog")
-    assert os.path.normpath(resolve_executable("./sub/prog", "", str(tmp_path))) == expected
-    assert os.path.normpath(resolve_executable("sub/prog", "", str(tmp_path))) == expected
-    # Relative to the job's cwd, not to the daemon's.
-    with pytest.raises(SpawnFailed, match=r"cannot execute './sub/prog': no such file"):
-        resolve_executable("./sub/prog", "", "/")
-
-
-def test_resolve_searches_path_in_order(tmp_path: Path) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
-    (first / "tool").mkdir()  # a directory of that name is skipped
-    make_file(first / "other", 0o644)  # a file that is not executable is skipped
-    make_file(second / "other", 0o755)
-    make_file(second / "tool", 0o755)
-    search = f"/nonexistent:{first}:{second}"
-    assert resolve_executable("tool", search, "/") == str(second / "tool")
-    assert resolve_executable("other", search, "/") == str(second / "other")
-    assert resolve_executable("sh", SYSTEM_PATH, "/") in ("/usr/bin/sh", "/bin/sh")
-
-
-def test_resolve_relative_path_entries_are_relative_to_cwd(tmp_path: Path) -> None:
-    (tmp_path / "bin").mkdir()
-    make_file(tmp_path / "bin" / "tool", 0o755)
-    make_file(tmp_path / "here", 0o755)
-    assert resolve_executable("tool", "bin", str(tmp_path)) == str(tmp_path / "bin" / "tool")
-    # An empty entry means the working directory, as for execvp.
-    found = resolve_executable("here", "/nonexistent:", str(tmp_path))
-    assert os.path.normpath(found) == str(tmp_path / "here")
-
-
-def test_resolve_command_not_found(tmp_path: Path) -> None:
-    search = f"{tmp_path}:/nonexistent"
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable("noexec", search, "/")
-    assert str(info.value) == f"cannot execute 'noexec': command not found in PATH={search}"
-    # Found but not executable: as execvp reports it, naming the file found.
-    make_file(tmp_path / "noexec", 0o644)
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable("noexec", search, "/")
-    denied = f"cannot execute 'noexec': permission denied ({tmp_path / 'noexec'})"
-    assert str(info.value) == denied
-    with pytest.raises(SpawnFailed, match="command not found in PATH="):
-        resolve_executable("jobd-no-such-command", SYSTEM_PATH, "/")
-
-
-def test_the_working_directory_is_checked_first(tmp_path: Path) -> None:
-    resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path))
-    resolve_executable("/bin/true", SYSTEM_PATH, "/")
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path / "nope"))
-    assert str(info.value) == f"working directory {str(tmp_path / 'nope')!r} does not exist"
-    make_file(tmp_path / "file", 0o644)
-    with pytest.raises(SpawnFailed) as info:
-        resolve_executable("/bin/true", SYSTEM_PATH, str(tmp_path / "file"))
-    assert str(info.value) == f"working directory {str(tmp_path / 'file')!r} is not a directory"
 
 
 def test_job_environment_is_minimal() -> None:
@@ -220,7 +126,7 @@ async def test_output_and_exit_code(tmp_path: Path) -> None:
     assert job.output_bytes == runner.output.data_bytes == len(b"out 1\nout 2\nerr 1\n")
     assert (job.output_dropped_bytes, job.output_error) == (0, "")
     assert runner.output.closed
-    assert recorder.states == [State.RUNNING, State.FINISHED]
+    assert recorder.states == [State.STARTING, State.RUNNING, State.FINISHED]
 
 
 async def test_output_bytes_exactly(tmp_path: Path) -> None:
@@ -360,7 +266,7 @@ async def test_stop_escalates_to_sigkill_after_grace(tmp_path: Path) -> None:
     assert runner.job.result == Result(
         Outcome.STOPPED, "stopped by alice (killed by SIGKILL)", None, signal.SIGKILL, "alice"
     )
-    assert recorder.states == [State.RUNNING, State.STOPPING, State.FINISHED]
+    assert recorder.states == [State.STARTING, State.RUNNING, State.STOPPING, State.FINISHED]
 
 
 async def test_stop_with_default_grace(tmp_path: Path) -> None:
@@ -469,7 +375,7 @@ async def test_stop_after_the_end_changes_nothing(tmp_path: Path) -> None:
     runner.request_stop("alice", 0)
     assert runner.job.result == result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
     assert runner.job.stopped_by == ""
-    assert recorder.states == [State.RUNNING, State.FINISHED]
+    assert recorder.states == [State.STARTING, State.RUNNING, State.FINISHED]
 
 
 # --- what is left behind ----------------------------------------------------------------
@@ -562,14 +468,14 @@ async def test_spawn_failure_is_recorded(
 ) -> None:
     runner, recorder = make_runner(tmp_path, argv, cwd=cwd)
     async with running(runner):
-        # Done by the time spawn() returns: nothing runs.
-        assert runner.done.is_set()
+        await runner.done.wait()  # the launcher reported it and exited
     job = runner.job
     assert job.state is State.FINISHED
     assert job.result == Result(Outcome.FAILED_TO_START, message)
     assert job.pid is None and job.started_at is None and job.ended_at is not None
     assert runner.output.closed
-    assert recorder.states == [State.FINISHED]
+    # Recorded with its launcher's process first, so that a restart could kill it.
+    assert recorder.states == [State.STARTING, State.FINISHED]
     assert await read_all(runner.output.path) == []
 
 

@@ -1,0 +1,71 @@
+"""What this host lets the launcher do: run it once at start with everything a job may need.
+
+The probe is the real thing: the compiled launcher with every namespace, the read-only file
+system and the private directories, running /bin/true. If that fails, each namespace is tried
+alone and the read-only file system with a mount namespace alone, so ``jobd --check`` can say
+which part does not work and why (the launcher's own report, as a job would get it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from jobd.isolation import ALL, ORDER, Availability, Namespace
+from jobd.launch import binary
+from jobd.launch.plan import Plan, launcher_argv
+from jobd.launch.status import failure_message, parse
+from jobd.system import SYSTEM_PATH
+
+PROBE_TIMEOUT = 10.0
+
+
+def probe(launcher: str, namespaces: frozenset[Namespace], *, read_only: bool = False,
+          private_dirs: tuple[str, ...] = ()) -> str:
+    """Run the launcher with ``namespaces`` once: "" if it works, else why not."""
+    plan = Plan(namespaces=namespaces, hostname="jobd-probe", read_only=read_only,
+                private_dirs=private_dirs, tmpfs_size=1 << 20, cwd="/",
+                search_path=SYSTEM_PATH)  # fmt: skip
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            done = subprocess.run(
+                launcher_argv(launcher, plan, status_w, ["true"]), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": SYSTEM_PATH},
+                cwd="/", pass_fds=(status_w,), timeout=PROBE_TIMEOUT,
+            )  # fmt: skip
+        finally:
+            os.close(status_w)
+        with os.fdopen(status_r, "rb", closefd=False) as status:
+            report = status.read()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    finally:
+        os.close(status_r)
+    if report:
+        return failure_message(parse(report), "true", "/")
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {done.returncode}"
+    return ""
+
+
+def detect(private_dirs: tuple[str, ...] = ()) -> Availability:
+    """What works here: all at once (one run, the usual case), else one part at a time."""
+    launcher = binary.compiled()
+    if launcher is None:
+        why = binary.NOT_BUILT
+        return Availability(reasons=dict.fromkeys(ORDER, why), read_only_reason=why)
+    if os.geteuid() != 0:
+        why = "making namespaces needs root: jobd does not run as root"
+        return Availability(reasons=dict.fromkeys(ORDER, why), read_only_reason=why)
+    if not probe(launcher, ALL, read_only=True, private_dirs=private_dirs):
+        return Availability(ALL, read_only=True, read_only_reason="")
+    reasons = {ns: probe(launcher, frozenset({ns}), private_dirs=private_dirs) for ns in ORDER}
+    read_only = probe(launcher, frozenset({Namespace.MOUNT}), read_only=True)
+    return Availability(
+        frozenset(ns for ns, why in reasons.items() if not why),
+        {ns: why for ns, why in reasons.items() if why},
+        read_only=not read_only,
+        read_only_reason=read_only,
+    )

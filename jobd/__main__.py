@@ -9,9 +9,11 @@ import trio
 
 from jobd import logs
 from jobd.accounts import daemon_account, shared_without_pid_namespace
+from jobd.ceilings import Host
 from jobd.config import Config, ConfigError, load
 from jobd.launch import binary
-from jobd.server import detect_cgroups, detect_isolation, serve
+from jobd.limits import NAMES, describe
+from jobd.server import detect_cgroups, detect_isolation, maxima, serve
 from jobd.statedir import StateDir, StateDirError
 from jobd.tls import TLSConfigError
 
@@ -20,6 +22,7 @@ def check_report(config: Config) -> str:
     """What ``jobd --check`` prints: the effective configuration and what this host offers."""
     isolation = detect_isolation(config)
     backend = detect_cgroups(config)
+    host = Host.read()
     try:
         lines = [
             f"config file: {config.config_file or '(none)'}",
@@ -32,7 +35,8 @@ def check_report(config: Config) -> str:
             f"max_output {config.retention.max_output} bytes",
             f"default limits: {_limits_text(config.limit_defaults)}",
             *(f"maximum limits for {role.value}: {_limits_text(req)}"
-              for role, req in config.limit_maxima.items()),
+              for role, req in maxima(config, host).items()),
+            *config.ceilings.describe(host),
             "identities: " + ", ".join(f"{k}={v.value}" for k, v in config.roles.items()),
             config.connections.describe(),
             backend.describe(),
@@ -61,7 +65,8 @@ def run_as_report(config: Config) -> list[str]:
 
 def _limits_text(request: object) -> str:
     values = {k: v for k, v in vars(request).items() if v not in (None, "")}
-    return ", ".join(f"{k}={v}" for k, v in values.items()) or "none"
+    return ", ".join(f"{k}={describe(k, v) if k in NAMES else v}"
+                     for k, v in values.items()) or "none"
 
 
 def main(argv: list[str] | None = None) -> None:

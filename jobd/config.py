@@ -16,6 +16,10 @@ Example file (every key optional)::
     metrics = "127.0.0.1:9100"        # Prometheus metrics over plain HTTP (default: off)
     cgroup_parent = "jobd"            # cgroup under which job groups live (default: derived)
 
+    [limits]
+    io_devices = ["/dev/vdb", "/srv"] # paths a request's io_device may name (besides
+                                      # MAJOR:MINOR and the default device)
+
     [limits.default]                  # what a job gets when it asks for nothing
     cpu = 1.0                         # cores; "50%" and "500m" work too
     memory = "1G"
@@ -24,13 +28,24 @@ Example file (every key optional)::
     io_device = "/var/lib/jobd"       # or "MAJOR:MINOR"; default: the state directory's disk
     pids = 4096
 
-    [limits.max.user]                 # the most a role may ask for (same keys)
-    memory = "4G"
+    [limits.max.user]                 # the most a role may ask for (same keys); built in
+    memory = "4G"                     # for user: its identity's ceiling, and the host's CPUs
+
+    [limits.reserve]                  # what all jobs together leave the host (built in: a
+    memory = "2G"                     # tenth of it, at least 512M and 1024 tasks)
+    pids = 1024
+
+    [limits.identity]                 # what one identity's jobs may use together (built in:
+    memory = "50%"                    # half of what all jobs may); or "8G"
+    pids = "50%"                      # or 8192
 
     [isolation.user]                  # namespaces per role (built in: these for user)
     default = ["pid", "mount", "network", "uts", "ipc"]   # or "all" / "none"
     allow_opt_out = false             # may a request ask for less than the default?
     allow_network = false             # may its jobs use the host's network?
+    read_only = true                  # the whole file system read-only, a minimal /dev
+    writable = ["/srv/scratch"]       # but these paths (shared by all the role's jobs)
+    oom_score_adj = 500               # the OOM killer takes these jobs first
 
     [isolation.admin]                 # built in: default = "none", both allowed
     default = "none"
@@ -82,6 +97,7 @@ from typing import Any
 from jobd.accounts import RunAsPolicy
 from jobd.accounts import parse_table as parse_run_as
 from jobd.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.ceilings import CeilingPolicy, parse_identity, parse_reserve
 from jobd.connections import ConnectionLimits
 from jobd.connections import parse_table as parse_connections_table
 from jobd.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
@@ -154,6 +170,8 @@ class Config:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     limit_defaults: LimitRequest = BUILTIN_DEFAULTS
     limit_maxima: dict[Role, LimitRequest] = field(default_factory=dict)
+    ceilings: CeilingPolicy = field(default_factory=CeilingPolicy)
+    io_devices: tuple[str, ...] = ()
     isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     quotas: QuotaPolicy = field(default_factory=QuotaPolicy)
@@ -240,9 +258,24 @@ class Config:
 
 
 def _apply_limits_table(config: Config, table: Any, source: str) -> None:
-    if not isinstance(table, dict) or set(table) - {"default", "max"}:
-        raise ConfigError(f"{source}: [limits] holds only [limits.default] and [limits.max.ROLE]")
+    known = {"default", "max", "reserve", "identity", "io_devices"}
+    if not isinstance(table, dict) or set(table) - known:
+        raise ConfigError(f"{source}: [limits] holds only io_devices, [limits.default], "
+                          "[limits.max.ROLE], [limits.reserve] and [limits.identity]")
+    if "io_devices" in table:
+        devices = table["io_devices"]
+        if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+            raise ConfigError(f"{source}: [limits] io_devices must be a list of paths")
+        config.io_devices = tuple(devices)
     try:
+        ceilings: dict[str, Any] = {}
+        if "reserve" in table:
+            reserve = _table(table["reserve"], "limits.reserve", source)
+            ceilings.update(parse_reserve(reserve, f"{source}: [limits.reserve]"))
+        if "identity" in table:
+            identity = _table(table["identity"], "limits.identity", source)
+            ceilings.update(parse_identity(identity, f"{source}: [limits.identity]"))
+        config.ceilings = replace(config.ceilings, **ceilings)
         if "default" in table:
             default = _table(table["default"], "limits.default", source)
             parsed = parse_limit_table(default, f"{source}: [limits.default]")

@@ -40,9 +40,18 @@ def describe(name: str, value: float) -> str:
     return format_size(int(value)) + suffix
 
 
-def parse_device(text: str) -> tuple[int, int]:
-    """"MAJOR:MINOR", or a path whose disk is meant."""
+def parse_device(text: str, named: tuple[str, ...] | None = None) -> tuple[int, int]:
+    """"MAJOR:MINOR", or a path whose disk is meant. ``named``: the only paths allowed (the
+    ones the configuration names, which the daemon may look at); None allows any (for the
+    configuration's own). A client's other path is refused with one answer whether it exists
+    or not, and never looked at: the daemon does not stat a client's path as root."""
     match = _DEVICE.fullmatch(text.strip())
+    if not match and named is not None and text not in named:
+        allowed = ", ".join(repr(n) for n in named)
+        raise InvalidArgument(
+            f"io_device {text!r}: not a device this server names: give MAJOR:MINOR"
+            + (f", or one of {allowed}" if allowed else "")
+        )
     try:
         if match:
             return whole_disk(int(match[1]), int(match[2]))
@@ -58,6 +67,9 @@ class LimitPolicy:
     defaults: LimitRequest = BUILTIN_DEFAULTS
     maxima: Mapping[Role, LimitRequest] = field(default_factory=dict)
     default_io_device: str = ""
+    # Paths a request's io_device may name (``[limits] io_devices``), besides MAJOR:MINOR
+    # and the default devices.
+    io_devices: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Refuse at start-up what would make every job start fail later."""
@@ -66,6 +78,11 @@ class LimitPolicy:
                 parse_device(self.defaults.io_device or self.default_io_device)
             except InvalidArgument as exc:
                 raise ValueError(f"[limits.default]: {exc}") from None
+        for device in self.io_devices:
+            try:
+                parse_device(device)
+            except InvalidArgument as exc:
+                raise ValueError(f"[limits] io_devices: {exc}") from None
 
     def effective(
         self, request: LimitRequest, role: Role, available: frozenset[str]
@@ -93,10 +110,11 @@ class LimitPolicy:
             if value is not None and LIMIT_CONTROLLER[name] in available:
                 values[name] = value
         if "io_read_bps" in values or "io_write_bps" in values:
-            device = request.io_device or self.defaults.io_device or self.default_io_device
+            defaults = tuple(d for d in (self.defaults.io_device, self.default_io_device) if d)
+            device = request.io_device or (defaults[0] if defaults else "")
             if not device:
                 raise InvalidArgument("an io limit needs io_device (MAJOR:MINOR or a path)")
-            values["io_device"] = parse_device(device)
+            values["io_device"] = parse_device(device, (*self.io_devices, *defaults))
         try:
             return Limits(**values)
         except ValueError as exc:

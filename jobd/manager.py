@@ -19,7 +19,7 @@ import trio
 from jobd import bounds, procid
 from jobd.accounts import RunAsPolicy, daemon_account
 from jobd.auth import Role
-from jobd.cgroups.base import CgroupBackend
+from jobd.cgroups.base import CgroupBackend, identity_slice
 from jobd.cgroups.none import NoneBackend
 from jobd.cgroups.spare import SpareGroup
 from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
@@ -173,7 +173,8 @@ class JobManager:
         limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
         isolation = self.isolation.effective(spec.isolation, role)
         account = self.run_as.effective(owner, role, self.switch_accounts)
-        job = Job(id=self.spares.next_id(limits), owner=owner, spec=spec, limits=limits,
+        slice = identity_slice(owner)
+        job = Job(id=self.spares.next_id(limits, slice), owner=owner, spec=spec, limits=limits,
                   isolation=isolation, run_as=account.describe())
         self._admit(job)
         try:
@@ -182,7 +183,7 @@ class JobManager:
             self._uncount(job.id)
             raise
         try:
-            cgroup = self.spares.take(job.id, limits)
+            cgroup = self.spares.take(job.id, limits, slice)
         except BaseException:
             self._uncount(job.id)
             output.close()
@@ -200,7 +201,7 @@ class JobManager:
         finally:
             if job.id not in self._runners:  # it never ran
                 self._uncount(job.id)
-        if cgroup.procs_files and self.spares.after_start(limits):
+        if cgroup.procs_files and self.spares.after_start(limits, slice):
             self._nursery.start_soon(self.spares.fill)
         await runner.started.wait()
         if job.result is not None and not runner.done.is_set():

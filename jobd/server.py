@@ -23,10 +23,13 @@ from grpclib.server import Server
 
 from jobd.accounts import shared_without_pid_namespace
 from jobd.audit import AuditLog
+from jobd.auth import Role
+from jobd.ceilings import Host, builtin_maxima, merge_maxima
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
 from jobd.connections import Listener
 from jobd.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
+from jobd.job import LimitRequest
 from jobd.keyfile import check_private
 from jobd.launch import binary, private, probe
 from jobd.limits import LimitPolicy
@@ -95,6 +98,20 @@ def protect_daemon() -> None:
         log.info("cannot protect jobd from the OOM killer: %s", exc.strerror)
 
 
+def maxima(config: Config, host: Host) -> dict[Role, LimitRequest]:
+    """The most each role's job may ask for: as configured, else what the ceilings imply."""
+    return merge_maxima(config.limit_maxima, builtin_maxima(config.ceilings, host))
+
+
+def apply_ceilings(config: Config, cgroups: CgroupBackend, host: Host) -> None:
+    """The ceilings of all jobs (the parent group) and of each identity's slice."""
+    jobs, each = config.ceilings.jobs(host), config.ceilings.each_identity(host)
+    for problem in cgroups.configure(jobs, each):
+        log.warning("ceilings: not in force: %s", problem)
+    log.info("ceilings: all jobs together: %s; each identity's jobs together: %s",
+             jobs.describe(), each.describe())
+
+
 def reload_crl(config: Config, ssl_context: ssl.SSLContext) -> None:
     """SIGHUP: the CRL again, for every handshake from now on."""
     if config.crl is None:
@@ -115,15 +132,19 @@ def reload(config: Config, service: JobService, manager: JobManager) -> None:
         log.info("SIGHUP received: no config file to reload")
         return
     fresh = Config()
+    host = Host.read()
     try:
         fresh.apply_file(config.config_file)
         limits = replace(
-            manager.limits, defaults=fresh.limit_defaults, maxima=fresh.limit_maxima
+            manager.limits, defaults=fresh.limit_defaults, maxima=maxima(fresh, host),
+            io_devices=fresh.io_devices,
         )
         limits.validate()
     except (ConfigError, ValueError) as exc:
         log.error("SIGHUP received: keeping the current configuration: %s", exc)
         return
+    apply_ceilings(fresh, manager.cgroups, host)
+    config.ceilings = fresh.ceilings
     service.roles = fresh.roles
     manager.limits = limits
     manager.quotas = config.quotas = fresh.quotas
@@ -159,7 +180,10 @@ async def serve(
     store = Store(state.database)
     try:
         cgroups = detect_cgroups(config)
-        policy = LimitPolicy(config.limit_defaults, config.limit_maxima, str(state.path))
+        host = Host.read()
+        apply_ceilings(config, cgroups, host)
+        policy = LimitPolicy(config.limit_defaults, maxima(config, host), str(state.path),
+                             config.io_devices)
         try:
             policy.validate()
         except ValueError as exc:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,8 +31,10 @@ def daemon(certs: Certs, tmp_path: Path) -> Iterator[Daemon]:
 @pytest.fixture
 def shared() -> Iterator[Path]:
     """A directory any account may enter: pytest's own temporary directories are root's
-    alone, so tests of what an unprivileged job can reach need one outside them."""
-    path = Path(tempfile.mkdtemp(prefix="jobd-shared-"))
+    alone, so tests of what an unprivileged job can reach need one outside them; and not in
+    /tmp, which is private to every job with a mount namespace."""
+    place = "/var/cache" if os.path.isdir("/var/cache") else None
+    path = Path(tempfile.mkdtemp(prefix="jobd-shared-", dir=place))
     path.chmod(0o755)
     try:
         yield path

@@ -14,6 +14,7 @@ import trio
 
 from jobd.accounts import RunAsPolicy, lookup
 from jobd.auth import Role
+from jobd.config import Config
 from jobd.isolation import IsolationPolicy, Isolator, RoleIsolation
 from jobd.manager import JobManager
 from jobd.output import Chunk, OutputLog, Stream, follow
@@ -63,6 +64,15 @@ def run_python(
         timeout=60,
         **kwargs,
     )
+
+
+def config_from(tmp_path: Path, text: str) -> Config:
+    """A Config with ``text`` applied as its file."""
+    path = tmp_path / "jobd.toml"
+    path.write_text(text)
+    config = Config()
+    config.apply_file(path)
+    return config
 
 
 def by_stream(chunks: list[Chunk]) -> dict[Stream, bytes]:

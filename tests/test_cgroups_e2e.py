@@ -270,7 +270,8 @@ def test_job_is_in_its_own_group_in_every_hierarchy_from_its_first_instruction(e
     job_id, out, final = daemon.run("client_0", scenario)
     assert final.result.exit_code == 0, final
     lines = parse_proc_cgroup(out.decode())
-    suffix = f"/{env.parent}/job-{job_id}"
+    # In the caller's slice, below jobd's parent group.
+    suffix = f"/{env.parent}/u-client_0/job-{job_id}"
     hierarchies = job_hierarchies(env.parent)
     assert hierarchies
     checked: set[str] = set()
@@ -596,7 +597,7 @@ def test_a_dead_daemons_cgroup_is_reaped_on_start(env: Env) -> None:
     # The job outlived its daemon, still in its group in every hierarchy.
     assert still_running(sleeper)
     membership = parse_proc_cgroup(_read(f"/proc/{pid}/cgroup"))
-    in_job = [m for m in membership if m.path.endswith(f"/{env.parent}/{job}")]
+    in_job = [m for m in membership if m.path.endswith(f"/{env.parent}/u-client_0/{job}")]
     assert len(in_job) == len(job_hierarchies(env.parent)), membership
     assert dirs_named(job)
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers_unit import open_manager
+from helpers_unit import config_from, open_manager
 
 from jobctl import cli, commands, render
 from jobd.__main__ import check_report
@@ -205,14 +205,6 @@ def test_availability_describes_what_is_missing() -> None:
 
 
 # --- configuration --------------------------------------------------------------------------
-
-
-def config_from(tmp_path: Path, text: str) -> Config:
-    path = tmp_path / "jobd.toml"
-    path.write_text(text)
-    config = Config()
-    config.apply_file(path)
-    return config
 
 
 def test_config_defaults_are_the_builtin_roles() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 from helpers_unit import (
+    config_from,
     open_manager,
     process_gone_or_zombie,
     python,
@@ -27,7 +28,7 @@ from jobd import supervisor
 from jobd.auth import Role
 from jobd.cgroups.base import CONTROLLERS, Limits, Usage
 from jobd.cgroups.fake import FakeBackend, FakeCgroup
-from jobd.config import Config, ConfigError
+from jobd.config import ConfigError
 from jobd.errors import FailedPrecondition, InvalidArgument
 from jobd.job import Job, JobSpec, LimitRequest, Outcome, State
 from jobd.limits import BUILTIN_DEFAULTS, LimitPolicy, parse_device, parse_table
@@ -196,7 +197,7 @@ def test_io_device_as_major_minor() -> None:
     assert parse_device(" 8:0 ") == (8, 0)
 
 
-def test_io_device_as_a_path_names_its_disk(
+def test_io_device_as_a_path_the_configuration_names_its_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[str] = []
@@ -206,9 +207,26 @@ def test_io_device_as_a_path_names_its_disk(
         return (8, 0)
 
     monkeypatch.setattr(limits_module, "block_device", fake_block_device)
-    limits = effective(LimitPolicy(), io_write_bps=MiB, io_device=str(tmp_path))
+    policy = LimitPolicy(io_devices=(str(tmp_path),), default_io_device="/var/lib/jobd")
+    limits = effective(policy, io_write_bps=MiB, io_device=str(tmp_path))
     assert limits.io_device == (8, 0)
-    assert asked == [str(tmp_path)]
+    assert effective(policy, io_write_bps=MiB, io_device="/var/lib/jobd").io_device == (8, 0)
+    assert asked == [str(tmp_path), "/var/lib/jobd"]
+
+
+@pytest.mark.parametrize("path", ["/root/.bashrc", "/root/no-such-file", "/dev/sda", "8:0x"])
+def test_any_other_path_is_refused_alike_and_never_looked_at(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(path: str) -> tuple[int, int]:
+        raise AssertionError(f"the daemon looked at {path!r}")
+
+    monkeypatch.setattr(limits_module, "block_device", never)
+    policy = LimitPolicy(io_devices=("/srv",), default_io_device="/var/lib/jobd")
+    with pytest.raises(InvalidArgument) as info:
+        effective(policy, io_read_bps=MiB, io_device=path)
+    assert str(info.value) == (f"io_device {path!r}: not a device this server names: give "
+                               "MAJOR:MINOR, or one of '/srv', '/var/lib/jobd'")
 
 
 def test_io_device_as_a_real_path(tmp_path: Path) -> None:
@@ -216,7 +234,7 @@ def test_io_device_as_a_real_path(tmp_path: Path) -> None:
     entry = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
     if not entry.exists():
         pytest.skip(f"{tmp_path} is not on a block device")
-    major, minor = parse_device(str(tmp_path))
+    major, minor = parse_device(str(tmp_path))  # a path of the configuration's own
     assert Path(f"/sys/dev/block/{major}:{minor}").exists()
     assert not Path(f"/sys/dev/block/{major}:{minor}/partition").exists()  # a whole disk
 
@@ -241,10 +259,10 @@ def test_an_io_limit_without_any_device_is_invalid() -> None:
         effective(LimitPolicy(LimitRequest(io_write_bps=MiB)))
 
 
-def test_an_unknown_io_device_path_is_invalid(tmp_path: Path) -> None:
-    missing = str(tmp_path / "missing")
+def test_a_named_io_device_path_that_is_gone_is_invalid(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")  # named by the configuration, then removed
     with pytest.raises(InvalidArgument) as info:
-        effective(LimitPolicy(), io_read_bps=MiB, io_device=missing)
+        effective(LimitPolicy(io_devices=(missing,)), io_read_bps=MiB, io_device=missing)
     assert str(info.value) == f"io_device {missing!r}: no such file or device"
 
 
@@ -325,16 +343,8 @@ def test_parse_table_refuses_a_zero_size(name: str) -> None:
 # --- config.py ---------------------------------------------------------------------------
 
 
-def load_config(tmp_path: Path, text: str) -> Config:
-    path = tmp_path / "jobd.toml"
-    path.write_text(text)
-    config = Config()
-    config.apply_file(path)
-    return config
-
-
 def test_config_limits_tables(tmp_path: Path) -> None:
-    config = load_config(
+    config = config_from(
         tmp_path,
         '[limits.default]\ncpu = "50%"\nmemory = "1G"\nio_read_bps = "100M"\n'
         'io_device = "8:0"\n\n'
@@ -352,13 +362,13 @@ def test_config_limits_tables(tmp_path: Path) -> None:
 
 
 def test_config_without_limits_has_the_builtin_defaults(tmp_path: Path) -> None:
-    config = load_config(tmp_path, "grace = 5\n")
+    config = config_from(tmp_path, "grace = 5\n")
     assert config.limit_defaults == BUILTIN_DEFAULTS
     assert config.limit_maxima == {}
 
 
 def test_config_default_may_override_the_builtin_task_limit(tmp_path: Path) -> None:
-    config = load_config(tmp_path, "[limits.default]\npids = 100\n")
+    config = config_from(tmp_path, "[limits.default]\npids = 100\n")
     assert config.limit_defaults == LimitRequest(pids=100)
 
 
@@ -371,8 +381,8 @@ def test_config_default_may_override_the_builtin_task_limit(tmp_path: Path) -> N
         ("[limits.max.user]\nswap = 1\n", "[limits.max.user]: unknown limit(s) swap"),
         ('[limits.default]\nmemory = "big"\n', "[limits.default]: memory: invalid size 'big'"),
         ("[limits.max.user]\npids = 0\n", "[limits.max.user]: pids: pids must be a positive"),
-        ("[limits.maximum.user]\npids = 1\n", "[limits] holds only [limits.default]"),
-        ("limits = 3\n", "[limits] holds only [limits.default]"),
+        ("[limits.maximum.user]\npids = 1\n", "[limits] holds only io_devices, [limits.default]"),
+        ("limits = 3\n", "[limits] holds only io_devices, [limits.default]"),
         ("[limits]\ndefault = 3\n", "[limits.default] must be a table"),
         ("[limits]\nmax = 3\n", "[limits.max] must be a table"),
         ("[limits.max]\nuser = 3\n", "[limits.max.user] must be a table"),
@@ -380,7 +390,7 @@ def test_config_default_may_override_the_builtin_task_limit(tmp_path: Path) -> N
 )
 def test_config_limits_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path, text)
+        config_from(tmp_path, text)
     assert str(info.value).startswith(f"{tmp_path / 'jobd.toml'}: {message}"), str(info.value)
 
 
@@ -679,3 +689,19 @@ async def test_the_next_jobs_group_is_made_ahead_and_none_is_left(tmp_path: Path
         await manager.wait_finished(second)
     assert all(group.removed for group in backend.groups.values())
     assert backend.parent_removed
+
+
+async def test_each_job_goes_in_its_owners_slice_and_a_spare_only_to_the_same_owner(
+    tmp_path: Path,
+) -> None:
+    backend = FakeBackend(tmp_path / "cg")
+    async with open_manager(tmp_path / "state", cgroups=backend) as manager:
+        first = await manager.wait_finished(await manager.start("alice", JobSpec(("true",))))
+        await manager.spares.wait_idle()
+        (spare,) = set(backend.groups) - {f"job-{first.id}"}
+        assert backend.slice_of[spare] == "u-alice"
+        # Bob's job is made in bob's slice, never in alice's spare.
+        bob = await manager.wait_finished(await manager.start("bob", JobSpec(("true",))))
+        assert f"job-{bob.id}" != spare
+        assert backend.slice_of[f"job-{first.id}"] == "u-alice"
+        assert backend.slice_of[f"job-{bob.id}"] == "u-bob"

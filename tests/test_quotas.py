@@ -134,9 +134,9 @@ class CountingBackend(NoneBackend):
         super().__init__("test")
         self.created = 0
 
-    def create(self, name: str, limits: Limits) -> Any:
+    def create(self, name: str, limits: Limits, slice: str = "") -> Any:
         self.created += 1
-        return super().create(name, limits)
+        return super().create(name, limits, slice)
 
 
 async def test_manager_refuses_past_the_running_quota_before_any_work(tmp_path: Path) -> None:

@@ -1,13 +1,19 @@
 """The cgroup interface every backend implements, and the data types it speaks.
 
 A *backend* (v2, v1, fake, none) is chosen once by :func:`jobd.cgroups.detect`. It owns one
-parent group per hierarchy and makes one *job group* per job under it. The supervisor only
-ever talks to these two protocols, so the fake backend can stand in for the kernel in tests.
+parent group per hierarchy, holding all jobs, and under it one *slice* per identity, holding
+that identity's jobs, like systemd's user slices: ``jobd/<slice>/job-<id>``. The parent and
+every slice carry a :class:`Ceiling` (memory and tasks), so that all jobs together leave the
+host its reserve and no identity's jobs together take more than their share, whatever each
+job's own limits say. The supervisor only ever talks to these protocols, so the fake backend
+can stand in for the kernel in tests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -62,6 +68,36 @@ class Limits:
     def controllers(self) -> list[str]:
         """The controllers these limits need, each once, in a stable order."""
         return list(dict.fromkeys(LIMIT_CONTROLLER[name] for name in self.requested()))
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """What a group of jobs may use together; ``None`` leaves it to the group above."""
+
+    memory: int | None = None  # bytes, page cache and tmpfs included
+    pids: int | None = None  # tasks
+
+    def describe(self) -> str:
+        from jobd.units import format_size
+
+        memory = "no limit" if self.memory is None else format_size(self.memory)
+        tasks = "no limit" if self.pids is None else f"{self.pids} tasks"
+        return f"memory {memory}, {tasks}"
+
+
+_PLAIN_IDENTITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def identity_slice(identity: str) -> str:
+    """The name of an identity's slice: ``u-<name>`` for a plain name, ``h-<digest>`` for any
+    other (a certificate name may hold anything; the two forms cannot collide)."""
+    if _PLAIN_IDENTITY.fullmatch(identity):
+        return f"u-{identity}"
+    return "h-" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def is_slice(name: str) -> bool:
+    return name.startswith(("u-", "h-"))
 
 
 @dataclass(frozen=True)
@@ -120,14 +156,24 @@ class CgroupBackend(Protocol):
         """Several lines for ``jobd --check``: what was found, and why anything is missing."""
         ...
 
-    def create(self, name: str, limits: Limits) -> JobCgroup: ...
+    def configure(self, jobs: Ceiling, each_slice: Ceiling) -> list[str]:
+        """Set the ceiling of all jobs (the parent group) and of each slice, for the slices
+        that exist and those made later. Returns what could not be set, one line each
+        (a ceiling below what is in use now, a controller this host lacks)."""
+        ...
+
+    def create(self, name: str, limits: Limits, slice: str = "") -> JobCgroup:
+        """The job group ``name`` in ``slice`` (made with its ceiling if need be; "" puts
+        it right under the parent)."""
+        ...
 
     def leftovers(self) -> Sequence[JobCgroup]:
-        """Job groups under our parent group, e.g. from a daemon that died."""
+        """Job groups under our parent group and its slices, e.g. from a daemon that died."""
         ...
 
     def remove_parent(self) -> None:
-        """Remove the (empty) parent groups; a no-op while job groups remain."""
+        """Remove the empty slices and the (empty) parent groups; what still holds a job
+        group stays."""
         ...
 
 

@@ -18,6 +18,7 @@ import trio
 
 from jobd.cgroups.base import (
     CONTROLLERS,
+    Ceiling,
     CgroupBackend,
     JobCgroup,
     Limits,
@@ -116,11 +117,18 @@ class FakeBackend:
         self.leftover_groups: list[FakeCgroup] = []
         self.fail_create: Exception | None = None  # raised by the next create() calls
         self.parent_removed = False
+        self.jobs_ceiling = Ceiling()
+        self.slice_ceiling = Ceiling()
+        self.slice_of: dict[str, str] = {}  # job group name -> its slice
 
     def describe(self) -> str:
         return "cgroups: fake (in memory)\n  controllers: " + " ".join(sorted(self.controllers))
 
-    def create(self, name: str, limits: Limits) -> FakeCgroup:
+    def configure(self, jobs: Ceiling, each_slice: Ceiling) -> list[str]:
+        self.jobs_ceiling, self.slice_ceiling = jobs, each_slice
+        return []
+
+    def create(self, name: str, limits: Limits, slice: str = "") -> FakeCgroup:
         check_group_name(name)
         reasons = dict.fromkeys(CONTROLLERS, "fake backend without it")
         require_controllers(limits, self.controllers, reasons)
@@ -132,6 +140,7 @@ class FakeBackend:
         if self.populate_on_create:
             group.populate()
         self.groups[name] = group
+        self.slice_of[name] = slice
         return group
 
     def add_leftover(self, name: str, *, populated: bool = True) -> FakeCgroup:

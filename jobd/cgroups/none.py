@@ -8,6 +8,7 @@ import trio
 
 from jobd.cgroups.base import (
     CONTROLLERS,
+    Ceiling,
     CgroupBackend,
     JobCgroup,
     Limits,
@@ -60,7 +61,10 @@ class NoneBackend:
         lines.extend(f"  | {line}" for line in self.details.splitlines())
         return "\n".join(lines)
 
-    def create(self, name: str, limits: Limits) -> NoneCgroup:
+    def configure(self, jobs: Ceiling, each_slice: Ceiling) -> list[str]:
+        return [] if jobs == each_slice == Ceiling() else [f"ceilings not set: {self.reason}"]
+
+    def create(self, name: str, limits: Limits, slice: str = "") -> NoneCgroup:
         check_group_name(name)
         require_controllers(limits, (), dict.fromkeys(CONTROLLERS, self.reason))
         return NoneCgroup(name)

@@ -3,11 +3,12 @@
 Making a job's group costs a mkdir per hierarchy (and its limit writes), ~0.2 ms on a v1 host,
 on StartJob's way to its answer. So after each start that took the spare (or found none), the
 manager makes the next one in a task of its own, on the trio thread, with the latest start's
-limits: the task runs once the start's reply is on its way, while the client reads it and sends
-its next request. The next start whose limits are the same takes it; a start with other limits
-makes its own group as before. Not on a worker thread: there the mkdirs contended in the kernel
-with the starts' own group operations (a mkdir waiting 4 ms for the cgroup lock held by a
-preempted thread); on the trio thread no two of the daemon's group operations overlap.
+limits and in its identity's slice: the task runs once the start's reply is on its way, while
+the client reads it and sends its next request. The next start whose limits and slice are the
+same takes it; any other start makes its own group as before. Not on a worker thread: there
+the mkdirs contended in the kernel with the starts' own group operations (a mkdir waiting 4 ms
+for the cgroup lock held by a preempted thread); on the trio thread no two of the daemon's
+group operations overlap.
 The group's name carries the job id (``job-<id>``), and cgroup2 cannot rename a group, so the
 id of that next job is chosen with the group: ``next_id`` hands it out. A spare never holds a
 process: one left by a daemon that died is an empty leftover group, removed at the next start
@@ -29,32 +30,34 @@ log = logging.getLogger(__name__)
 class SpareGroup:
     def __init__(self, backend: CgroupBackend) -> None:
         self._backend = backend
-        self._spare: tuple[str, Limits, JobCgroup] | None = None
+        self._spare: tuple[str, tuple[Limits, str], JobCgroup] | None = None
         self._filling = False
         self._closed = False
-        self._wanted = Limits()
+        self._wanted: tuple[Limits, str] = (Limits(), "")
         self._idle = trio.Event()
         self._idle.set()
 
-    def next_id(self, limits: Limits) -> str:
-        """The id for a job with ``limits``: the spare's, if it fits, else a new one."""
-        if self._spare is not None and self._spare[1] == limits:
+    def next_id(self, limits: Limits, slice: str = "") -> str:
+        """The id for a job with ``limits`` in ``slice``: the spare's, if it fits, else a new
+        one."""
+        if self._spare is not None and self._spare[1] == (limits, slice):
             return self._spare[0]
         return str(uuid.uuid4())
 
-    def take(self, job_id: str, limits: Limits) -> JobCgroup:
+    def take(self, job_id: str, limits: Limits, slice: str = "") -> JobCgroup:
         """The group of job ``job_id``: the spare made for it, or a new one."""
         spare = self._spare
-        if spare is not None and spare[0] == job_id and spare[1] == limits:
+        if spare is not None and spare[0] == job_id and spare[1] == (limits, slice):
             self._spare = None
             return spare[2]
-        return self._backend.create(f"job-{job_id}", limits)
+        return self._backend.create(f"job-{job_id}", limits, slice)
 
-    def after_start(self, limits: Limits) -> bool:
-        """Note a start with ``limits``: the next spare gets the latest start's limits. True
-        when the caller is to run :meth:`fill` (there is no spare and none on the way; from now
-        on one is). Synchronous, so that a start costs no task unless a spare is to be made."""
-        self._wanted = limits
+    def after_start(self, limits: Limits, slice: str = "") -> bool:
+        """Note a start with ``limits`` in ``slice``: the next spare gets the latest start's.
+        True when the caller is to run :meth:`fill` (there is no spare and none on the way;
+        from now on one is). Synchronous, so that a start costs no task unless a spare is to
+        be made."""
+        self._wanted = (limits, slice)
         if self._spare is not None or self._filling or self._closed:
             return False
         self._filling, self._idle = True, trio.Event()
@@ -67,9 +70,9 @@ class SpareGroup:
             await trio.lowlevel.checkpoint()
             if self._closed:
                 return
-            limits, job_id = self._wanted, str(uuid.uuid4())
+            wanted, job_id = self._wanted, str(uuid.uuid4())
             try:
-                group = self._backend.create(f"job-{job_id}", limits)
+                group = self._backend.create(f"job-{job_id}", *wanted)
             except Exception as exc:  # the next start makes its own group, and reports it
                 log.debug("no spare cgroup: %s", exc)
                 return
@@ -79,7 +82,7 @@ class SpareGroup:
         if self._closed or not group.procs_files:
             _remove(group)
             return
-        self._spare = (job_id, limits, group)
+        self._spare = (job_id, wanted, group)
 
     async def wait_idle(self) -> None:
         """Until no spare is being made."""

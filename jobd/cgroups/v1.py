@@ -5,7 +5,6 @@ cgroup.events."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import trio
 
 from jobd.cgroups.base import (
+    Ceiling,
     CgroupBackend,
     JobCgroup,
     Limits,
@@ -30,6 +30,14 @@ from jobd.cgroups.files import (
     write_value,
 )
 from jobd.cgroups.mounts import Hierarchy
+from jobd.cgroups.slices import (
+    job_groups_in,
+    remake,
+    remove_empty,
+    slices_in,
+    write_v1_ceiling,
+    write_v1_memory,
+)
 from jobd.cgroups.tree import (
     freeze_and_kill,
     kill_cgroup2,
@@ -186,11 +194,8 @@ def write_limits(dirs: dict[str, Path], limits: Limits) -> None:
         write_value(dirs["cpu"] / "cpu.cfs_period_us", CPU_PERIOD_US)
         write_value(dirs["cpu"] / "cpu.cfs_quota_us", quota)
     if limits.memory is not None:
-        memory = dirs["memory"]
-        write_value(memory / "memory.limit_in_bytes", limits.memory)
-        # memory+swap: with swap accounting on, this stops a job paging out past its limit.
-        if (memory / "memory.memsw.limit_in_bytes").exists():
-            write_value(memory / "memory.memsw.limit_in_bytes", limits.memory)
+        # memory+swap too: with swap accounting on, a job cannot page out past its limit.
+        write_v1_memory(dirs["memory"], limits.memory)
     # A group inherits oom_kill_disable; with it set, an OOM job would hang, not die.
     if "memory" in dirs and read_keyed(dirs["memory"] / "memory.oom_control").get(
         "oom_kill_disable"
@@ -237,6 +242,8 @@ class V1Backend:
         self.controllers = frozenset(
             {c for c in ("cpu", "memory", "io", "pids", "kill", "freeze") if c not in self.reasons}
         )
+        self.slice_ceiling = Ceiling()
+        self._slices: set[str] = set()  # made (or found) with the current slice ceiling
 
     @property
     def unusable_reason(self) -> str | None:
@@ -311,7 +318,25 @@ class V1Backend:
                 unneeded.add("freezer")  # only for killing where there is no cgroup.kill
         return unneeded
 
-    def create(self, name: str, limits: Limits, *, every_hierarchy: bool = False) -> V1Cgroup:
+    def configure(self, jobs: Ceiling, each_slice: Ceiling) -> list[str]:
+        problems = write_v1_ceiling(self.parents, jobs)
+        self.slice_ceiling = each_slice
+        self._slices = set()
+        names = {s for parent in set(self.parents.values()) for s in slices_in(parent)}
+        return problems + remake(sorted(names), self._make_slice)
+
+    def _make_slice(self, name: str) -> list[str]:
+        """The slice in every hierarchy (job groups may go in any), with its ceiling."""
+        check_group_name(name)
+        for parent in dict.fromkeys(self.parents.values()):
+            os.makedirs(parent / name, exist_ok=True)
+        self._slices.add(name)
+        return write_v1_ceiling({k: p / name for k, p in self.parents.items()},
+                                self.slice_ceiling)  # fmt: skip
+
+    def create(
+        self, name: str, limits: Limits, slice: str = "", *, every_hierarchy: bool = False
+    ) -> V1Cgroup:
         """The job's group in each hierarchy it needs (``every_hierarchy``: in all, for
         tests of the fallbacks); cpu, memory and pids always, for fair shares and the usage
         that status shows."""
@@ -322,10 +347,13 @@ class V1Backend:
         wanted = {p for key, p in self.parents.items() if key not in unneeded}
         made: list[Path] = []  # only these are ours to undo: never a same-named leftover
         try:
+            if slice and slice not in self._slices:
+                self._make_slice(slice)  # a ceiling it cannot hold is the parent's to keep
             for parent in dict.fromkeys(p for p in self.parents.values() if p in wanted):
-                os.mkdir(parent / name)
-                made.append(parent / name)
-            dirs = {key: parent / name for key, parent in self.parents.items() if parent in wanted}
+                os.mkdir(parent / slice / name)
+                made.append(parent / slice / name)
+            dirs = {key: parent / slice / name for key, parent in self.parents.items()
+                    if parent in wanted}  # fmt: skip
             write_limits(dirs, limits)
         except OSError as exc:
             for path in made:
@@ -340,24 +368,15 @@ class V1Backend:
     def leftovers(self) -> list[V1Cgroup]:
         found: dict[str, dict[str, Path]] = {}
         for key, parent in self.parents.items():
-            try:
-                with os.scandir(parent) as entries:
-                    names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-            except FileNotFoundError:
-                continue
-            for name in names:
-                found.setdefault(name, {})[key] = parent / name
+            for name, directory in job_groups_in(parent):
+                found.setdefault(name, {})[key] = directory
         return [V1Cgroup(name, dirs) for name, dirs in sorted(found.items())]
 
     def remove_parent(self) -> None:
-        for parent in dict.fromkeys(self.parents.values()):
-            try:
-                os.rmdir(parent)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
+        parents = list(dict.fromkeys(self.parents.values()))
+        remove_empty(p / name for p in parents for name in slices_in(p))
+        self._slices = set()
+        remove_empty(parents)
 
 
 def _conforms(backend: V1Backend, group: V1Cgroup) -> tuple[CgroupBackend, JobCgroup]:

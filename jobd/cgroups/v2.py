@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from jobd.cgroups.base import (
+    Ceiling,
     CgroupBackend,
     JobCgroup,
     Limits,
@@ -29,6 +30,13 @@ from jobd.cgroups.files import (
 )
 from jobd.cgroups.inotify import wait_until
 from jobd.cgroups.mounts import Hierarchy
+from jobd.cgroups.slices import (
+    job_groups_in,
+    remake,
+    remove_empty,
+    slices_in,
+    write_v2_ceiling,
+)
 from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, tree_procs, wait_unpopulated
 from jobd.errors import FailedPrecondition
 
@@ -140,6 +148,8 @@ class V2Backend:
         self.reasons: dict[str, str] = {}
         self.error: str | None = None
         self.controllers: frozenset[str] = frozenset()
+        self.slice_ceiling = Ceiling()
+        self._slices: set[str] = set()  # made (or found) with the current slice ceiling
         try:
             os.makedirs(self.parent, exist_ok=True)
         except OSError as exc:
@@ -208,11 +218,33 @@ class V2Backend:
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
-    def create(self, name: str, limits: Limits) -> V2Cgroup:
+    def configure(self, jobs: Ceiling, each_slice: Ceiling) -> list[str]:
+        if self.error is not None:
+            return []
+        problems = write_v2_ceiling(self.parent, jobs)
+        self.slice_ceiling = each_slice
+        self._slices = set()
+        return problems + remake(slices_in(self.parent), self._make_slice)
+
+    def _make_slice(self, name: str) -> list[str]:
+        """The slice, handing down to its job groups what the parent hands down to it (a slice
+        holds no process itself, so "no internal processes" allows it)."""
+        check_group_name(name)
+        path = self.parent / name
+        os.makedirs(path, exist_ok=True)
+        enabled = read_text(self.parent / "cgroup.subtree_control").split()
+        for controller in enabled:
+            write_value(path / "cgroup.subtree_control", f"+{controller}")
+        self._slices.add(name)
+        return write_v2_ceiling(path, self.slice_ceiling)
+
+    def create(self, name: str, limits: Limits, slice: str = "") -> V2Cgroup:
         check_group_name(name)
         require_controllers(limits, self.controllers, self.reasons)
-        path = self.parent / name
+        path = self.parent / slice / name
         try:
+            if slice and slice not in self._slices:
+                self._make_slice(slice)
             os.mkdir(path)
         except OSError as exc:
             raise FailedPrecondition(f"cannot create cgroup {path}: {describe_error(exc)}") from exc
@@ -229,17 +261,12 @@ class V2Backend:
     def leftovers(self) -> list[V2Cgroup]:
         if self.error is not None:
             return []
-        with os.scandir(self.parent) as entries:
-            names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-        return [V2Cgroup(name, self.parent / name) for name in names]
+        return [V2Cgroup(name, path) for name, path in job_groups_in(self.parent)]
 
     def remove_parent(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                os.rmdir(self.parent)
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
+        remove_empty(self.parent / name for name in slices_in(self.parent))
+        self._slices = set()
+        remove_empty([self.parent])
 
 
 def _enable_error(group: Path, exc: OSError) -> str:

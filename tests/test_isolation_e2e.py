@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -709,3 +710,90 @@ def test_jobctl_start_isolate_and_status(env: Env) -> None:
     everything = daemon.jobctl("client_1", "start", "--isolate", "all", "--", "true")
     assert everything.returncode == 0, everything
     env.jobs.append(everything.stdout.decode().strip())
+
+
+# --- the init: signals, orphans and the exit status --------------------------------------
+
+
+def test_a_command_without_handlers_stops_on_sigterm_at_once(env: Env) -> None:
+    daemon = env.daemon()
+
+    async def scenario(stub: Any) -> tuple[Any, float]:
+        job_id = await env.start(stub, ["sh", "-c", "echo ready; exec sleep 300"])
+        await read_until(stub, job_id, b"ready")
+        begin = time.monotonic()
+        final = await stop(stub, job_id, grace_ms=30_000)
+        return final, time.monotonic() - begin
+
+    final, took = daemon.run("client_1", scenario, TIMEOUT)
+    assert final.result.outcome == pb.JobResult.OUTCOME_STOPPED
+    assert final.result.signal == signal.SIGTERM, final.result  # not SIGKILL after the grace
+    assert took < 1.0, took
+
+
+def test_a_command_that_traps_sigterm_gets_it_once_and_exits_as_it_likes(env: Env) -> None:
+    daemon = env.daemon()
+    script = ("n=0; trap 'n=$((n+1))' TERM; echo ready; sleep 300 & wait; "
+              "sleep 0.2 & wait; echo \"got $n\"; exit 0")
+
+    async def scenario(stub: Any) -> tuple[bytes, Any]:
+        job_id = await env.start(stub, ["sh", "-c", script])
+        await read_until(stub, job_id, b"ready")
+        final = await stop(stub, job_id, grace_ms=30_000)
+        out, _, _, _ = await collect(stub, job_id)
+        return out, final
+
+    out, final = daemon.run("client_1", scenario, TIMEOUT)
+    assert out == b"ready\ngot 1\n"
+    assert final.result.outcome == pb.JobResult.OUTCOME_STOPPED
+    assert final.result.exit_code == 0 and not final.result.signal
+
+
+# Orphans 100 short-lived children, then counts the zombies of its PID namespace. perl reaps
+# only the children it waits for: the orphans are the namespace's PID 1's to reap.
+ORPHANS = ["perl", "-e", 'system("sh", "-c", "sleep 0.01 &") for 1..100; sleep 1; '
+           'opendir D, "/proc"; my $z = 0; for (readdir D) { next unless /^\\d+$/; '
+           'open F, "/proc/$_/stat" or next; my $s = <F>; $z++ if $s =~ /\\) Z /; } '
+           'print "$z zombies\\n"']
+
+
+def test_orphans_are_reaped_while_the_job_runs(env: Env) -> None:
+    if shutil.which("perl") is None:
+        pytest.skip("needs perl: a command that, unlike a shell, reaps no stranger's child")
+    daemon = env.daemon()
+
+    async def scenario(stub: Any) -> str:
+        out, _ = await run_to_end(env, stub, ORPHANS)
+        return out
+
+    assert daemon.run("client_1", scenario, TIMEOUT) == "0 zombies\n"
+
+
+ENDINGS = {
+    "exit 0": ["sh", "-c", "exit 0"],
+    "exit 1": ["sh", "-c", "exit 1"],
+    "exit 42": ["sh", "-c", "exit 42"],
+    "exit 255": ["sh", "-c", "exit 255"],
+    "SIGKILL": ["sh", "-c", "kill -KILL $$"],
+    "SIGSEGV": ["sh", "-c", "kill -SEGV $$"],
+    "OOM": ["perl", "-e", "$x = 'a' x 400_000_000; print length $x"],
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_how_an_isolated_job_ended_is_reported_as_for_a_plain_one(env: Env, ending: str) -> None:
+    if ending == "OOM" and shutil.which("perl") is None:
+        pytest.skip("needs perl for a memory hog")
+    daemon = env.daemon()
+    limits = pb.Limits(memory_bytes=64 << 20) if ending == "OOM" else None
+
+    async def scenario(stub: Any) -> tuple[int, int, int]:
+        job_id = await env.start(stub, ENDINGS[ending], limits=limits)
+        _, _, final, _ = await collect(stub, job_id)
+        return final.result.outcome, final.result.exit_code, final.result.signal
+
+    plain = daemon.run("client_0", scenario, TIMEOUT)  # no namespace
+    if ending == "OOM" and plain[0] != pb.JobResult.OUTCOME_OOM_KILLED:
+        pytest.skip("needs the memory controller for an OOM kill")
+    isolated = daemon.run("client_1", scenario, TIMEOUT)  # every namespace, under the init
+    assert isolated == plain

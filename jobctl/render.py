@@ -199,6 +199,8 @@ def job_details(job: pb.Job, now: float | None = None) -> str:
         rows.append(("Limits", limits_text(job.limits)))
     if job.HasField("isolation"):
         rows.append(("Isolation", isolation_text(job.isolation)))
+    if job.syscall_filter:
+        rows.append(("Syscalls", f"filter {printable(job.syscall_filter)}"))
     if job.HasField("usage"):
         rows.append(("Usage", usage_text(job.usage)))
     width = max(len(label) for label, _ in rows) + 1

@@ -9,6 +9,7 @@ import trio
 
 from jobd import logs
 from jobd.accounts import daemon_account, shared_without_pid_namespace
+from jobd.auth import Role
 from jobd.ceilings import Host
 from jobd.config import Config, ConfigError, load
 from jobd.launch import binary
@@ -42,6 +43,7 @@ def check_report(config: Config) -> str:
             backend.describe(),
             binary.describe(),
             *config.isolation.describe(),
+            *filter_report(config),
             isolation.availability.describe(),
             "private directories (an empty tmpfs each, per job with a mount namespace): "
             + (", ".join(isolation.private_dirs) or "none"),
@@ -54,6 +56,17 @@ def check_report(config: Config) -> str:
         if not StateDir(config.state_dir).in_use():
             backend.remove_parent()
     return "\n".join(lines)
+
+
+def filter_report(config: Config) -> list[str]:
+    """The syscall filter each role's jobs run under, call by call."""
+    lines = []
+    for role in Role:
+        spec = config.isolation.rule(role).syscalls
+        lines.append(f"syscall filter for {role.value}: {spec.describe()}")
+        if spec.enabled:
+            lines += [f"  {line}" for line in spec.details()]
+    return lines
 
 
 def run_as_report(config: Config) -> list[str]:

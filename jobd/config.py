@@ -46,6 +46,9 @@ Example file (every key optional)::
     read_only = true                  # the whole file system read-only, a minimal /dev
     writable = ["/srv/scratch"]       # but these paths (shared by all the role's jobs)
     oom_score_adj = 500               # the OOM killer takes these jobs first
+    syscall_filter = "default"        # or "none" (built in for admin)
+    syscalls_deny = ["chroot"]        # besides the default filter's
+    syscalls_allow = []               # of the default filter's, allowed after all
 
     [isolation.admin]                 # built in: default = "none", both allowed
     default = "none"

@@ -137,6 +137,7 @@ def job_to_pb(job: Job) -> pb.Job:
         usage=usage_to_pb(job.usage),
         isolation=isolation_to_pb(job.isolation),
         run_as=job.run_as,
+        syscall_filter=job.syscall_filter,
     )
 
 

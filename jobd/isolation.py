@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from jobd.auth import Role
 from jobd.errors import FailedPrecondition, PermissionDenied
+from jobd.launch import seccomp
+from jobd.launch.seccomp import FilterSpec
 
 
 class Namespace(enum.Enum):
@@ -81,6 +83,8 @@ class RoleIsolation:
     read_only: bool = False
     writable: tuple[str, ...] = ()
     oom_score_adj: int = 0
+    # The syscall filter its jobs run under (see jobd.launch.seccomp): none unless set.
+    syscalls: FilterSpec = field(default_factory=lambda: FilterSpec(enabled=False))
 
     def __post_init__(self) -> None:
         if not self.allow_network and Namespace.NETWORK not in self.default:
@@ -109,12 +113,13 @@ class RoleIsolation:
             rules.append(f"file system read-only (writable: {where}; private temporary "
                          "directories)")
         rules.append(f"oom_score_adj {self.oom_score_adj}")
+        rules.append(f"syscall filter {self.syscalls.describe()}")
         return ", ".join(rules)
 
 
 BUILTIN_ROLES: Mapping[Role, RoleIsolation] = {
     Role.USER: RoleIsolation(ALL, allow_opt_out=False, allow_network=False, read_only=True,
-                             oom_score_adj=USER_OOM_SCORE_ADJ),
+                             oom_score_adj=USER_OOM_SCORE_ADJ, syscalls=FilterSpec()),
     Role.ADMIN: RoleIsolation(NONE, allow_opt_out=True, allow_network=True),
 }
 
@@ -128,6 +133,8 @@ class Availability:
     reasons: Mapping[Namespace, str] = field(default_factory=dict)
     read_only: bool = False
     read_only_reason: str = "isolation is not set up"
+    # "" when syscall filters can be built and installed here, else why not.
+    seccomp_reason: str = "isolation is not set up"
 
     def why(self, ns: Namespace) -> str:
         return self.reasons.get(ns, "isolation is not set up")
@@ -140,6 +147,8 @@ class Availability:
                 lines.append(f"  {ns.value}: unavailable: {self.why(ns)}")
         lines.append("isolation: read-only file system: " + (
             "available" if self.read_only else f"unavailable: {self.read_only_reason}"))
+        lines.append("isolation: syscall filters: " + (
+            f"unavailable: {self.seccomp_reason}" if self.seccomp_reason else "available"))
         return "\n".join(lines)
 
 
@@ -185,6 +194,11 @@ class IsolationPolicy:
                 f"isolation: the {role.value} role's jobs see a read-only file system, which "
                 f"this server cannot make ({availability.read_only_reason})"
             )
+        if rule.syscalls.enabled and availability.seccomp_reason:
+            raise FailedPrecondition(
+                f"isolation: the {role.value} role's jobs run under a syscall filter, which "
+                f"this server cannot install ({availability.seccomp_reason})"
+            )
         return chosen
 
     def unavailable_defaults(self, availability: Availability) -> dict[Role, frozenset[Namespace]]:
@@ -205,13 +219,14 @@ def _s(items: frozenset[Namespace]) -> str:
 
 
 ROLE_KEYS = ("default", "allow_opt_out", "allow_network", "read_only", "writable",
-             "oom_score_adj")
+             "oom_score_adj", "syscall_filter", "syscalls_deny", "syscalls_allow")
 
 
 def parse_role_table(table: Mapping[str, object], where: str, base: RoleIsolation) -> RoleIsolation:
     """A config file's ``[isolation.ROLE]``: default = [...] | "all" | "none",
     allow_opt_out, allow_network, read_only = bool, writable = ["/path", ...],
-    oom_score_adj = int; keys left out keep ``base``'s."""
+    oom_score_adj = int, syscall_filter = "default" | "none", syscalls_deny and
+    syscalls_allow = ["name", ...]; keys left out keep ``base``'s."""
     unknown = sorted(set(table) - set(ROLE_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -238,23 +253,69 @@ def parse_role_table(table: Mapping[str, object], where: str, base: RoleIsolatio
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where}: oom_score_adj must be a whole number")
         oom = value
+    syscalls = _parse_syscalls(table, where, base.syscalls)
     try:
-        return RoleIsolation(default, writable=writable, oom_score_adj=oom, **flags)
+        return RoleIsolation(default, writable=writable, oom_score_adj=oom, syscalls=syscalls,
+                             **flags)  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def _parse_syscalls(table: Mapping[str, object], where: str, base: FilterSpec) -> FilterSpec:
+    enabled = base.enabled
+    if "syscall_filter" in table:
+        value = table["syscall_filter"]
+        if value not in ("default", "none"):
+            raise ValueError(f'{where}: syscall_filter must be "default" or "none"')
+        enabled = value == "default"
+    lists = {"deny": base.deny, "allow": base.allow}
+    for name in lists:
+        key = f"syscalls_{name}"
+        if key in table:
+            value = table[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{where}: {key} must be a list of system call names")
+            lists[name] = tuple(value)
+    if (lists["deny"] or lists["allow"]) and not enabled:
+        raise ValueError(f'{where}: syscalls_deny and syscalls_allow need syscall_filter = '
+                         '"default"')
+    return FilterSpec(enabled, lists["deny"], lists["allow"])
+
+
 @dataclass
 class Isolator:
-    """What the manager and the supervisor use: the policy, what this host can do, and the
-    directories each job with a mount namespace gets private."""
+    """What the manager and the supervisor use: the policy, what this host can do, the
+    directories each job with a mount namespace gets private, and the compiled syscall
+    filters (a sealed memfd each, by filter and by whether the job has a PID namespace)."""
 
     policy: IsolationPolicy = field(default_factory=IsolationPolicy)
     availability: Availability = field(default_factory=Availability)
     private_dirs: tuple[str, ...] = ()
+    filters: dict[tuple[FilterSpec, bool], int] = field(default_factory=dict)
 
     def effective(self, request: frozenset[Namespace] | None, role: Role) -> frozenset[Namespace]:
         return self.policy.effective(request, role, self.availability)
 
     def rule(self, role: Role) -> RoleIsolation:
         return self.policy.rule(role)
+
+    def filter_fd(self, spec: FilterSpec, pid_namespace: bool) -> int | None:
+        """The descriptor of the compiled filter for ``spec`` (None: no filter)."""
+        if not spec.enabled:
+            return None
+        key = (spec, pid_namespace)
+        if key not in self.filters:  # built at start for each role's filter (see prepare)
+            self.filters[key] = seccomp.sealed(seccomp.build(spec, pid_namespace))
+        return self.filters[key]
+
+    def prepare(self) -> None:
+        """Build every role's filters now: an unknown name stops the daemon at start
+        (SeccompError), not a job later."""
+        if self.availability.seccomp_reason:
+            return
+        for role in Role:
+            spec = self.rule(role).syscalls
+            if spec.enabled:
+                spec.check()
+                for pid_namespace in (True, False):
+                    self.filter_fd(spec, pid_namespace)

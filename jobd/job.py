@@ -156,6 +156,8 @@ class Job:
     isolation: frozenset[Namespace] = frozenset()
     # The Unix account it runs as, as status shows it: "nobody:nogroup (65534:65534)".
     run_as: str = ""
+    # The syscall filter it runs under, as status shows it: "none", "default +chroot".
+    syscall_filter: str = ""
 
     def _apply(self, event: Event) -> None:
         self.state = transition(self.state, event)

@@ -174,8 +174,10 @@ class JobManager:
         isolation = self.isolation.effective(spec.isolation, role)
         account = self.run_as.effective(owner, role, self.switch_accounts)
         slice = identity_slice(owner)
+        rule = self.isolation.rule(role)
         job = Job(id=self.spares.next_id(limits, slice), owner=owner, spec=spec, limits=limits,
-                  isolation=isolation, run_as=account.describe())
+                  isolation=isolation, run_as=account.describe(),
+                  syscall_filter=rule.syscalls.describe())
         self._admit(job)
         try:
             output = OutputLog(self.state.log_path(job.id), self.output_cap)
@@ -191,7 +193,7 @@ class JobManager:
             raise
         runner = JobRunner(
             job, output, self.default_grace, self._changed, cgroup, self.isolation,
-            account, switch=account != daemon_account(), rule=self.isolation.rule(role),
+            account, switch=account != daemon_account(), rule=rule,
         )
         try:
             child = runner.spawn()  # recorded as running, or as failed to start

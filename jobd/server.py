@@ -32,6 +32,7 @@ from jobd.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
 from jobd.job import LimitRequest
 from jobd.keyfile import check_private
 from jobd.launch import binary, private, probe
+from jobd.launch.seccomp import SeccompError
 from jobd.limits import LimitPolicy
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
@@ -85,7 +86,12 @@ def detect_isolation(config: Config) -> Isolator:
     for warning in shared_without_pid_namespace(config.run_as, config.isolation,
                                                 availability.available):
         log.warning("run as: %s", warning)
-    return Isolator(config.isolation, availability, found.directories)
+    isolator = Isolator(config.isolation, availability, found.directories)
+    try:
+        isolator.prepare()
+    except SeccompError as exc:
+        raise ConfigError(f"[isolation]: syscall filter: {exc}") from None
+    return isolator
 
 
 def protect_daemon() -> None:

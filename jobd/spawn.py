@@ -194,7 +194,7 @@ def _devnull() -> int:
 
 def spawn(
     argv: Sequence[str], *, executable: str | None, env: Mapping[str, str], cwd: str,
-    status_pipe: tuple[int, int] | None = None,
+    status_pipe: tuple[int, int] | None = None, keep_fds: tuple[int, ...] = (),
 ) -> Child:
     """Start ``executable`` (None: ``argv[0]`` on the PATH in ``env``) with ``argv`` and
     return it as a :class:`Child`.
@@ -205,6 +205,7 @@ def spawn(
     file or directory it is about; nothing is left behind then. ``status_pipe``: a pipe
     (read end, write end) made with O_CLOEXEC; the child inherits the write end under its
     own number, and the Child owns the read end (both are closed here on failure).
+    ``keep_fds``: descriptors of the daemon's the child inherits too (the syscall filter).
     """
     if not argv:
         raise ValueError("argv must not be empty")
@@ -229,7 +230,7 @@ def spawn(
                 stderr=err_w,
                 start_new_session=True,
                 close_fds=True,
-                pass_fds=(status_w,) if status_w >= 0 else (),
+                pass_fds=((status_w,) if status_w >= 0 else ()) + keep_fds,
                 env=env,
                 cwd=cwd,
             )

@@ -35,6 +35,7 @@ from jobd.isolation import Isolator, Namespace, RoleIsolation
 from jobd.job import Job, State
 from jobd.launch import binary
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv
+from jobd.launch.seccomp import SeccompError
 from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, parse
 from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
 from jobd.spawn import Child, read_report, spawn
@@ -175,7 +176,14 @@ class JobRunner:
             account=account,
             cwd=self.job.spec.cwd,
             search_path=env.get("PATH", ""),
+            filter_fd=self._filter_fd(Namespace.PID in namespaces),
         )
+
+    def _filter_fd(self, pid_namespace: bool) -> int | None:
+        try:
+            return self.isolator.filter_fd(self.rule.syscalls, pid_namespace)
+        except SeccompError as exc:
+            raise SpawnFailed(f"cannot build the job's syscall filter: {exc}") from None
 
     def spawn(self) -> Child | None:
         """Start the job's launcher; or record the job as failed to start (then it is done)
@@ -189,7 +197,9 @@ class JobRunner:
             if launcher is not None:
                 status = os.pipe2(os.O_CLOEXEC)
                 argv = launcher_argv(launcher, plan, status[1], spec.argv)
-                child = spawn(argv, executable=launcher, env=env, cwd="/", status_pipe=status)
+                kept = () if plan.filter_fd is None else (plan.filter_fd,)
+                child = spawn(argv, executable=launcher, env=env, cwd="/", status_pipe=status,
+                              keep_fds=kept)
             elif plan.needs_launcher:
                 raise SpawnFailed(f"this job needs namespaces or another account, and "
                                   f"{binary.NOT_BUILT}")

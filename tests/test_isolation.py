@@ -31,12 +31,13 @@ from jobd.isolation import (
 from jobd.job import Job, JobSpec
 from jobd.launch import binary, probe, status
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
+from jobd.launch.seccomp import FilterSpec
 from jobd.store import Store
 from jobd.v1 import jobs_pb2 as pb
 
 PID, MOUNT, NET, UTS, IPC = (Namespace.PID, Namespace.MOUNT, Namespace.NETWORK, Namespace.UTS,
                              Namespace.IPC)  # fmt: skip
-EVERYTHING = Availability(ALL, read_only=True, read_only_reason="")
+EVERYTHING = Availability(ALL, read_only=True, read_only_reason="", seccomp_reason="")
 
 
 def ns(*items: Namespace) -> frozenset[Namespace]:
@@ -197,10 +198,12 @@ def test_availability_describes_what_is_missing() -> None:
         "  network: unavailable: isolation is not set up",
         "  ipc: unavailable: isolation is not set up",
         "isolation: read-only file system: unavailable: no way",
+        "isolation: syscall filters: unavailable: isolation is not set up",
     ]
-    assert Availability(ALL, read_only=True).describe().splitlines() == [
+    assert EVERYTHING.describe().splitlines() == [
         "isolation: namespaces available: pid, mount, network, uts, ipc",
         "isolation: read-only file system: available",
+        "isolation: syscall filters: available",
     ]
 
 
@@ -222,7 +225,8 @@ def test_config_role_tables(tmp_path: Path) -> None:
     """)  # fmt: skip
     user, admin = config.isolation.rule(Role.USER), config.isolation.rule(Role.ADMIN)
     assert user == RoleIsolation(ns(PID, NET, MOUNT), allow_opt_out=True, allow_network=False,
-                                 read_only=True, oom_score_adj=500)  # those two built in
+                                 read_only=True, oom_score_adj=500,
+                                 syscalls=FilterSpec())  # those three built in
     assert admin == RoleIsolation(ALL, allow_opt_out=True, allow_network=True)
     assert config.isolation.effective(ns(NET), Role.USER, EVERYTHING) == ns(NET)
     assert config.isolation.effective(None, Role.ADMIN, EVERYTHING) == ALL
@@ -231,7 +235,8 @@ def test_config_role_tables(tmp_path: Path) -> None:
 def test_config_keys_left_out_keep_the_builtin_values(tmp_path: Path) -> None:
     config = config_from(tmp_path, "[isolation.user]\nallow_opt_out = true\n")
     assert config.isolation.rule(Role.USER) == RoleIsolation(ALL, True, False, read_only=True,
-                                                             oom_score_adj=500)
+                                                             oom_score_adj=500,
+                                                             syscalls=FilterSpec())
     assert config.isolation.rule(Role.ADMIN) == RoleIsolation(NONE, True, True)
 
 
@@ -273,7 +278,9 @@ def test_check_report_lists_policy_and_availability(tmp_path: Path) -> None:
     assert any(line.startswith("isolation for user: default pid, mount, network, uts, ipc, may "
                                "not opt out, no host network, file system read-only")
                for line in lines)
-    assert "isolation for admin: default none, host network allowed, oom_score_adj 0" in lines
+    assert ("isolation for admin: default none, host network allowed, oom_score_adj 0, "
+            "syscall filter none") in lines
+    assert "syscall filter for user: default" in lines
     assert any(line.startswith("isolation: namespaces available: ") for line in lines)
 
 
@@ -362,9 +369,11 @@ def test_without_root_nothing_is_available(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_what_fails_is_found_one_part_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake(launcher: str, namespaces: frozenset[Namespace], *, read_only: bool = False,
-             private_dirs: tuple[str, ...] = ()) -> str:  # fmt: skip
+             private_dirs: tuple[str, ...] = (), filter_fd: int | None = None) -> str:
         if NET in namespaces:
             return "cannot set up the job (unshare): operation not permitted"
+        if filter_fd is not None and not namespaces:
+            return "cannot set up the job (seccomp install): invalid argument"
         return "no mount_setattr" if read_only else ""
 
     monkeypatch.setattr(binary, "compiled", lambda: "/l")
@@ -374,12 +383,13 @@ def test_what_fails_is_found_one_part_at_a_time(monkeypatch: pytest.MonkeyPatch)
     assert found.available == ALL - {NET}
     assert found.why(NET) == "cannot set up the job (unshare): operation not permitted"
     assert (found.read_only, found.read_only_reason) == (False, "no mount_setattr")
+    assert found.seccomp_reason == "cannot set up the job (seccomp install): invalid argument"
 
 
 def test_the_real_launcher_where_it_works() -> None:
     if binary.compiled() is None or os.geteuid() != 0:
         pytest.skip("needs root and the compiled launcher")
-    assert probe.detect(("/tmp",)) == Availability(ALL, read_only=True, read_only_reason="")
+    assert probe.detect(("/tmp",)) == EVERYTHING
 
 
 # --- through the manager, the API and the history -------------------------------------------

@@ -7,6 +7,7 @@ setup.py made, and the libc one (-DJOBD_LIBC) other architectures get, compiled 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -64,14 +65,16 @@ class Launched:
 
 def run(launcher: str, options: Sequence[str], argv: Sequence[str], *,
         env: dict[str, str] | None = None, timeout: float = 30,
-        stop: int | None = None, stop_after: bytes = b"") -> Launched:  # fmt: skip
+        stop: int | None = None, stop_after: bytes = b"",
+        keep: tuple[int, ...] = ()) -> Launched:  # fmt: skip
     """The launcher with ``options`` and then ``argv``; ``stop``: a signal sent to the
-    launcher alone once the command's stdout has shown ``stop_after``."""
+    launcher alone once the command's stdout has shown ``stop_after``; ``keep``: descriptors
+    it inherits (a filter's)."""
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     argv = [launcher, "-s", str(status_w), *options, "--", *argv]
     proc = subprocess.Popen(argv, env={"PATH": SYSTEM_PATH} if env is None else env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, pass_fds=(status_w,), cwd="/",
+                            stderr=subprocess.PIPE, pass_fds=(status_w, *keep), cwd="/",
                             start_new_session=True)  # fmt: skip
     os.close(status_w)
     try:
@@ -484,3 +487,95 @@ def test_each_namespace_alone(launcher: str) -> None:
         plan = Plan(namespaces=frozenset({ns}), hostname="h", search_path=SYSTEM_PATH)
         result = run(launcher, isolated(plan, launcher), ["/bin/true"])
         assert (result.returncode, result.report) == (0, b""), ns
+
+
+# --- the syscall filter ------------------------------------------------------------------
+
+# Each call with harmless arguments: its errno (0: it returned), one line each.
+CALLS = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+calls = {"io_uring_setup": (425, 1, 0), "bpf": (321, 0, 0, 0), "keyctl": (250, 0, 0),
+         "userfaultfd": (323, 0), "perf_event_open": (298, 0, 0, -1, -1, 0),
+         "unshare_user": (272, 0x10000000), "clone3": (435, 0, 0), "setns": (308, -1, 0),
+         "personality_rie": (135, 0x400000), "personality_query": (135, 0xFFFFFFFF),
+         "getpid": (39,)}
+for name, (number, *args) in calls.items():
+    ctypes.set_errno(0)
+    result = libc.syscall(number, *args)
+    print(name, ctypes.get_errno() if result == -1 else 0)
+"""
+
+
+@pytest.fixture(scope="module")
+def default_filter() -> int:
+    from jobd.launch import seccomp
+
+    if seccomp.available():
+        pytest.skip(seccomp.available())
+    return seccomp.sealed(seccomp.build(seccomp.FilterSpec(), pid_namespace=True))
+
+
+def calls(result: Launched) -> dict[str, int]:
+    assert result.report == b"", result
+    return {k: int(v) for k, v in (line.split() for line in result.stdout.decode().splitlines())}
+
+
+def test_the_filter_denies_its_calls_and_nothing_else(launcher: str, default_filter: int) -> None:
+    import sys
+
+    free = calls(run(launcher, [], [sys.executable, "-c", CALLS]))
+    filtered = calls(run(launcher, ["-f", str(default_filter)], [sys.executable, "-c", CALLS],
+                         keep=(default_filter,)))  # fmt: skip
+    for name in ("io_uring_setup", "bpf", "keyctl", "userfaultfd", "perf_event_open",
+                 "unshare_user", "setns", "personality_rie"):  # fmt: skip
+        assert filtered[name] == errno.EPERM, (name, filtered, free)
+        assert free[name] != errno.EPERM, (name, free)  # the control: it is the filter's doing
+    assert filtered["clone3"] == errno.ENOSYS
+    assert filtered["personality_query"] == free["personality_query"] == 0
+    assert filtered["getpid"] == 0
+
+
+@needs_root
+def test_a_user_job_under_the_filter_cannot_make_a_user_namespace(
+    launcher: str, default_filter: int
+) -> None:
+    options = [*user_options(launcher), "-f", str(default_filter)]
+    for argv in (["unshare", "-U", "-r", "id"], ["unshare", "-U", "-r", "-m", "sh", "-c",
+                                                 "mount -t tmpfs x /mnt"]):  # fmt: skip
+        result = run(launcher, options, argv, keep=(default_filter,))
+        assert result.returncode != 0, result
+        assert b"Operation not permitted" in result.stderr, result
+
+
+def test_another_architectures_abi_kills_the_process(
+    launcher: str, default_filter: int, tmp_path: Path
+) -> None:
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None or os.uname().machine != "x86_64":
+        pytest.skip("needs a C compiler on x86_64 to make a 32-bit int 0x80 call")
+    source = tmp_path / "abi.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <unistd.h>\n"
+        "int main(int c, char **v) { long r; if (v[1][0] == '3') __asm__ volatile("
+        '"int $0x80" : "=a"(r) : "a"(20L) : "memory"); else r = syscall(0x40000000L | 39);'
+        ' printf("returned %ld\\n", r); return 0; }\n')
+    subprocess.run([cc, "-O2", "-o", str(tmp_path / "abi"), str(source)], check=True)
+    for abi in ("32", "x32"):
+        free = run(launcher, [], [str(tmp_path / "abi"), abi])
+        assert free.returncode == 0 and free.stdout.startswith(b"returned"), free
+        filtered = run(launcher, ["-f", str(default_filter)], [str(tmp_path / "abi"), abi],
+                       keep=(default_filter,))  # fmt: skip
+        assert filtered.returncode == -signal.SIGSYS, filtered
+
+
+def test_a_filter_descriptor_that_is_not_one_fails_the_launch(launcher: str,
+                                                              tmp_path: Path) -> None:
+    junk = os.open(tmp_path / "junk", os.O_RDWR | os.O_CREAT)
+    os.write(junk, b"not a filter")  # 12 bytes: not whole instructions
+    try:
+        result = run(launcher, ["-f", str(junk)], ["/bin/true"], keep=(junk,))
+    finally:
+        os.close(junk)
+    assert result.returncode == 125
+    assert result.failure == status.Report("seccomp", 22, "filter size")

@@ -53,6 +53,7 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define NR_rt_sigaction 13
 #define NR_rt_sigprocmask 14
 #define NR_ioctl 16
+#define NR_pread64 17
 #define NR_getpid 39
 #define NR_socket 41
 #define NR_clone 56
@@ -553,11 +554,13 @@ struct sock_fprog_k {
     void *filter;
 };
 
+/* The compiled BPF program, from a descriptor every launch shares: read at its own offsets
+ * (pread), never moving a file position another launch reads from. */
 static void install_filter(int fd) {
     static unsigned long long program[MAX_FILTER];
     unsigned long have = 0;
     for (;;) {
-        long n = sys3(read, fd, (char *)program + have, sizeof program - have);
+        long n = sys4(pread64, fd, (char *)program + have, sizeof program - have, have);
         if (n == -EINTR) continue;
         if (n < 0) fail(125, "seccomp", n, "reading the filter");
         if (n == 0) break;

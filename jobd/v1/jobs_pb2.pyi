@@ -619,6 +619,7 @@ class Job(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     ISOLATION_FIELD_NUMBER: _builtins.int
     RUN_AS_FIELD_NUMBER: _builtins.int
+    SYSCALL_FILTER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner: _builtins.str
     """Identity (certificate CN) of the client that started the job."""
@@ -635,6 +636,10 @@ class Job(_message.Message):
     run_as: _builtins.str
     """The Unix account the job runs as: "USER:GROUP (UID:GID)", from the caller's identity or
     role in the daemon's configuration.
+    """
+    syscall_filter: _builtins.str
+    """The syscall filter the job runs under, from its role: "none", or "default" and the
+    role's changes to it ("default +chroot -ptrace").
     """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -683,10 +688,11 @@ class Job(_message.Message):
         usage: Global___Usage | None = ...,
         isolation: Global___Isolation | None = ...,
         run_as: _builtins.str = ...,
+        syscall_filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "isolation", b"isolation", "limits", b"limits", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "isolation", b"isolation", "limits", b"limits", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "owner", b"owner", "pid", b"pid", "result", b"result", "run_as", b"run_as", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "created_at", b"created_at", "cwd", b"cwd", "ended_at", b"ended_at", "env", b"env", "id", b"id", "isolation", b"isolation", "limits", b"limits", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "owner", b"owner", "pid", b"pid", "result", b"result", "run_as", b"run_as", "started_at", b"started_at", "state", b"state", "syscall_filter", b"syscall_filter", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

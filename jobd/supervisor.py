@@ -110,7 +110,7 @@ class JobRunner:
         self._child: Child | None = None
         self._has_init = False
         # A stop asked for before the launch was confirmed: applied once it is.
-        self._pending_stop: tuple[str, float | None] | None = None
+        self._pending_stop: tuple[str, float] | None = None
         # When a stop's grace period ends (trio time), and the scope its wait for the exit
         # runs in: a stop needs no task of its own (see request_stop and _wait_or_kill).
         self._grace_deadline = math.inf
@@ -126,8 +126,7 @@ class JobRunner:
         """
         grace = self._default_grace if grace is None else grace
         if self.job.state is State.STARTING:
-            if self._pending_stop is None or self._pending_stop[1] is None or (
-                    grace < self._pending_stop[1]):
+            if self._pending_stop is None or grace < self._pending_stop[1]:
                 self._pending_stop = (by, grace)
             return
         if self.job.state is State.RUNNING:

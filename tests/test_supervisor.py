@@ -368,6 +368,22 @@ async def test_stop_between_spawn_and_supervision_keeps_its_grace(tmp_path: Path
     )
 
 
+async def test_stops_before_the_launch_is_confirmed_keep_the_shortest_grace(
+    tmp_path: Path,
+) -> None:
+    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    with trio.fail_after(PROCESS_TIMEOUT):
+        child = runner.spawn()
+        assert child is not None and runner.job.state is State.STARTING
+        runner.request_stop("alice", 0)  # kill at once, once it runs
+        runner.request_stop("bob", 60)  # cannot lengthen that
+        start = trio.current_time()
+        await runner.supervise(child)
+        elapsed = trio.current_time() - start
+    assert elapsed < 10  # not bob's 60 s: whichever signal it died of, it did at once
+    assert runner.job.result is not None and runner.job.result.stopped_by == "alice"
+
+
 async def test_stop_after_the_end_changes_nothing(tmp_path: Path) -> None:
     runner, recorder = make_runner(tmp_path, python("pass"))
     await run_to_end(runner)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness import Daemon, collect, make_certs, start
-from jobd.launch import binary, seccomp
+from jobd.launch import binary, private, seccomp
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,12 +46,24 @@ async def run_job(stub: Any, argv: list[str], **kw: Any) -> tuple[str, str, Any]
     return out.decode(errors="replace"), err.decode(errors="replace"), final
 
 
+def python_in_a_job() -> str:
+    """A Python a job with a mount namespace can run: not under a private directory (a
+    checkout in /tmp is hidden there)."""
+    for candidate in ("/usr/bin/python3", os.path.realpath(sys.executable)):
+        hidden = any(candidate == d or candidate.startswith(d + "/")
+                     for d in private.find().directories)  # fmt: skip
+        if os.access(candidate, os.X_OK) and not hidden:
+            return candidate
+    pytest.skip("needs a Python outside the private directories")
+
+
 def test_the_kernels_least_hardened_calls_are_denied_to_a_user_job_only(daemon: Daemon) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the call numbers below are x86_64's")
+    python = python_in_a_job()
 
     async def scenario(stub: Any) -> tuple[dict[str, int], Any]:
-        out, err, final = await run_job(stub, [sys.executable, "-c", CALLS])
+        out, err, final = await run_job(stub, [python, "-c", CALLS])
         assert final.result.exit_code == 0, err
         return {k: int(v) for k, v in (line.split() for line in out.splitlines())}, final
 

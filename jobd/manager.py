@@ -7,6 +7,7 @@ at once, so finished jobs are read back from there. Authorization is not done he
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFaile
 from jobd.isolation import Isolator
 from jobd.job import SHUTDOWN, Job, JobSpec, Outcome
 from jobd.limits import LimitPolicy
-from jobd.output import Chunk, OutputLog, Stream, follow, is_frame_boundary
+from jobd.output import Chunk, OutputLog, Stream, data_size, follow, is_frame_boundary
 from jobd.quotas import QuotaPolicy, StartRate, refusal
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
@@ -153,6 +154,8 @@ class JobManager:
         """Jobs recorded as live belong to a daemon that died: kill what is left, say so."""
         for job in self.store.unfinished():
             killed = procid.kill_group_if_same(job.process_key)
+            with contextlib.suppress(OSError):  # what its log holds: saved sizes lag behind
+                job.output_bytes = data_size(self.state.log_path(job.id))
             job.lost(LOST)
             self.store.save(job)
             log.warning(

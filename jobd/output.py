@@ -131,12 +131,19 @@ class OutputLog:
         return self._changed
 
 
-def parse_frames(buf: bytes, offset: int) -> tuple[list[Chunk], int]:
-    """Whole frames at the start of ``buf`` (read at ``offset``), and the bytes they span."""
+# A follower's batch holds at most this many frames: a log of tiny frames (a job writing a byte
+# at a time) costs each step of the event loop a bounded parse and message, not a megabyte's.
+BATCH_FRAMES = 2048
+
+
+def parse_frames(buf: bytes, offset: int,
+                 max_frames: int = BATCH_FRAMES) -> tuple[list[Chunk], int]:
+    """Whole frames at the start of ``buf`` (read at ``offset``), at most ``max_frames`` of
+    them, and the bytes they span."""
     chunks: list[Chunk] = []
     pos = 0
     view = memoryview(buf)
-    while len(buf) - pos >= HEADER.size:
+    while len(buf) - pos >= HEADER.size and len(chunks) < max_frames:
         stream, length = HEADER.unpack_from(buf, pos)
         if stream not in (Stream.STDOUT, Stream.STDERR) or length > MAX_FRAME_DATA:
             raise CorruptLog(f"no frame starts at offset {offset + pos}")
@@ -167,24 +174,43 @@ def is_frame_boundary(path: Path, offset: int) -> bool:
     return head_length == length and stream in (Stream.STDOUT, Stream.STDERR)
 
 
-def tail_start(fd: int, end: int, lines: int, only: Stream | None) -> tuple[int, int]:
+# A tail walks back at most this many frames (a megabyte or so of small frames, read in large
+# blocks): a last line longer than that starts where the walk stopped. Bounded, and run on a
+# worker thread, so that no log can make a tail stall the daemon.
+TAIL_FRAMES = 65536
+TAIL_BLOCK = 1 << 20
+
+
+def tail_start(fd: int, end: int, lines: int, only: Stream | None,
+               max_frames: int = TAIL_FRAMES) -> tuple[int, int]:
     """Where the last ``lines`` lines before ``end`` begin: (frame offset, bytes to skip).
 
-    Walks frames backwards by their trailers, reading only as much as the lines need.
+    Walks frames backwards by their trailers, reading the file in blocks of ``TAIL_BLOCK``,
+    for at most ``max_frames`` frames (then the frame it stopped at is where it starts).
     """
-    pos, newlines, at_end = end, 0, True
+    pos, newlines, at_end, frames = end, 0, True, 0
+    block, block_start = b"", end  # the file's bytes [block_start, block_start + len(block))
     while pos > 0 and lines > 0:
+        if frames >= max_frames:
+            return pos, 0
         if pos < OVERHEAD:
             raise CorruptLog(f"damaged frame before offset {pos}")
-        (length,) = TRAILER.unpack(os.pread(fd, TRAILER.size, pos - TRAILER.size))
+        if pos - TRAILER.size < block_start:
+            block_start = max(0, pos - TAIL_BLOCK)
+            block = os.pread(fd, pos - block_start, block_start)
+        (length,) = TRAILER.unpack_from(block, pos - TRAILER.size - block_start)
         start = pos - OVERHEAD - length
-        if start < 0:
+        if start < 0 or length > MAX_FRAME_DATA:
             raise CorruptLog(f"damaged frame before offset {pos}")
-        stream, head_length = HEADER.unpack(os.pread(fd, HEADER.size, start))
+        if start < block_start:  # the frame begins before the block: read back to it
+            block_start = max(0, min(start, pos - TAIL_BLOCK))
+            block = os.pread(fd, pos - block_start, block_start)
+        stream, head_length = HEADER.unpack_from(block, start - block_start)
         if head_length != length:
             raise CorruptLog(f"frame at offset {start} is damaged")
         if only is None or stream == only:
-            data = os.pread(fd, length, start + HEADER.size)
+            first = start + HEADER.size - block_start
+            data = block[first : first + length]
             cut = len(data)
             if at_end and data.endswith(b"\n"):
                 cut -= 1  # the newline that ends the last line starts no line
@@ -194,7 +220,27 @@ def tail_start(fd: int, end: int, lines: int, only: Stream | None) -> tuple[int,
                 if newlines == lines:
                     return start, cut + 1
         pos = start
+        frames += 1
     return 0, 0
+
+
+def data_size(path: Path) -> int:
+    """The bytes of output the log's whole frames hold (a crash may have cut its last one),
+    by walking its headers forwards in large blocks: for a job recovered after a crash."""
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        fd, pos = f.fileno(), 0
+        size = os.fstat(fd).st_size
+        block, block_start = b"", 0
+        while pos + HEADER.size <= size:
+            if pos + HEADER.size > block_start + len(block):
+                block, block_start = os.pread(fd, TAIL_BLOCK, pos), pos
+            _, length = HEADER.unpack_from(block, pos - block_start)
+            if pos + OVERHEAD + length > size:
+                break
+            total += length
+            pos += OVERHEAD + length
+    return total
 
 
 async def follow(
@@ -220,8 +266,8 @@ async def follow(
     try:
         skip = 0
         end = live.size if live is not None else os.fstat(fd).st_size
-        if tail_lines:
-            offset, skip = tail_start(fd, end, tail_lines, only)
+        if tail_lines:  # proportional to the log: off the event loop (bounded, too)
+            offset, skip = await trio.to_thread.run_sync(tail_start, fd, end, tail_lines, only)
         if no_follow:
             live = None  # what was there when we started is all we read
         while True:

@@ -109,6 +109,7 @@ def test_jobs_of_a_killed_daemon_are_reaped_and_marked_lost(
             assert job.state == pb.JOB_STATE_FINISHED
             assert job.result.outcome == pb.JobResult.OUTCOME_LOST
             assert "jobd died" in job.result.message
+            assert job.output_bytes == len(b"ready\n")  # what its log holds, not 0
             out, _, final, _ = await collect(stub, job_id)
             assert out == b"ready\n"
             assert final.result.outcome == pb.JobResult.OUTCOME_LOST

@@ -17,16 +17,20 @@ from helpers_unit import by_stream, read_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobd import output
 from jobd.errors import DataLoss
 from jobd.output import (
     MAX_FRAME_DATA,
+    OVERHEAD,
     READ_SIZE,
     Chunk,
     CorruptLog,
     OutputLog,
     Stream,
     follow,
+    is_frame_boundary,
     parse_frames,
+    tail_start,
 )
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -560,17 +564,71 @@ async def test_tail_then_follow_live(tmp_path: Path) -> None:
     log = OutputLog(path)
     log.append(OUT, b"old 1\nold 2\nold 3\n")
     got: list[Chunk] = []
+    first = trio.Event()  # the tail's walk runs on a thread: wait for its batch itself
 
     async def follower() -> None:
         async with contextlib.aclosing(follow(path, log, tail_lines=1)) as batches:
             async for batch in batches:
                 got.extend(batch)
+                first.set()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follower)
+            await first.wait()
             await trio.testing.wait_all_tasks_blocked()
             assert frames(got) == [(OUT, b"old 3\n")]
             log.append(ERR, b"new\n")
             log.close()
     assert frames(got) == [(OUT, b"old 3\n"), (ERR, b"new\n")]
+
+
+def test_a_tail_walks_back_a_bounded_number_of_frames(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    log = OutputLog(path)
+    log.append(Stream.STDOUT, b"first line\n")
+    for _ in range(5000):
+        log.append(Stream.STDOUT, b"x")  # one long last line, a byte a frame
+    log.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        # The last line starts after the first frame's newline.
+        assert tail_start(fd, end, 1, None) == (0, len(b"first line\n"))
+        offset, skip = tail_start(fd, end, 1, None, max_frames=100)
+        assert (end - offset, skip) == (100 * (OVERHEAD + 1), 0)  # stopped after 100 frames
+        assert is_frame_boundary(path, offset)
+    finally:
+        os.close(fd)
+
+
+def test_a_tail_reads_frames_larger_than_its_block(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "TAIL_BLOCK", 64)
+    path = tmp_path / "log"
+    log = OutputLog(path)
+    log.append(Stream.STDOUT, b"a\n" + b"b" * 500 + b"\nc\n")
+    log.append(Stream.STDERR, b"e" * 300)
+    log.append(Stream.STDOUT, b"d" * 200 + b"\n")
+    log.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start, skip = tail_start(fd, os.fstat(fd).st_size, 3, Stream.STDOUT)
+        data = os.pread(fd, 600, start + output.HEADER.size)
+        assert data[skip:].startswith(b"b" * 500 + b"\n")
+    finally:
+        os.close(fd)
+
+
+def test_the_data_size_of_a_log_cut_inside_a_frame(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "TAIL_BLOCK", 32)
+    path = tmp_path / "log"
+    log = OutputLog(path)
+    for n in (5, 100, 7):
+        log.append(Stream.STDOUT, b"z" * n)
+    log.close()
+    assert output.data_size(path) == 112
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 3)  # a crash in the middle of the last frame
+    assert output.data_size(path) == 105

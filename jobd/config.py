@@ -64,6 +64,7 @@ Example file (every key optional)::
     max_per_peer = 100                # of those, from one client IP address
     max_streams = 100                 # concurrent calls (HTTP/2 streams) per connection
     request_timeout = "10s"           # a call's request message must have arrived by then
+    max_resets = 200                  # stream resets per connection in any 10 s, then closed
 
     [quotas.default]                  # per identity (built in: these values; 0 refuses all)
     running = 1000                    # jobs starting, running or stopping at once

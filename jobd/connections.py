@@ -17,8 +17,17 @@ refuses them itself (``RST_STREAM``, ``REFUSED_STREAM``). It counts the calls in
 through grpclib's per-connection handler and closes a connection that has had none for
 ``idle_timeout`` (``GOAWAY``, then the TLS close).
 
+A stream the client resets is released at once, whether or not its handler ever ran (grpclib
+releases a stream only from its handler's ``finally``, which a task cancelled before its first
+step never reaches: its table of streams grew with every HEADERS-then-RST_STREAM, the "rapid
+reset" of CVE-2023-44487). Resets are counted per connection: past ``max_resets`` in ten
+seconds (a token bucket, as the HTTP/2 servers patched for that CVE do) the connection gets
+``GOAWAY`` (``ENHANCE_YOUR_CALM``) and is closed. A closed connection's handler is dropped from
+grpclib's server as soon as its calls have finished, not when ten more connections arrive.
+
 grpclib internals used, here only and pinned by ``tests/test_connections.py``:
-``Server._protocol_factory`` (the protocol grpclib makes for each connection) and
+``Server._protocol_factory`` (the protocol grpclib makes for each connection),
+``Server._handlers`` (the handlers it keeps until its own collection), and
 ``grpclib.protocol.Connection._connection`` (its h2 connection, for SETTINGS and GOAWAY).
 """
 
@@ -74,6 +83,9 @@ class ConnectionLimits:
     max_streams: int = 100
     # A call's request message must have arrived this long after the call began.
     request_timeout: float = 10.0
+    # Stream resets a connection may make in any ten seconds (a tenth of it per second, with
+    # all of it at once as a burst) before it is closed.
+    max_resets: int = 200
 
     def describe(self) -> str:
         """One line for ``jobd --check``."""
@@ -81,14 +93,17 @@ class ConnectionLimits:
             f"connections: at most {self.max} ({self.max_per_peer} per client address), "
             f"{self.max_streams} concurrent calls each; TLS handshake within "
             f"{self.handshake_timeout:g} s; closed after {self.idle_timeout:g} s without a call; "
-            f"a call's request within {self.request_timeout:g} s"
+            f"a call's request within {self.request_timeout:g} s; closed past "
+            f"{self.max_resets} stream resets in 10 s"
         )
 
 
 _DURATIONS = {"handshake_timeout": (MAX_HANDSHAKE_TIMEOUT, "1h"),
               "idle_timeout": (MAX_IDLE_TIMEOUT, "30d"),
               "request_timeout": (MAX_HANDSHAKE_TIMEOUT, "1h")}
-_COUNTS = ("max", "max_per_peer", "max_streams")
+_COUNTS = ("max", "max_per_peer", "max_streams", "max_resets")
+RESET_WINDOW = 10.0  # seconds: max_resets is the bucket, max_resets / RESET_WINDOW the refill
+FEED_SLICE = 16384  # bytes handed to h2 at a time
 
 
 def parse_table(table: Any, where: str) -> ConnectionLimits:
@@ -201,29 +216,36 @@ class _Calls(AbstractHandler):
         self.inner = inner
         self.open: set[H2Stream] = set()
         self._connection = connection
+        self._release: dict[H2Stream, Callable[[], None]] = {}
 
     def accept(self, stream: H2Stream, headers: list[tuple[str, str]],
                release_stream: Callable[[], None]) -> None:
-        if len(self.open) >= self._connection.limits.max_streams:
+        if self._connection.condemned or len(self.open) >= self._connection.limits.max_streams:
             # Reached only before the client acknowledged our SETTINGS; after, h2 refuses the
             # stream itself. REFUSED_STREAM tells the client nothing was done: safe to retry.
-            stream.reset_nowait(ErrorCodes.REFUSED_STREAM)
+            with contextlib.suppress(ProtocolError):  # the client may have reset it already
+                stream.reset_nowait(ErrorCodes.REFUSED_STREAM)
             release_stream()
             return
         self.open.add(stream)
         self._connection.busy()
 
-        def release() -> None:
-            self._done(stream)
-            release_stream()
+        def release() -> None:  # once: by the handler's finally, or at its reset
+            if self._release.pop(stream, None) is not None:
+                self._done(stream)
+                release_stream()
 
+        self._release[stream] = release
         self.inner.accept(stream, headers, release)
 
     def cancel(self, stream: H2Stream) -> None:
+        """The client reset the stream: cancel its handler and release it now. A task
+        cancelled before its first step never runs its finally, so would never release it."""
         self.inner.cancel(stream)
-        # A task cancelled before its first step never runs its finally, so never calls
-        # release: count the stream as done here too.
-        self._done(stream)
+        release = self._release.get(stream)
+        if release is not None:
+            release()
+        self._connection.reset_by_client()
 
     def close(self) -> None:
         self.inner.close()
@@ -256,6 +278,9 @@ class _Connection(asyncio.Protocol):
         self._metrics = metrics
         self._transport: asyncio.Transport | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._resets = float(limits.max_resets)  # the bucket's tokens
+        self._resets_at = loop.time()
+        self.condemned = False  # closing for its resets: no new call is started
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made = True
@@ -269,7 +294,16 @@ class _Connection(asyncio.Protocol):
         self.idle()
 
     def data_received(self, data: bytes) -> None:
-        self._protocol.data_received(data)
+        if len(data) <= FEED_SLICE:
+            self._protocol.data_received(data)
+            return
+        # A little at a time, so that one read of a flood (thousands of HEADERS and RST_STREAM
+        # frames) cannot run far past the limit before the close.
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.condemned:
+                return
+            self._protocol.data_received(bytes(view[start : start + FEED_SLICE]))
 
     def eof_received(self) -> bool | None:
         return self._protocol.eof_received()
@@ -284,6 +318,30 @@ class _Connection(asyncio.Protocol):
         self.busy()
         self._protocol.connection_lost(exc)
         self.lost.set()
+
+    def reset_by_client(self) -> None:
+        """Count a stream reset; past the rate, close the connection (after this event)."""
+        now = self._loop.time()
+        rate = self.limits.max_resets / RESET_WINDOW
+        self._resets = min(float(self.limits.max_resets),
+                           self._resets + (now - self._resets_at) * rate) - 1  # fmt: skip
+        self._resets_at = now
+        if self._resets < 0 and not self.condemned and not self.lost.is_set():
+            self.condemned = True  # closing: read no more of it
+            self._loop.call_soon(self._close_for_resets)
+
+    def _close_for_resets(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        log.warning("closing the connection from %s: more than %d stream resets in %g s "
+                    "([connections] max_resets)", self.peer, self.limits.max_resets,
+                    RESET_WINDOW, extra={"peer": self.peer})
+        self._metrics.connections_dropped["resets"] += 1
+        with contextlib.suppress(ProtocolError):
+            _h2_of(self._protocol).close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            self._protocol.connection.flush()
+        transport.close()
 
     def busy(self) -> None:
         if self._idle_timer is not None:
@@ -315,6 +373,14 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
         # Without a handshake grpclib never closes the handler, and its server keeps it.
         self.calls.close()
+
+
+def _handlers_of(server: Server) -> set[Handler]:
+    handlers = getattr(server, "_handlers", None)
+    if not isinstance(handlers, set):
+        raise RuntimeError("grpclib's Server keeps no _handlers set: "
+                           "jobd/connections.py needs updating")
+    return handlers
 
 
 def _protocol_factory(server: Server) -> Callable[[], H2Protocol]:
@@ -352,6 +418,7 @@ class Listener:
         self._metrics = metrics
         self._throttle = LogThrottle()
         self._connections: set[_Connection] = set()
+        self._handlers = _handlers_of(server)
         self._listeners: list[trio.SocketListener] = []
         self._accepting = trio.CancelScope()
         metrics.connections_open = lambda: self.gate.open
@@ -465,3 +532,6 @@ class Listener:
             self._connections.discard(connection)
             connection.discard()
             self.gate.release(peer)
+            with trio.CancelScope(shield=True):  # its cancelled calls end at once
+                await trio_asyncio.aio_as_trio(connection.calls.inner.wait_closed)()
+            self._handlers.discard(connection.calls.inner)

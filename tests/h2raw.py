@@ -14,6 +14,7 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 from h2.errors import ErrorCodes
 
 from jobd.tls import client_context
@@ -51,8 +52,11 @@ class RawClient:
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except OSError:  # the server closed the connection (or stopped reading)
+                self.closed = True
 
     def headers(self, rpc: str) -> list[tuple[str, str]]:
         return [(":method", "POST"), (":scheme", "https"), (":path", SERVICE + rpc),
@@ -71,6 +75,8 @@ class RawClient:
         return stream
 
     def open_and_reset(self, rpc: str, payload: bytes = b"") -> None:
+        if self.closed:
+            raise ConnectionResetError("the server closed the connection")
         """HEADERS (and a complete request), then RST_STREAM at once: the rapid reset."""
         stream = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream, self.headers(rpc))
@@ -94,7 +100,12 @@ class RawClient:
             if not data:
                 self.closed = True
                 return
-            for event in self.conn.receive_data(data):
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                self.closed = True
+                return
+            for event in events:
                 self._handle(event)
             self.flush()
 

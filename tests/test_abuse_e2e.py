@@ -4,31 +4,23 @@ gets a status or is cut off, costs bounded memory and CPU, and other clients do 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib import GRPCError
 from h2raw import RawClient
 
-from harness import Certs, Daemon, collect, start
+from harness import Certs, Daemon, collect, start, wait_until
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 
 INVALID_ARGUMENT = 3
-
-
-@pytest.fixture
-def daemon(certs: Certs, tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(certs, tmp_path / "state").start()
-    try:
-        yield d
-    finally:
-        code = d.stop()
-    d.check_exit(code)
 
 
 def grpc_message(body: bytes) -> bytes:
@@ -96,3 +88,56 @@ def test_a_tail_of_a_million_frames_answers_at_once_and_blocks_no_one(
     took, waits = daemon.run("client_0", tails_and_a_bystander)
     assert took < 5.0, took  # generous: the walk is bounded (65,536 frames)
     assert max(waits) < 1.0, waits  # the event loop never waited for a walk
+
+
+# --- rapid reset ------------------------------------------------------------------------------
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_rapid_reset_flood_is_cut_off_and_costs_others_nothing(
+    daemon: Daemon, certs: Certs
+) -> None:
+    assert daemon.proc is not None
+    before = rss(daemon.proc.pid)
+    flood: dict[str, Any] = {}
+
+    def reset_streams() -> None:  # a certificate the CA signed, with no role at all
+        client = RawClient.connect(daemon.port, certs.ca, certs.client("mallory"))
+        sent = 0
+        try:
+            for _ in range(20_000):
+                client.open_and_reset("GetJob", GET)
+                client.flush()
+                sent += 1
+        except OSError:
+            pass  # the daemon closed the connection
+        client.pump()  # whatever it said before it closed
+        flood.update(sent=sent, goaway=client.goaway, closed=client.closed or sent < 20_000)
+        client.close()
+
+    async def bystander(stub: Any) -> list[float]:
+        thread = threading.Thread(target=reset_streams)
+        thread.start()
+        waits = []
+        while thread.is_alive():
+            begin = time.monotonic()
+            with contextlib.suppress(GRPCError):
+                await stub.GetJob(pb.GetJobRequest(job_id="0" * 36))
+            waits.append(time.monotonic() - begin)
+        thread.join()
+        return waits
+
+    waits = daemon.run("client_1", bystander, 120)
+    grown = rss(daemon.proc.pid) - before
+    assert flood["goaway"] or flood["closed"], flood  # cut off...
+    assert flood["sent"] < 20_000 or flood["goaway"], flood
+    assert grown <= 64 << 20, grown  # ...having cost little
+    # Others did not notice (generous here: `nox -s bench` measures the p99).
+    assert waits and max(waits) <= 0.5, sorted(waits)[-5:]
+    assert wait_until(lambda: any("more than 200 stream resets" in line for line in daemon.log))

@@ -71,7 +71,7 @@ DURATION = ("must be a number of seconds or a duration such as \"90s\" or \"5m\"
         ('connections = 5', "[connections] must be a table"),
         ('[connections]\nmax_conns = 5',
          "[connections]: unknown setting(s) max_conns (known: handshake_timeout, idle_timeout, "
-         "max, max_per_peer, max_streams, request_timeout)"),
+         "max, max_per_peer, max_streams, request_timeout, max_resets)"),
         ('[connections]\nhandshake_timeout = 0',
          "[connections]: handshake_timeout " + DURATION.format(most="1h", value="0")),
         ('[connections]\nhandshake_timeout = -1',
@@ -108,7 +108,7 @@ def test_describe() -> None:
     assert ConnectionLimits().describe() == (
         "connections: at most 1000 (100 per client address), 100 concurrent calls each; "
         "TLS handshake within 5 s; closed after 300 s without a call; a call's request "
-        "within 10 s"
+        "within 10 s; closed past 200 stream resets in 10 s"
     )
 
 
@@ -207,6 +207,8 @@ def test_grpclib_internals_jobd_relies_on() -> None:
         client.reset_stream(3)
         connection.data_received(client.data_to_send())
         assert not connection.calls.open
+        # Released from grpclib's table of streams at once, whether their handlers ran or not.
+        assert connection._protocol.processor.streams == {}
         await asyncio.wait_for(transport.closed.wait(), 30)  # the idle timer
         events = client.receive_data(transport.take())
         goaway = [e for e in events if isinstance(e, ConnectionTerminated)]
@@ -214,5 +216,42 @@ def test_grpclib_internals_jobd_relies_on() -> None:
         assert metrics.connections_dropped == {"idle": 1}
         connection.connection_lost(None)
         assert connection.lost.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_that_resets_too_many_streams_is_told_to_calm_down_and_closed() -> None:
+    async def scenario() -> None:
+        server = Server([Health()])
+        metrics = Metrics()
+        limits = ConnectionLimits(max_resets=20)
+        connection = _Connection(_protocol_factory(server)(), "192.0.2.1", limits,
+                                 asyncio.get_running_loop(), metrics)
+        transport = FakeTransport()
+        connection.connection_made(transport)
+        client = H2Connection(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.receive_data(transport.take())
+        for stream_id in range(1, 2 * 100, 2):  # a hundred HEADERS, each reset at once
+            client.send_headers(stream_id, CHECK)
+            client.reset_stream(stream_id)
+        connection.data_received(client.data_to_send())
+        await asyncio.wait_for(transport.closed.wait(), 30)
+        events = client.receive_data(transport.take())
+        goaway = [e for e in events if isinstance(e, ConnectionTerminated)]
+        assert [e.error_code for e in goaway] == [ErrorCodes.ENHANCE_YOUR_CALM]
+        assert metrics.connections_dropped == {"resets": 1}
+        # Once past the limit no new call started: not a hundred handlers.
+        assert 0 < len(connection.calls.inner._cancelled) <= 21
+        assert connection._protocol.processor.streams == {}
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_connections_handler_is_dropped_from_grpclibs_server() -> None:
+    async def scenario() -> None:
+        server = Server([Health()])
+        assert isinstance(server._handlers, set)  # what jobd.connections drops them from
 
     asyncio.run(scenario())

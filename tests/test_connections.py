@@ -175,6 +175,18 @@ class FakeTransport(asyncio.Transport):
         return default
 
 
+def connected(server: Server, limits: ConnectionLimits,
+              metrics: Metrics) -> tuple[_Connection, FakeTransport, H2Connection]:
+    """A jobd connection over a fake transport, and an h2 client that has started its side."""
+    connection = _Connection(_protocol_factory(server)(), "192.0.2.1", limits,
+                             asyncio.get_running_loop(), metrics)
+    transport = FakeTransport()
+    connection.connection_made(transport)
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    return connection, transport, client
+
+
 def test_grpclib_internals_jobd_relies_on() -> None:
     """Fails when a grpclib (or h2) upgrade moves what jobd.connections reaches into: the
     server's protocol factory, its handler, the h2 connection behind it."""
@@ -184,13 +196,7 @@ def test_grpclib_internals_jobd_relies_on() -> None:
         metrics = Metrics()
         Listener(server, ssl.create_default_context(), ConnectionLimits(), metrics)
         limits = ConnectionLimits(max_streams=2, idle_timeout=0.05)
-        connection = _Connection(_protocol_factory(server)(), "192.0.2.1", limits,
-                                 asyncio.get_running_loop(), metrics)
-        transport = FakeTransport()
-        connection.connection_made(transport)
-
-        client = H2Connection(H2Configuration(client_side=True))
-        client.initiate_connection()
+        connection, transport, client = connected(server, limits, metrics)
         for stream_id in (1, 3, 5):  # before it has seen, let alone acknowledged, our SETTINGS
             client.send_headers(stream_id, CHECK)
         connection.data_received(client.data_to_send())
@@ -222,15 +228,9 @@ def test_grpclib_internals_jobd_relies_on() -> None:
 
 def test_a_connection_that_resets_too_many_streams_is_told_to_calm_down_and_closed() -> None:
     async def scenario() -> None:
-        server = Server([Health()])
         metrics = Metrics()
-        limits = ConnectionLimits(max_resets=20)
-        connection = _Connection(_protocol_factory(server)(), "192.0.2.1", limits,
-                                 asyncio.get_running_loop(), metrics)
-        transport = FakeTransport()
-        connection.connection_made(transport)
-        client = H2Connection(H2Configuration(client_side=True))
-        client.initiate_connection()
+        connection, transport, client = connected(Server([Health()]),
+                                                  ConnectionLimits(max_resets=20), metrics)
         client.receive_data(transport.take())
         for stream_id in range(1, 2 * 100, 2):  # a hundred HEADERS, each reset at once
             client.send_headers(stream_id, CHECK)

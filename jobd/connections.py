@@ -57,6 +57,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from jobd.metrics import Metrics
+from jobd.revocation import serial_of
 from jobd.units import parse_duration
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,22 @@ class _Connection(asyncio.Protocol):
             self._protocol.connection.flush()
         transport.close()
 
+    def serial(self) -> int | None:
+        """The serial number of the client's certificate (None before the handshake)."""
+        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
+        return serial_of(ssl_object.getpeercert()) if ssl_object is not None else None
+
+    def close_now(self, why: str) -> None:
+        """GOAWAY, cancel what runs on it, close."""
+        log.warning("closing the connection from %s: %s", self.peer, why,
+                    extra={"peer": self.peer})
+        with contextlib.suppress(ProtocolError):
+            _h2_of(self._protocol).close_connection()
+            self._protocol.connection.flush()
+        self.calls.close()
+        if self._transport is not None:
+            self._transport.close()
+
     def discard(self) -> None:
         """Whatever happened: drop the connection and let grpclib forget its handler."""
         self.busy()
@@ -446,6 +463,16 @@ class Listener:
         self._accepting.cancel()
         for listener in self._listeners:
             listener.socket.close()
+
+    def close_revoked(self, revoked: frozenset[int]) -> int:
+        """Close every connection whose client certificate is among ``revoked`` (GOAWAY, then
+        the TLS connection itself, calls in flight included); how many were closed."""
+        closed = 0
+        for connection in list(self._connections):
+            if connection.serial() in revoked:
+                connection.close_now("its certificate has been revoked")
+                closed += 1
+        return closed
 
     def close(self) -> None:
         """Stop accepting and cancel every call in flight (the connections stay open)."""

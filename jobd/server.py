@@ -38,6 +38,7 @@ from jobd.manager import JobManager
 from jobd.metrics import Metrics
 from jobd.metrics import serve as serve_metrics
 from jobd.notify import notify
+from jobd.revocation import revoked_serials
 from jobd.service import JobService
 from jobd.statedir import StateDir
 from jobd.store import Store
@@ -118,16 +119,22 @@ def apply_ceilings(config: Config, cgroups: CgroupBackend, host: Host) -> None:
              jobs.describe(), each.describe())
 
 
-def reload_crl(config: Config, ssl_context: ssl.SSLContext) -> None:
-    """SIGHUP: the CRL again, for every handshake from now on."""
+def reload_crl(config: Config, ssl_context: ssl.SSLContext, service: JobService,
+               listener: Listener) -> None:
+    """SIGHUP: the CRL again, for every handshake from now on, every call from now on, and
+    the connections its certificates have open."""
     if config.crl is None:
         return
     try:
+        revoked = revoked_serials(config.crl)
         load_crl(ssl_context, config.crl)
-    except TLSConfigError as exc:
+    except (TLSConfigError, OSError, ValueError) as exc:
         log.error("SIGHUP received: keeping the CRL loaded before: %s", exc)
         return
-    log.info("SIGHUP received: reloaded the CRL %s", config.crl)
+    service.revoked = revoked
+    closed = listener.close_revoked(revoked)
+    log.info("SIGHUP received: reloaded the CRL %s (%d revoked; %d open connection(s) of "
+             "revoked certificates closed)", config.crl, len(revoked), closed)
 
 
 def reload(config: Config, service: JobService, manager: JobManager) -> None:
@@ -217,6 +224,11 @@ async def _serve(
     try:
         service = JobService(manager, config.roles, metrics, audit,
                              config.connections.request_timeout)
+        if config.crl is not None:
+            try:
+                service.revoked = revoked_serials(config.crl)
+            except (OSError, ValueError) as exc:
+                raise TLSConfigError(f"cannot read CRL {config.crl}: {exc}") from None
         await _serve_service(config, ssl_context, manager, service, metrics, task_status)
     finally:
         audit.close()
@@ -253,7 +265,7 @@ async def _serve_service(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notify("RELOADING=1")
-                    reload_crl(config, ssl_context)
+                    reload_crl(config, ssl_context, service, listener)
                     reload(config, service, manager)
                     notify("READY=1")
                     continue

@@ -37,6 +37,7 @@ from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
 from jobd.quotas import refusal
+from jobd.revocation import serial_of
 from jobd.tls import TLSConfigError, check_negotiated, common_name
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
@@ -189,28 +190,34 @@ def rpc(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
-# The certificate name of each connection, read by its first call: a TLS 1.3 connection's peer
-# certificate and cipher cannot change after the handshake (jobd asks for no post-handshake
-# authentication), and reading them costs ~20 µs a call in the running daemon. Keyed weakly by
-# the connection's SSLObject, so an entry goes with its connection. Roles are looked up on
-# every call, as they change on reload.
-_NAMES: weakref.WeakKeyDictionary[ssl.SSLObject, str | None] = weakref.WeakKeyDictionary()
+# The certificate name and serial of each connection, read by its first call: a TLS 1.3
+# connection's peer certificate and cipher cannot change after the handshake (jobd asks for no
+# post-handshake authentication), and reading them costs ~20 µs a call in the running daemon.
+# Keyed weakly by the connection's SSLObject, so an entry goes with its connection. Roles and
+# revocations are looked up on every call, as they change on reload.
+_PEERS: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[str | None, int | None]] = (
+    weakref.WeakKeyDictionary())
 
 
-def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role]) -> Identity:
-    """The caller, from its verified certificate only. Fails closed."""
+def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role],
+                revoked: frozenset[int] = frozenset()) -> Identity:
+    """The caller, from its verified certificate only. Fails closed: a certificate the CRL
+    revokes now is refused, however long ago its connection was opened."""
     ssl_object = getattr(stream.peer, "_transport", None)
     ssl_object = ssl_object.get_extra_info("ssl_object") if ssl_object is not None else None
     if ssl_object is None:
         raise errors.PermissionDenied("no TLS session")
     try:
-        name = _NAMES[ssl_object]
+        name, serial = _PEERS[ssl_object]
     except KeyError:
         try:
             check_negotiated(ssl_object)
         except TLSConfigError as exc:
             raise errors.PermissionDenied(str(exc)) from None
-        name = _NAMES[ssl_object] = common_name(ssl_object.getpeercert())
+        cert = ssl_object.getpeercert()
+        name, serial = _PEERS[ssl_object] = common_name(cert), serial_of(cert)
+    if serial is not None and serial in revoked:
+        raise errors.PermissionDenied("the client certificate has been revoked")
     return Identity.lookup(name, roles)
 
 
@@ -223,6 +230,8 @@ class JobService(JobServiceBase):
         self.request_timeout = request_timeout
         self.audit = audit or AuditLog(None)
         self.roles = roles
+        # Serial numbers the CRL revokes (reloaded on SIGHUP): refused on every call.
+        self.revoked: frozenset[int] = frozenset()
         self.metrics = metrics or Metrics()
         self.metrics.gauges = lambda: (len(manager.running()), self.active_streams)
         self.metrics.jobs_finished = manager.finished_outcomes
@@ -232,7 +241,7 @@ class JobService(JobServiceBase):
         self._streams_idle.set()
 
     def _identify(self, stream: Stream[Any, Any]) -> Identity:
-        identity = identity_of(stream, self.roles)
+        identity = identity_of(stream, self.roles, self.revoked)
         current_call().identity = identity.name
         return identity
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import ssl
@@ -76,3 +77,48 @@ def test_a_missing_crl_stops_the_start(tmp_path: Path, certs: Any) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert f"cannot load CRL {tmp_path / 'nope.crl'}" in result.stderr
+
+
+def test_revocation_reaches_a_connection_opened_before_it(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    gen(str(pki))
+    gen("--client", "client_2", str(pki))
+    gen("--revoke", "client_2", str(pki))  # a CRL to start with, revoking someone else
+    certs = Certs(pki, pki / "ca.crt", pki / "server.pem")
+    daemon = Daemon(certs, tmp_path / "state", "--crl", str(pki / "ca.crl")).start()
+
+    async def scenario() -> tuple[bool, float, bool]:
+        ctx = client_context(certs.ca, certs.client("client_1"))
+        channel = Channel("127.0.0.1", daemon.port, ssl=ctx)
+        stub = JobServiceStub(channel)
+        try:
+            await stub.ListJobs(pb.ListJobsRequest())  # the connection is open and works
+            job = await stub.StartJob(pb.StartJobRequest(argv=["sleep", "300"]))
+            follow = asyncio.ensure_future(stub.StreamOutput(pb.StreamOutputRequest(
+                job_id=job.job_id)))  # a call in flight on that connection
+            await asyncio.sleep(0.2)
+            gen("--revoke", "client_1", str(pki))
+            daemon.signal(signal.SIGHUP)
+            begin = asyncio.get_running_loop().time()
+            refused = False
+            while asyncio.get_running_loop().time() - begin < 5:
+                try:
+                    await stub.ListJobs(pb.ListJobsRequest())
+                except Exception:
+                    refused = True
+                    break
+                await asyncio.sleep(0.02)
+            took = asyncio.get_running_loop().time() - begin
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(follow, 5)
+            return refused, took, follow.done()
+        finally:
+            channel.close()
+
+    try:
+        refused, took, follow_ended = asyncio.run(scenario())
+        assert refused and took < 1.0, took
+        assert follow_ended  # the call in flight went with its connection
+        assert any("certificate has been revoked" in e["msg"] for e in daemon.entries())
+    finally:
+        assert daemon.stop() == 0

@@ -22,6 +22,11 @@ MAX_PATH_BYTES = 4096  # cwd and argv[0]
 MAX_JOB_ID_BYTES = 64  # job ids are UUIDs (36 characters)
 MAX_OWNER_BYTES = 256  # ListJobs' owner filter (a certificate CN is at most 64)
 MAX_MESSAGE_BYTES = 4 * MiB  # one gRPC request message, refused before it is read
+# What a job's record carries of its request in lists, logs and every save of its state: a
+# summary this big at most (GetJob still returns the request whole, kept once).
+SUMMARY_ARGV_BYTES = 4096
+SUMMARY_ENV_BYTES = 2048
+MAX_PAGE_BYTES = 4 * MiB  # one ListJobs reply: a page over it is cut short, not refused
 
 _JOB_ID = re.compile(r"[0-9a-f-]*")
 # What a job's environment variable may be called: what a shell passes on (a job's own shell
@@ -70,3 +75,37 @@ def check_owner(owner: str) -> None:
         raise InvalidArgument(
             f"owner filter is {_size(owner)} bytes; the most is {MAX_OWNER_BYTES}"
         )
+
+
+def request_size(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    return sum(_size(a) for a in argv) + sum(_size(k) + 1 + _size(v) for k, v in env.items())
+
+
+def summarize_argv(argv: Sequence[str], budget: int = SUMMARY_ARGV_BYTES) -> list[str]:
+    """``argv`` if it fits in ``budget`` bytes; else as much of it as fits, the argument that
+    does not fit cut short, and a last word saying what was left out, all within ``budget``
+    (so a summary summarized again is itself)."""
+    total = sum(_size(a) for a in argv)
+    if total <= budget:
+        return list(argv)
+    marker = f"... ({len(argv)} arguments, {total} bytes in all)"
+    room_left = max(0, budget - _size(marker))
+    kept: list[str] = []
+    for arg in argv:
+        if _size(arg) <= room_left:
+            kept.append(arg)
+            room_left -= _size(arg)
+            continue
+        if room_left > 0:
+            cut = arg.encode("utf-8", "surrogatepass")[:room_left].decode("utf-8", "ignore")
+            kept.append(cut)
+        break
+    kept.append(marker)
+    return kept
+
+
+def summarize_env(env: Mapping[str, str], budget: int = SUMMARY_ENV_BYTES) -> dict[str, str]:
+    """``env`` if it fits in ``budget`` bytes, else none of it (a summary of variables would
+    read as the real thing)."""
+    size = sum(_size(k) + 1 + _size(v) for k, v in env.items())
+    return dict(env) if size <= budget else {}

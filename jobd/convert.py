@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from jobd import bounds
 from jobd.cgroups.base import Limits, Usage
 from jobd.isolation import ORDER, Namespace
 from jobd.job import Job, JobSpec, LimitRequest, Outcome, Result, State
@@ -117,12 +118,15 @@ def result_to_pb(result: Result) -> pb.JobResult:
     return msg
 
 
-def job_to_pb(job: Job) -> pb.Job:
+def job_to_pb(job: Job, brief: bool = False) -> pb.Job:
+    """``brief``: for a list, the request summarized (``bounds.summarize_*``)."""
+    argv = bounds.summarize_argv(job.spec.argv) if brief else job.spec.argv
+    env = bounds.summarize_env(job.spec.env) if brief else job.spec.env
     return pb.Job(
         id=job.id,
         owner=job.owner,
-        argv=job.spec.argv,
-        env=job.spec.env,
+        argv=argv,
+        env=env,
         cwd=job.spec.cwd,
         state=STATE_TO_PB[job.state],
         result=result_to_pb(job.result) if job.result else None,

@@ -215,7 +215,7 @@ class JobManager:
             "job %s started by %s: %s (%s)",
             job.id,
             owner,
-            list(spec.argv),
+            bounds.summarize_argv(spec.argv, 256),  # the log need not copy a MiB per start
             job.result.message if job.result else f"pid {job.pid}",
             extra={"job": job.id, "identity": owner},
         )

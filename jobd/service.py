@@ -38,6 +38,7 @@ from jobd.manager import JobManager
 from jobd.metrics import Metrics
 from jobd.quotas import refusal
 from jobd.revocation import serial_of
+from jobd.store import page_token
 from jobd.tls import TLSConfigError, check_negotiated, common_name
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
@@ -334,9 +335,16 @@ class JobService(JobServiceBase):
         authorize(identity, Action.LIST, owner=request.owner)
         owner = request.owner or (identity.name if identity.role is Role.USER else None)
         page = await self.manager.jobs(owner, request.limit, request.page_token)
-        return pb.ListJobsResponse(
-            jobs=[job_to_pb(j) for j in page.jobs], next_page_token=page.next_token
-        )
+        reply = pb.ListJobsResponse(next_page_token=page.next_token)
+        size = 0
+        for i, job in enumerate(page.jobs):  # each with its request summarized: a few KiB
+            message = job_to_pb(job, brief=True)
+            size += message.ByteSize()
+            if size > bounds.MAX_PAGE_BYTES and i:
+                reply.next_page_token = page_token(page.jobs[i - 1])  # cut short: the rest next
+                break
+            reply.jobs.append(message)
+        return reply
 
     async def _stream_output(
         self,

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from jobd import bounds
 from jobd.cgroups.base import Limits, Usage
 from jobd.isolation import ORDER, Namespace
 from jobd.job import Job, JobSpec, Outcome, Result, State
@@ -36,7 +37,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     record TEXT NOT NULL,
     output_kept INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    argv TEXT NOT NULL,
+    env TEXT NOT NULL
+);
 """
+# A request bigger than this (argv and env together) is kept once, in ``requests``, and each
+# save of the job's state carries a summary of it (bounds.summarize_*): 200 starts with 2 MiB
+# requests wrote each three times over, 400 MB of WAL.
+RECORD_REQUEST_BYTES = bounds.SUMMARY_ARGV_BYTES + bounds.SUMMARY_ENV_BYTES
 # The two retention lookups read finished jobs only, so their indexes are partial: a job's
 # first record (it runs) then writes 3 B-trees, not 6, and its last adds it to these two.
 # The state is spelled out, not bound, in the queries below, or SQLite would not use them.
@@ -60,11 +70,17 @@ CHECKPOINT_EVERY = 300
 WAL_LIMIT = 4000
 
 
+def large_request(job: Job) -> bool:
+    return bounds.request_size(job.spec.argv, job.spec.env) > RECORD_REQUEST_BYTES
+
+
 def job_to_record(job: Job) -> dict[str, Any]:
     result = job.result
+    large = large_request(job)
     return {
-        "argv": list(job.spec.argv),
-        "env": dict(job.spec.env),
+        "argv": bounds.summarize_argv(job.spec.argv) if large else list(job.spec.argv),
+        "env": bounds.summarize_env(job.spec.env) if large else dict(job.spec.env),
+        "request_kept": large,  # whole in the requests table
         "cwd": job.spec.cwd,
         "started_at": job.started_at,
         "pid": job.pid,
@@ -168,6 +184,11 @@ class Page:
     next_token: str
 
 
+def page_token(job: Job) -> str:
+    """The token of a page that continues after ``job``."""
+    return _encode_token(job)
+
+
 def _encode_token(job: Job) -> str:
     return f"{job.created_at!r}/{job.id}"
 
@@ -189,6 +210,8 @@ class Store:
         if "output_kept" not in columns:  # a database from before retention existed
             self._db.execute("ALTER TABLE jobs ADD COLUMN output_kept INTEGER NOT NULL DEFAULT 1")
         self._db.executescript(INDEXES)
+        # Ids of jobs whose large request is in the requests table (until their last save).
+        self._requests_kept: set[str] = set()
         # Read from worker threads through a connection of their own; WAL lets them run
         # beside the writer.
         self._reader = self._connect(check_same_thread=False)
@@ -226,10 +249,13 @@ class Store:
             self._pending[job.id] = job.snapshot()
             return
         try:
+            self._keep_request(job)
             self._db.execute(UPSERT, _row(job))
         except sqlite3.Error as exc:
             self._defer(job, exc)
             return
+        if job.finished:
+            self._requests_kept.discard(job.id)
         self._saves += 1
         if self._saves >= CHECKPOINT_EVERY:
             self._checkpoint_due.set()
@@ -238,6 +264,16 @@ class Store:
             # save start the WAL over; as SQLite would have, but once per WAL_LIMIT pages.
             self._checkpoint(self._db, "RESTART")
             self._wal_pages = 0  # or another process reads it still: the next one will tell
+
+    def _keep_request(self, job: Job) -> None:
+        """A large request, whole, once (its record's saves carry a summary)."""
+        if job.id in self._requests_kept or not large_request(job):
+            return
+        self._db.execute(
+            "INSERT OR IGNORE INTO requests (id, argv, env) VALUES (?, ?, ?)",
+            (job.id, json.dumps(list(job.spec.argv)), json.dumps(dict(job.spec.env))),
+        )
+        self._requests_kept.add(job.id)
 
     def _defer(self, job: Job, exc: sqlite3.Error) -> None:
         if self.error is None:
@@ -252,6 +288,8 @@ class Store:
             return True
         try:
             self._db.execute("BEGIN")
+            for job in self._pending.values():
+                self._keep_request(job)
             self._db.executemany(UPSERT, [_row(j) for j in self._pending.values()])
             self._db.execute("COMMIT")
         except sqlite3.Error:
@@ -297,10 +335,20 @@ class Store:
     # Reading
 
     def get(self, job_id: str) -> Job | None:
+        """The job with its request whole (a page's jobs carry only a summary of a large one)."""
         if job_id in self._pending:
             return self._pending[job_id]
         row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return job_from_row(row) if row else None
+        if not row:
+            return None
+        job = job_from_row(row)
+        if json.loads(row[-1]).get("request_kept"):
+            kept = self._db.execute("SELECT argv, env FROM requests WHERE id = ?",
+                                    (job_id,)).fetchone()  # fmt: skip
+            if kept:
+                spec = replace(job.spec, argv=tuple(json.loads(kept[0])), env=json.loads(kept[1]))
+                job = replace(job, spec=spec)
+        return job
 
     def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of jobs that ended before ``cutoff``, oldest first."""
@@ -315,6 +363,7 @@ class Store:
     def delete(self, job_ids: list[str]) -> None:
         marks = ", ".join("?" * len(job_ids))
         self._db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", job_ids)
+        self._db.execute(f"DELETE FROM requests WHERE id IN ({marks})", job_ids)
 
     def unfinished(self) -> list[Job]:
         rows = self._db.execute(

@@ -141,3 +141,41 @@ def test_a_rapid_reset_flood_is_cut_off_and_costs_others_nothing(
     # Others did not notice (generous here: `nox -s bench` measures the p99).
     assert waits and max(waits) <= 0.5, sorted(waits)[-5:]
     assert wait_until(lambda: any("more than 200 stream resets" in line for line in daemon.log))
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def test_jobs_with_megabyte_requests_list_in_a_bounded_page_and_log_little(
+    daemon: Daemon,
+) -> None:
+    big_arg = "a" * ((1 << 20) - 100)  # within the request bounds (1 MiB each)
+    env = {"BIG": "e" * ((1 << 20) - 100)}
+
+    async def scenario(stub: Any) -> tuple[pb.ListJobsResponse, pb.Job, list[float]]:
+        for _ in range(20):  # failed starts: recorded, with their whole request
+            with contextlib.suppress(GRPCError):
+                await stub.StartJob(pb.StartJobRequest(argv=["/nonexistent", big_arg],
+                                                       env=env))  # fmt: skip
+        waits: list[float] = []
+
+        async def bystander() -> None:
+            for _ in range(10):
+                begin = time.monotonic()
+                await stub.ListJobs(pb.ListJobsRequest(limit=1))
+                waits.append(time.monotonic() - begin)
+
+        listed, _ = await asyncio.gather(stub.ListJobs(pb.ListJobsRequest()), bystander())
+        whole = await stub.GetJob(pb.GetJobRequest(job_id=listed.jobs[0].id))
+        return listed, whole, waits
+
+    listed, whole, waits = daemon.run("client_1", scenario)
+    assert len(listed.jobs) == 20
+    assert listed.ByteSize() < 20 * 8192  # summaries: a few KiB a job, not 2 MiB
+    summary = list(listed.jobs[0].argv)
+    assert summary[0] == "/nonexistent" and summary[-1] == (
+        f"... (2 arguments, {len('/nonexistent') + len(big_arg)} bytes in all)")
+    assert dict(listed.jobs[0].env) == {}  # too big to show in a list
+    assert list(whole.argv) == ["/nonexistent", big_arg] and dict(whole.env) == env
+    assert max(waits) < 1.0, waits
+    assert sum(len(line) for line in daemon.log) < 1 << 20  # no MiB of argv per start logged

@@ -81,3 +81,14 @@ def test_job_ids() -> None:
     assert not bounds.job_id_plausible("../x")
     assert not bounds.job_id_plausible("a\0")
     assert bounds.shown_job_id("x" * 1000) == "x" * B.MAX_JOB_ID_BYTES + "..."
+
+
+def test_a_summary_of_argv_fits_its_budget_and_says_what_was_left_out() -> None:
+    assert bounds.summarize_argv(["ls", "-l"], 64) == ["ls", "-l"]
+    summary = bounds.summarize_argv(["prog", "a" * 100, "b"], 64)
+    assert summary[0] == "prog" and summary[-1] == "... (3 arguments, 105 bytes in all)"
+    assert sum(len(a) for a in summary) <= 64
+    assert bounds.summarize_argv(summary, 64) == summary  # a summary summarized is itself
+    assert bounds.summarize_argv(["é" * 100], 40)[0] == "é" * 2  # cut on a character
+    assert bounds.summarize_env({"A": "1"}) == {"A": "1"}
+    assert bounds.summarize_env({"A": "x" * 5000}) == {}

@@ -124,3 +124,32 @@ async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
         nursery.cancel_scope.cancel()
     store.close()
     state.release()
+
+
+async def test_a_page_over_its_byte_bound_is_cut_short_and_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers_unit import open_manager
+
+    from jobd import bounds
+    from jobd.auth import Identity
+    from jobd.job import JobSpec
+
+    async with open_manager(tmp_path / "state") as manager:
+        for i in range(5):
+            await manager.wait_finished(await manager.start("alice", JobSpec(("true", str(i)))))
+        service = JobService(manager, DEFAULT_ROLES)
+        alice = Identity("alice", Role.USER)
+        whole = await service._list(alice, pb.ListJobsRequest())
+        assert len(whole.jobs) == 5 and not whole.next_page_token
+        one = whole.jobs[0].ByteSize()
+        monkeypatch.setattr(bounds, "MAX_PAGE_BYTES", int(one * 2.5))  # room for two
+        seen, token = [], ""
+        while True:
+            page = await service._list(alice, pb.ListJobsRequest(page_token=token))
+            assert 1 <= len(page.jobs) <= 2
+            seen += [j.id for j in page.jobs]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == [j.id for j in whole.jobs]  # all of them, each once, in order

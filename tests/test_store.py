@@ -118,3 +118,32 @@ async def test_what_the_worker_could_not_copy_the_trio_thread_does_past_the_limi
         wal = wal_size(path)
         save_jobs(store, 5)  # and the WAL starts over instead of growing
         assert wal_size(path) == wal
+
+
+async def test_a_large_request_is_kept_once_and_records_carry_a_summary(tmp_path: Path) -> None:
+    store = Store(tmp_path / "jobs.db")
+    try:
+        argv = ("prog", "x" * 100_000)
+        env = {"BIG": "y" * 100_000}
+        job = Job(id=str(uuid.uuid4()), owner="alice", spec=JobSpec(argv=argv, env=env))
+        store.save(job)
+        job.spawned(1)
+        store.save(job)
+        job.exited(0)
+        store.save(job)
+        (kept,) = store._db.execute("SELECT count(*) FROM requests").fetchone()
+        assert kept == 1
+        records = store._db.execute("SELECT length(record) FROM jobs").fetchall()
+        assert records[0][0] < 8192  # a summary, not 200 KB, in every save
+        listed = (await store.page(None, 10)).jobs[0]
+        assert listed.spec.argv[-1].startswith("... (2 arguments, 100004 bytes")
+        assert listed.spec.env == {}
+        whole = store.get(job.id)
+        assert whole is not None and whole.spec.argv == argv and whole.spec.env == env
+        store.delete([job.id])
+        assert store._db.execute("SELECT count(*) FROM requests").fetchone() == (0,)
+        small = Job(id=str(uuid.uuid4()), owner="alice", spec=JobSpec(argv=("true",)))
+        store.save(small)
+        assert store._db.execute("SELECT count(*) FROM requests").fetchone() == (0,)
+    finally:
+        store.close()

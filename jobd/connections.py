@@ -392,6 +392,40 @@ class _Connection(asyncio.Protocol):
         self.calls.close()
 
 
+def _send_window(stream: Any) -> tuple[Any, Any, H2Connection]:
+    h2_stream = getattr(stream, "_stream", None)
+    connection = getattr(h2_stream, "connection", None)
+    h2 = getattr(h2_stream, "_h2_connection", None)
+    if h2_stream is None or connection is None or not isinstance(h2, H2Connection):
+        raise RuntimeError("grpclib's Stream no longer keeps its h2 stream, connection and "
+                           "H2Connection where jobd/connections.py looks")
+    return h2_stream, connection, h2
+
+
+def send_room_now(stream: Any) -> int:
+    """The bytes a call's stream can send now without waiting for its client: 0 while its
+    connection is not writable or its flow-control window is closed."""
+    h2_stream, connection, h2 = _send_window(stream)
+    if not connection.write_ready.is_set():
+        return 0
+    return max(0, int(h2.local_flow_control_window(h2_stream.id)))
+
+
+async def send_room(stream: Any) -> int:
+    """Wait until a call's stream can send without waiting for its client (the connection
+    writable, its flow-control window open); the bytes the window takes now. grpclib keeps a
+    message it cannot send whole in memory until the client reads it: asking first lets a
+    stream whose client reads nothing hold no data at all."""
+    h2_stream, connection, h2 = _send_window(stream)
+    while True:
+        await connection.write_ready.wait()
+        window = int(h2.local_flow_control_window(h2_stream.id))
+        if window > 0:
+            return window
+        h2_stream.window_updated.clear()
+        await h2_stream.window_updated.wait()
+
+
 def _handlers_of(server: Server) -> set[Handler]:
     handlers = getattr(server, "_handlers", None)
     if not isinstance(handlers, set):

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -320,6 +320,7 @@ class JobManager:
         only: Stream | None = None,
         tail_lines: int = 0,
         no_follow: bool = False,
+        room: Callable[[], Awaitable[int]] | None = None,
     ) -> AsyncGenerator[list[Chunk], None]:
         if offset and tail_lines:
             raise InvalidArgument("give an offset or a number of tail lines, not both")
@@ -334,7 +335,8 @@ class JobManager:
         if not is_frame_boundary(path, offset):
             raise InvalidArgument(f"offset {offset} is not where a chunk starts: give 0 or a "
                                   "next_offset received before")
-        return follow(path, live, offset, only=only, tail_lines=tail_lines, no_follow=no_follow)
+        return follow(path, live, offset, only=only, tail_lines=tail_lines, no_follow=no_follow,
+                      room=room)
 
     def running(self) -> list[Job]:
         return [r.job for r in self._runners.values() if not r.job.finished]

@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import struct
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +32,13 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct(">BI")
 TRAILER = struct.Struct(">I")
 OVERHEAD = HEADER.size + TRAILER.size
-# The pumps read at most this much at a time, so a frame is never larger than this...
-MAX_FRAME_DATA = 256 * 1024
-# ...and a follower's read always holds at least one whole frame.
-READ_SIZE = 2 * MAX_FRAME_DATA
+# The pumps read at most this much at a time, so a frame is never larger than this: what a
+# stream whose client reads a byte at a time holds at most (a frame it cannot cut, three
+# times over in protobuf's and grpclib's copies: ~200 KiB)...
+MAX_FRAME_DATA = 64 * 1024
+# ...and a follower's read holds several whole frames: a client that keeps up gets them in
+# one message (fewer messages cost the daemon less CPU per byte).
+READ_SIZE = 512 * 1024
 
 
 class Stream(enum.IntEnum):
@@ -69,13 +72,8 @@ class OutputLog:
         self._changed = trio.Event()
 
     def append(self, stream: Stream, data: bytes | bytearray) -> None:
-        if len(data) <= MAX_FRAME_DATA:
-            self._append(stream, data)
-            return
-        for start in range(0, len(data), MAX_FRAME_DATA):  # followers read whole frames
-            self._append(stream, data[start : start + MAX_FRAME_DATA])
-
-    def _append(self, stream: Stream, data: bytes | bytearray) -> None:
+        """Append ``data`` as frames of at most MAX_FRAME_DATA (followers read whole frames),
+        all in one write."""
         if self.closed:
             raise RuntimeError("append to a closed output log")
         if self.error is not None:
@@ -91,8 +89,14 @@ class OutputLog:
             if not data:
                 return
         length = len(data)
+        parts: list[bytes | bytearray | memoryview] = []
+        view = memoryview(data)
+        for start in range(0, max(length, 1), MAX_FRAME_DATA):  # b"": one empty frame
+            piece = view[start : start + MAX_FRAME_DATA]
+            parts += [HEADER.pack(stream, len(piece)), piece, TRAILER.pack(len(piece))]
+        frames = len(parts) // 3
         try:
-            self._write_all([HEADER.pack(stream, length), data, TRAILER.pack(length)])
+            self._write_all(parts)
         except OSError as exc:
             # The job must not be blocked or killed because its log cannot grow: keep draining
             # its pipes, count what is lost, and say so in its record. A frame written in part
@@ -103,11 +107,11 @@ class OutputLog:
             log.error("%s: %s", self.path.name, self.error)
             self.dropped_bytes += length
             return
-        self.size += OVERHEAD + length
+        self.size += frames * OVERHEAD + length
         self.data_bytes += length
         self._wake()
 
-    def _write_all(self, parts: list[bytes | bytearray]) -> None:
+    def _write_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
         total = sum(len(p) for p in parts)
         written = os.writev(self._fd, parts)
         if written != total:  # regular files rarely write short; finish the frame if they do
@@ -136,12 +140,15 @@ class OutputLog:
 BATCH_FRAMES = 2048
 
 
-def parse_frames(buf: bytes, offset: int,
-                 max_frames: int = BATCH_FRAMES) -> tuple[list[Chunk], int]:
+def parse_frames(buf: bytes, offset: int, max_frames: int = BATCH_FRAMES,
+                 max_bytes: int | None = None,
+                 only: Stream | None = None) -> tuple[list[Chunk], int]:
     """Whole frames at the start of ``buf`` (read at ``offset``), at most ``max_frames`` of
-    them, and the bytes they span."""
+    them and, past the first, at most ``max_bytes`` of data, and the bytes they span. With
+    ``only``, the other stream's frames are stepped over (counted in the span, never copied)."""
     chunks: list[Chunk] = []
     pos = 0
+    data_bytes = 0
     view = memoryview(buf)
     while len(buf) - pos >= HEADER.size and len(chunks) < max_frames:
         stream, length = HEADER.unpack_from(buf, pos)
@@ -152,6 +159,12 @@ def parse_frames(buf: bytes, offset: int,
             break
         if TRAILER.unpack_from(buf, end - TRAILER.size)[0] != length:
             raise CorruptLog(f"frame at offset {offset + pos} is damaged")
+        if only is not None and stream != only:
+            pos = end
+            continue
+        if chunks and max_bytes is not None and data_bytes + length > max_bytes:
+            break
+        data_bytes += length
         data = bytes(view[pos + HEADER.size : end - TRAILER.size])
         chunks.append(Chunk(Stream(stream), data, offset + end))
         pos = end
@@ -251,13 +264,17 @@ async def follow(
     only: Stream | None = None,
     tail_lines: int = 0,
     no_follow: bool = False,
+    room: Callable[[], Awaitable[int]] | None = None,
 ) -> AsyncGenerator[list[Chunk], None]:
     """Every chunk from ``offset`` on; with ``live``, wait for more until the log closes.
 
     ``offset`` must be 0 or a ``next_offset`` handed out before: anything else is not a frame
     boundary and is reported as a damaged log. ``tail_lines`` starts that many lines before
     the end instead. ``no_follow`` stops at the end there is now. Batches may be empty when
-    ``only`` filters a whole read out.
+    ``only`` filters a whole read out. ``room``: awaited before each batch is read, the most
+    data the reader can take now (a stream's flow-control window): a batch holds no more than
+    that (but one whole frame), so a reader that takes nothing makes the follower wait before
+    it reads, holding no data.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -275,11 +292,13 @@ async def follow(
             # the read sets this very event, so no wake-up is lost.
             changed = live.changed if live is not None else None
             closed = live is None or live.closed
+            current = live.size if live is not None else end
+            want = await room() if room is not None and current > offset else None
             buf = os.pread(fd, min(READ_SIZE, end - offset) if no_follow else READ_SIZE, offset)
-            chunks, used = parse_frames(buf, offset)
-            if chunks:
+            chunks, used = parse_frames(buf, offset, max_bytes=want, only=only)
+            if used:
                 offset += used
-                if skip:
+                if skip and chunks:
                     first = chunks[0]
                     chunks[0] = Chunk(first.stream, first.data[skip:], first.next_offset)
                     skip = 0

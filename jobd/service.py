@@ -33,6 +33,7 @@ from grpclib.server import Stream
 from jobd import bounds, errors
 from jobd.audit import AuditLog
 from jobd.auth import Action, Identity, Role, authorize
+from jobd.connections import send_room, send_room_now
 from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.manager import JobManager
 from jobd.metrics import Metrics
@@ -299,7 +300,13 @@ class JobService(JobServiceBase):
     ) -> None:
         identity, request = await self._request(stream)
         send = trio_asyncio.aio_as_trio(stream.send_message)
-        await trio_asyncio.trio_as_aio(self._stream_output)(identity, request, send)
+        wait_room = trio_asyncio.aio_as_trio(send_room)
+
+        async def room() -> int:  # the hop to asyncio only when it has to wait
+            return send_room_now(stream) or await wait_room(stream)
+
+        await trio_asyncio.trio_as_aio(self._stream_output)(
+            identity, request, send, room if isinstance(stream, Stream) else None)
 
     # The trio side: plain trio code from here on (the synchronous one is called from
     # asyncio directly: see _unary_now).
@@ -351,6 +358,7 @@ class JobService(JobServiceBase):
         identity: Identity,
         request: pb.StreamOutputRequest,
         send: Callable[[pb.StreamOutputResponse], Awaitable[None]],
+        room: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         job = self._job(identity, Action.STREAM, request.job_id)
         quota = self.manager.quotas.of(identity.name).streams
@@ -362,13 +370,16 @@ class JobService(JobServiceBase):
         try:
             only = STREAM_FROM_PB.get(request.only)
             output = self.manager.output(
-                job, request.offset, only, request.tail_lines, request.no_follow
+                job, request.offset, only, request.tail_lines, request.no_follow, room
             )
             async with contextlib.aclosing(output):  # its file closes when the client leaves
                 async for chunks in output:
                     if chunks:
-                        await send(chunks_to_pb(chunks))
+                        message = chunks_to_pb(chunks)
                         self.metrics.bytes_streamed += sum(len(c.data) for c in chunks)
+                        chunks.clear()  # the follower's own copy: not held while we wait
+                        await send(message)
+                        del message
             if request.no_follow:
                 final = self.manager.find(job.id) or job
             else:

@@ -37,7 +37,7 @@ from jobd.launch import binary
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv
 from jobd.launch.seccomp import SeccompError
 from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, parse
-from jobd.output import MAX_FRAME_DATA, OutputLog, Stream
+from jobd.output import OutputLog, Stream
 from jobd.spawn import Child, read_report, spawn
 from jobd.system import SHELL, SYSTEM_PATH
 from jobd.units import format_size
@@ -70,11 +70,15 @@ def _as(account: Account | None) -> str:
     return f" (as {account.name})" if account else ""
 
 
+# A job writing fast blocks less on a larger pipe; the pumps still read a frame at a time.
+PIPE_SIZE = 256 * 1024
+
+
 def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
-    # Fewer, larger reads when a job writes fast; the default 64 KiB is fine if refused.
+    # The default 64 KiB is fine if refused.
     if isinstance(pipe, trio.lowlevel.FdStream):
         with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, MAX_FRAME_DATA)
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class JobRunner:
@@ -311,7 +315,7 @@ class JobRunner:
 
     async def _pump(self, pipe: trio.abc.ReceiveStream, stream: Stream) -> None:
         async with pipe:
-            while data := await pipe.receive_some(MAX_FRAME_DATA):
+            while data := await pipe.receive_some(PIPE_SIZE):  # cut into frames by append
                 self.output.append(stream, data)
                 self.job.output_bytes = self.output.data_bytes
                 self.job.output_dropped_bytes = self.output.dropped_bytes

@@ -142,3 +142,14 @@ class RawClient:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def stalled(port: int, ca: Path, cert: Path) -> RawClient:
+    """A client that opens streams and never reads from them: every stream's receive window is
+    0, and it sends no WINDOW_UPDATE."""
+    from h2.settings import SettingCodes
+
+    client = RawClient.connect(port, ca, cert)
+    client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    return client

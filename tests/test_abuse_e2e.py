@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from grpclib import GRPCError
-from h2raw import RawClient
+from h2raw import RawClient, stalled
 
 from harness import Certs, Daemon, collect, start, wait_until
 from jobd.v1 import jobs_pb2 as pb
@@ -179,3 +180,50 @@ def test_jobs_with_megabyte_requests_list_in_a_bounded_page_and_log_little(
     assert list(whole.argv) == ["/nonexistent", big_arg] and dict(whole.env) == env
     assert max(waits) < 1.0, waits
     assert sum(len(line) for line in daemon.log) < 1 << 20  # no MiB of argv per start logged
+
+
+# --- stalled streams ----------------------------------------------------------------------
+
+
+def grown_by_stalled_streams(daemon: Daemon, certs: Certs, window: int) -> int:
+    """How much the daemon grows while 200 streams (two connections' worth) follow a 64 MiB
+    job written fast (large frames), each client having opened ``window`` bytes of its
+    stream's flow-control window, then read nothing."""
+    assert daemon.proc is not None
+    code = "import os\nfor _ in range(256): os.write(1, b'x' * (256 << 10))\n"
+
+    async def big_job(stub: Any) -> str:
+        job_id = await start(stub, [sys.executable, "-c", code])
+        await collect(stub, job_id)
+        return job_id
+
+    job_id = daemon.run("client_0", big_job, 120)
+    before = rss(daemon.proc.pid)
+    clients = [stalled(daemon.port, certs.ca, certs.client("client_0")) for _ in range(2)]
+    request = grpc_message(pb.StreamOutputRequest(job_id=job_id).SerializeToString())
+    try:
+        for client in clients:
+            for _ in range(100):
+                stream = client.call("StreamOutput", [request])
+                if window:
+                    client.conn.increment_flow_control_window(window, stream)
+            client.flush()
+        time.sleep(3)  # every handler reads what it may, then waits for its client
+        return rss(daemon.proc.pid) - before
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_streams_whose_clients_read_nothing_hold_no_output(daemon: Daemon, certs: Certs) -> None:
+    grown = grown_by_stalled_streams(daemon, certs, window=0)
+    print(f"200 stalled streams: daemon grew by {grown / (1 << 20):.1f} MiB")
+    assert grown <= 16 << 20, grown
+
+
+def test_streams_that_open_their_window_a_byte_at_a_time_cost_a_frame_each(
+    daemon: Daemon, certs: Certs
+) -> None:
+    grown = grown_by_stalled_streams(daemon, certs, window=1)
+    print(f"200 streams with a 1-byte window: daemon grew by {grown / (1 << 20):.1f} MiB")
+    assert grown <= 64 << 20, grown

@@ -136,7 +136,7 @@ async def test_interleaved_streams_keep_their_order(tmp_path: Path) -> None:
 
 async def test_followers_take_frames_larger_than_one_read(tmp_path: Path) -> None:
     # Several maximal frames: a follower needs more than one READ_SIZE read.
-    items = [(OUT, bytes([i]) * MAX_FRAME_DATA) for i in range(6)]
+    items = [(OUT, bytes([i]) * MAX_FRAME_DATA) for i in range(READ_SIZE // MAX_FRAME_DATA + 2)]
     assert sum(len(d) for _, d in items) > READ_SIZE
     path = tmp_path / "j.log"
     write_log(path, items)
@@ -632,3 +632,30 @@ def test_the_data_size_of_a_log_cut_inside_a_frame(tmp_path: Path,
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) - 3)  # a crash in the middle of the last frame
     assert output.data_size(path) == 105
+
+
+async def test_a_follower_takes_no_more_than_its_reader_has_room_for(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    write_log(path, [(OUT, b"a" * 100), (OUT, b"b" * 100), (OUT, b"c" * 100)])
+    asked: list[int] = []
+
+    async def room() -> int:
+        asked.append(len(asked))
+        return 150  # a window that takes one and a half frames
+
+    batches = []
+    async with contextlib.aclosing(follow(path, None, room=room)) as follower:
+        async for batch in follower:
+            batches.append([c.data[:1] for c in batch])
+    assert batches == [[b"a"], [b"b"], [b"c"]]  # one frame each: the second would not fit
+    assert len(asked) == 3  # asked before each read, not after the end
+
+
+async def test_a_follower_of_one_stream_steps_over_the_other_without_copying_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.log"
+    write_log(path, [(OUT, b"x" * 1000)] * 50 + [(ERR, b"err\n")])
+    chunks, used = parse_frames(path.read_bytes(), 0, only=ERR)
+    assert [(c.stream, c.data) for c in chunks] == [(ERR, b"err\n")]
+    assert used == path.stat().st_size

@@ -56,6 +56,7 @@ Example file (every key optional)::
     [retention]
     max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
     max_output = "10G"                # stored output above this: oldest jobs' output deleted
+    min_free = "1G"                   # output stops (dropped, counted) below this free space
 
     [connections]                     # built in: these values
     handshake_timeout = "5s"          # a TLS handshake not done by then is dropped
@@ -70,6 +71,7 @@ Example file (every key optional)::
     running = 1000                    # jobs starting, running or stopping at once
     starts_per_minute = 600           # job starts in any 60 seconds
     streams = 1000                    # open output streams (StreamOutput calls)
+    output = "5G"                     # output its jobs may keep on disk, running ones too
 
     [quotas.identity.alice]           # one identity's own quotas; keys left out: the default's
     running = 10
@@ -320,8 +322,9 @@ def _isolation(table: Any, policy: IsolationPolicy, source: str) -> IsolationPol
 
 
 def _retention(table: dict[str, Any], source: str) -> RetentionPolicy:
-    """max_age = "30d" | false, max_output = "10G" | false (false: no limit)."""
-    unknown = sorted(set(table) - {"max_age", "max_output"})
+    """max_age = "30d" | false, max_output = "10G" | false (false: no limit), min_free =
+    "1G" (what output leaves free on the state directory's disk)."""
+    unknown = sorted(set(table) - {"max_age", "max_output", "min_free"})
     if unknown:
         raise ConfigError(f"{source}: [retention]: unknown setting(s) {', '.join(unknown)}")
     policy = RetentionPolicy()
@@ -334,6 +337,8 @@ def _retention(table: dict[str, Any], source: str) -> RetentionPolicy:
             value = table["max_output"]
             size = None if value is False else parse_size(str(value))
             policy = replace(policy, max_output=size)
+        if "min_free" in table:
+            policy = replace(policy, min_free=parse_size(str(table["min_free"])))
     except ValueError as exc:
         raise ConfigError(f"{source}: [retention]: {exc}") from None
     return policy

@@ -23,6 +23,7 @@ from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend, identity_slice
 from jobd.cgroups.none import NoneBackend
 from jobd.cgroups.spare import SpareGroup
+from jobd.diskuse import DiskUse
 from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.isolation import Isolator
 from jobd.job import SHUTDOWN, Job, JobSpec, Outcome
@@ -109,7 +110,11 @@ class JobManager:
         self.spares = SpareGroup(self.cgroups)
         self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
-        self.retention = Retention(retention or RetentionPolicy(), store, state)
+        policy = retention or RetentionPolicy()
+        # Output on disk by identity; every log's growth goes through it (jobd.diskuse).
+        self.disk = DiskUse(state.output, lambda owner: self.quotas.of(owner).output,
+                            policy.min_free)  # fmt: skip
+        self.retention = Retention(policy, store, state, self.disk)
         self._runners: dict[str, JobRunner] = {}
         self.quotas = quotas or QuotaPolicy()
         self._start_rate = StartRate()
@@ -183,7 +188,7 @@ class JobManager:
                   syscall_filter=rule.syscalls.describe())
         self._admit(job)
         try:
-            output = OutputLog(self.state.log_path(job.id), self.output_cap)
+            output = OutputLog(self.state.log_path(job.id), self.output_cap, owner, self.disk)
         except BaseException:
             self._uncount(job.id)
             raise
@@ -257,8 +262,7 @@ class JobManager:
         # from then on the job is read from the store.
         runner = self._runners.pop(job.id, None)
         # Before anyone hears that it ended, so that they see the pruning too.
-        size = runner.output.size if runner else _file_size(self.state.log_path(job.id))
-        self.retention.job_ended(size)
+        self.retention.check()
         failed = job.result is not None and job.result.outcome is Outcome.FAILED_TO_START
         if runner is not None and not failed:  # one that failed to start was logged as such
             log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import trio
 
+from jobd.diskuse import DiskUse
 from jobd.errors import DataLoss
 from jobd.units import format_size
 
@@ -60,9 +61,13 @@ class CorruptLog(DataLoss):
 class OutputLog:
     """The writing side, owned by one job. Sync methods: nothing here waits."""
 
-    def __init__(self, path: Path, cap: int | None = None) -> None:
+    def __init__(self, path: Path, cap: int | None = None, owner: str = "",
+                 use: DiskUse | None = None) -> None:
         self.path = path
         self.cap = cap
+        # Whose budget this log's output counts against, on the state directory's disk.
+        self.owner = owner
+        self.use = use
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = 0
         self.data_bytes = 0
@@ -88,6 +93,15 @@ class OutputLog:
             log.warning("%s: %s", self.path.name, self.error)
             if not data:
                 return
+        if self.use is not None:
+            granted, why = self.use.grant(self.owner, len(data))
+            if granted < len(data):
+                self.dropped_bytes += len(data) - granted
+                data = data[:granted]
+                self.error = why
+                log.warning("%s: %s", self.path.name, why)
+                if not data:
+                    return
         length = len(data)
         parts: list[bytes | bytearray | memoryview] = []
         view = memoryview(data)
@@ -106,7 +120,11 @@ class OutputLog:
             self.error = f"output log write failed: {os.strerror(exc.errno or errno.EIO)}"
             log.error("%s: %s", self.path.name, self.error)
             self.dropped_bytes += length
+            if self.use is not None:
+                self.use.released(self.owner, length)
             return
+        if self.use is not None:  # the disk holds the framing too
+            self.use.count(self.owner, frames * OVERHEAD)
         self.size += frames * OVERHEAD + length
         self.data_bytes += length
         self._wake()

@@ -1,4 +1,5 @@
-"""Per-identity quotas: concurrent running jobs, job starts per minute, open output streams.
+"""Per-identity quotas: concurrent running jobs, job starts per minute, open output streams,
+and output kept on disk.
 
 ``[quotas.default]`` applies to every identity; ``[quotas.identity.NAME]`` overrides some of
 its keys for one identity. The counts themselves live where the things counted are: running
@@ -14,7 +15,9 @@ from typing import Any
 
 import trio
 
-KEYS = ("running", "starts_per_minute", "streams")
+from jobd.units import parse_size
+
+KEYS = ("running", "starts_per_minute", "streams", "output")
 MAXIMUM = 1_000_000
 WINDOW = 60.0
 
@@ -24,6 +27,7 @@ class Quota:
     running: int = 1000
     starts_per_minute: int = 600
     streams: int = 1000
+    output: int = 5 << 30  # bytes of output its jobs may keep on disk, in all (jobd.diskuse)
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,18 @@ def _parse_quota(table: Any, base: Quota, where: str) -> Quota:
     if unknown:
         raise ValueError(f"{where}: unknown quota(s) {', '.join(unknown)} "
                          f"(known: {', '.join(KEYS)})")
+    values = dict(table)
     for name, value in table.items():
+        if name == "output":
+            try:
+                values[name] = parse_size(str(value))
+            except ValueError as exc:
+                raise ValueError(f"{where}: output: {exc}") from None
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAXIMUM:
             raise ValueError(f"{where}: {name} must be a whole number from 0 to {MAXIMUM}, "
                              f"not {value!r}")
-    return replace(base, **table)
+    return replace(base, **values)
 
 
 def parse_table(table: Any, where: str) -> QuotaPolicy:

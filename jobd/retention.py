@@ -1,9 +1,11 @@
-"""Retention: finished jobs older than ``max_age`` are forgotten, and the oldest finished
-jobs' output is deleted while all stored output is above ``max_output``. Running jobs are
-never touched; a job whose output was deleted keeps its record, which says so.
+"""Retention: finished jobs older than ``max_age`` are forgotten, and while all stored output
+(running jobs' included, counted as it is written: ``jobd.diskuse``) is above ``max_output``,
+the oldest finished jobs' output is deleted, first of the identity that holds the most, so
+that no identity's output can push out another's. Running jobs are never touched; a job
+whose output was deleted keeps its record, which says so.
 
-Pruning runs at start, hourly (for the age limit), and when a job's end takes stored output
-over the limit.
+Pruning runs at start, hourly, and when a job ends with stored output over the limit. What
+running jobs write in between is bounded by each identity's output budget (``jobd.diskuse``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
+from jobd.diskuse import DEFAULT_MIN_FREE, DiskUse
 from jobd.statedir import StateDir
 from jobd.store import Store
 from jobd.units import format_size
@@ -32,23 +35,31 @@ DEFAULT_MAX_OUTPUT = 10 << 30
 class RetentionPolicy:
     max_age: float | None = DEFAULT_MAX_AGE  # seconds; None keeps every job
     max_output: int | None = DEFAULT_MAX_OUTPUT  # bytes of stored output; None: no limit
+    min_free: int = DEFAULT_MIN_FREE  # bytes the state directory's disk keeps free
 
 
 class Retention:
-    def __init__(self, policy: RetentionPolicy, store: Store, state: StateDir) -> None:
+    def __init__(self, policy: RetentionPolicy, store: Store, state: StateDir,
+                 use: DiskUse | None = None) -> None:
         self.policy = policy
         self.store = store
         self.state = state
-        self.stored = 0  # bytes of output on disk, counted once at start and kept up to date
+        # Output on disk by identity: counted once at start, then as logs grow and go.
+        self.use = use or DiskUse(state.output)
 
-    def job_ended(self, log_size: int) -> None:
-        self.stored += log_size
+    @property
+    def stored(self) -> int:
+        return self.use.total
+
+    def check(self) -> None:
+        """When a job ends: its output was counted as it was written."""
         if self.policy.max_output is not None and self.stored > self.policy.max_output:
             self.prune_output(self.policy.max_output)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # One stat per stored log: off the event loop, there may be 100,000 of them.
-        self.stored = await trio.to_thread.run_sync(self._measure)
+        for owner, size in (await trio.to_thread.run_sync(self._measure)).items():
+            self.use.count(owner, size)
         task_status.started()
         while True:
             if self.policy.max_age is not None:
@@ -60,8 +71,15 @@ class Retention:
                 self.prune_output(self.policy.max_output)
             await trio.sleep(INTERVAL)  # the age limit moves on with the clock alone
 
-    def _measure(self) -> int:
-        return sum(e.stat().st_size for e in os.scandir(self.state.output) if e.is_file())
+    def _measure(self) -> dict[str, int]:
+        """Stored output by owner (a log no record names counts as nobody's: "")."""
+        owners = self.store.owners()
+        found: dict[str, int] = {}
+        for entry in os.scandir(self.state.output):
+            if entry.is_file():
+                owner = owners.get(entry.name.removesuffix(".log"), "")
+                found[owner] = found.get(owner, 0) + entry.stat().st_size
+        return found
 
     def prune(self, now: float | None = None) -> None:
         if self.policy.max_age is not None:
@@ -75,9 +93,10 @@ class Retention:
 
     def _forget_batch(self, cutoff: float) -> int:
         """Forget up to one batch of jobs that ended before ``cutoff``; how many."""
-        ids = self.store.finished_before(cutoff, BATCH)
-        for job_id in ids:
-            self._delete_log(job_id)
+        found = self.store.finished_before(cutoff, BATCH)
+        for job_id, owner in found:
+            self._delete_log(job_id, owner)
+        ids = [job_id for job_id, _ in found]
         if ids:
             self.store.delete(ids)
             log.info("retention: forgot %d job(s) that ended over %s ago", len(ids),
@@ -87,17 +106,27 @@ class Retention:
     def prune_output(self, limit: int) -> None:
         deleted = 0
         seen: set[str] = set()
+        done: set[str] = set()  # owners with no finished output left to delete
         while self.stored > limit:
-            jobs = [j for j in self.store.oldest_with_output(BATCH) if j.id not in seen]
-            if not jobs:  # (or the database is not taking our changes: try again later)
+            # The identity that holds the most, among those with something to delete.
+            owners = [o for o, _ in self.use.by_owner.most_common() if o not in done]
+            if not owners:  # (or the database is not taking our changes: try again later)
                 log.warning("retention: running jobs alone hold %s of output, over %s",
                             format_size(self.stored), format_size(limit))
                 break
+            owner = owners[0]
+            jobs = [j for j in self.store.oldest_with_output(owner, BATCH) if j.id not in seen]
+            if not jobs:
+                done.add(owner)
+                continue
+            # Another identity that has something to delete and holds more: its turn then.
+            others = [n for o, n in self.use.by_owner.items() if o not in done and o != owner]
+            turn_ends = max(others, default=-1)
             for job in jobs:
-                if self.stored <= limit:
+                if self.stored <= limit or self.use.by_owner[owner] < turn_ends:
                     break
                 seen.add(job.id)
-                self._delete_log(job.id)
+                self._delete_log(job.id, owner)
                 job.output_deleted = True
                 job.output_error = (
                     f"output deleted: stored output was above {format_size(limit)}"
@@ -107,12 +136,12 @@ class Retention:
         if deleted:
             log.info("retention: deleted the output of %d oldest job(s)", deleted)
 
-    def _delete_log(self, job_id: str) -> None:
+    def _delete_log(self, job_id: str, owner: str) -> None:
         path = self.state.log_path(job_id)
         with contextlib.suppress(FileNotFoundError):
             size = path.stat().st_size
             path.unlink()
-            self.stored -= size
+            self.use.released(owner, size)
 
 
 def _age(seconds: float | None) -> str:

@@ -58,7 +58,8 @@ DROP INDEX IF EXISTS jobs_with_output;
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended_at, id) WHERE state = {FINISHED};
-CREATE INDEX IF NOT EXISTS jobs_ended_with_output ON jobs (ended_at, id)
+DROP INDEX IF EXISTS jobs_ended_with_output;
+CREATE INDEX IF NOT EXISTS jobs_output_by_owner ON jobs (owner, ended_at, id)
     WHERE state = {FINISHED} AND output_kept = 1;
 """
 RETRY_INTERVAL = 1.0
@@ -170,10 +171,11 @@ UPSERT = (
 
 # Retention's two lookups, which the partial indexes above serve.
 FINISHED_BEFORE = (
-    f"SELECT id FROM jobs WHERE state = {FINISHED} AND ended_at < ? ORDER BY ended_at, id LIMIT ?"
+    f"SELECT id, owner FROM jobs WHERE state = {FINISHED} AND ended_at < ? "
+    "ORDER BY ended_at, id LIMIT ?"
 )
 OLDEST_WITH_OUTPUT = (
-    f"SELECT {COLUMNS} FROM jobs WHERE state = {FINISHED} AND output_kept = 1 "
+    f"SELECT {COLUMNS} FROM jobs WHERE state = {FINISHED} AND output_kept = 1 AND owner = ? "
     "ORDER BY ended_at, id LIMIT ?"
 )
 
@@ -350,15 +352,19 @@ class Store:
                 job = replace(job, spec=spec)
         return job
 
-    def finished_before(self, cutoff: float, limit: int) -> list[str]:
-        """Ids of jobs that ended before ``cutoff``, oldest first."""
+    def finished_before(self, cutoff: float, limit: int) -> list[tuple[str, str]]:
+        """(id, owner) of jobs that ended before ``cutoff``, oldest first."""
         rows = self._db.execute(FINISHED_BEFORE, (cutoff, limit)).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
-    def oldest_with_output(self, limit: int) -> list[Job]:
-        """Finished jobs whose output is still stored, oldest first."""
-        rows = self._db.execute(OLDEST_WITH_OUTPUT, (limit,)).fetchall()
+    def oldest_with_output(self, owner: str, limit: int) -> list[Job]:
+        """``owner``'s finished jobs whose output is still stored, oldest first."""
+        rows = self._db.execute(OLDEST_WITH_OUTPUT, (owner, limit)).fetchall()
         return [job_from_row(r) for r in rows]
+
+    def owners(self) -> dict[str, str]:
+        """Every job's owner, by id (on a worker thread: at start, to count stored output)."""
+        return dict(self._reader.execute("SELECT id, owner FROM jobs").fetchall())
 
     def delete(self, job_ids: list[str]) -> None:
         marks = ", ".join("?" * len(job_ids))

@@ -197,12 +197,24 @@ def test_damaged_output_logs_give_data_loss_and_nothing_else_breaks(daemon: Daem
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount")
-def test_a_full_disk_marks_the_output_and_the_job_goes_on(certs: Certs, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("min_free", "why"),
+    [
+        # No reserve: the disk fills up and writes fail.
+        ("0", "No space left on device"),
+        # The built-in 1 GiB reserve: a 2 MiB disk is short of it from the first byte.
+        (None, "the state directory's disk has less than 1 GiB free; later output dropped"),
+    ],
+)
+def test_a_full_disk_marks_the_output_and_the_job_goes_on(
+    certs: Certs, tmp_path: Path, min_free: str | None, why: str,
+) -> None:
     mountpoint = tmp_path / "small"
     mountpoint.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], check=True)
     try:
-        daemon = restart(certs, mountpoint / "state")
+        extra = f'[retention]\nmin_free = "{min_free}"\n' if min_free is not None else ""
+        daemon = Daemon(certs, mountpoint / "state", config_extra=extra).start()
         try:
             code = "import sys\nfor _ in range(100): sys.stdout.write('z' * 65536)\nprint('done')"
 
@@ -210,9 +222,11 @@ def test_a_full_disk_marks_the_output_and_the_job_goes_on(certs: Certs, tmp_path
                 job_id = await start(stub, [sys.executable, "-c", code])
                 _, _, final, _ = await collect(stub, job_id)
                 assert final.result.exit_code == 0  # the job was never blocked or killed
-                assert "No space left on device" in final.output_error
+                assert why in final.output_error
                 assert final.output_dropped_bytes > 0
                 assert final.output_bytes + final.output_dropped_bytes == 100 * 65536 + 5
+                if min_free is None:
+                    assert final.output_bytes == 0
 
             daemon.run("client_0", scenario)
             assert daemon.stop() == 0

@@ -97,6 +97,8 @@ def test_refusal_names_the_quota() -> None:
         ({"default": {"running": MAXIMUM + 1}}, "running must be a whole number"),
         ({"identity": {"alice": 1}}, "[quotas.identity.alice] must be a table"),
         ({"identity": 1}, "[quotas.identity] must hold [quotas.identity.NAME] tables"),
+        ({"default": {"output": "lots"}}, "[quotas.default]: output: "),
+        ({"default": {"output": -1}}, "[quotas.default]: output: "),
     ],
 )
 def test_parse_table_refuses(table: object, message: str) -> None:
@@ -110,12 +112,13 @@ def test_config_file_quotas(tmp_path: Path) -> None:
     path = tmp_path / "jobd.toml"
     path.write_text(
         "[quotas.default]\nstreams = 7\n"
-        "[quotas.identity.client_1]\nrunning = 2\nstarts_per_minute = 5\n"
+        "[quotas.identity.client_1]\nrunning = 2\nstarts_per_minute = 5\noutput = \"1M\"\n"
     )
     config = Config()
     assert config.quotas == QuotaPolicy()
     config.apply_file(path)
-    assert config.quotas.of("client_1") == Quota(running=2, starts_per_minute=5, streams=7)
+    assert config.quotas.of("client_1") == Quota(running=2, starts_per_minute=5, streams=7,
+                                                 output=1 << 20)
     assert config.quotas.of("client_2") == Quota(streams=7)
 
 

@@ -1,4 +1,5 @@
-"""Per-identity quotas on a real daemon: running jobs, starts per minute, open streams."""
+"""Per-identity quotas on a real daemon: running jobs, starts per minute, open streams, output
+on disk."""
 
 from __future__ import annotations
 
@@ -146,3 +147,32 @@ def test_start_rate_refuses_the_sixth_start_until_a_reload_raises_it(limited: Da
         assert final.result.exit_code == 0
 
     limited.run("client_1", after)
+
+
+def test_output_past_an_identitys_budget_is_dropped_and_others_keep_writing(
+    certs: Certs, tmp_path: Path,
+) -> None:
+    # client_1 may keep 1 MiB of output on disk, in all of its jobs together.
+    config = '[quotas.identity.client_1]\noutput = "1M"\n'
+    daemon = Daemon(certs, tmp_path / "state", config_extra=config).start()
+    try:
+        async def scenario(stub: Any) -> None:
+            flood = await start(stub, ["head", "-c", str(4 << 20), "/dev/zero"])
+            out, _, final, _ = await collect(stub, flood)
+            assert final.result.exit_code == 0  # never blocked nor killed
+            assert len(out) <= 1 << 20 and len(out) + final.output_dropped_bytes == 4 << 20
+            assert "client_1's output budget of 1 MiB reached" in final.output_error
+            # The budget is spent: a later job of client_1 keeps nothing either ...
+            later = await start(stub, ["echo", "more"])
+            out, _, final, _ = await collect(stub, later)
+            assert out == b"" and final.output_dropped_bytes == 5
+            # ... while client_0 is not touched by client_1's use.
+            async with client(daemon, "client_0") as other:
+                theirs = await start(other, ["head", "-c", str(2 << 20), "/dev/zero"])
+                out, _, final, _ = await collect(other, theirs)
+                assert out == bytes(2 << 20) and final.output_error == ""
+
+        daemon.run("client_1", scenario)
+    finally:
+        code = daemon.stop()
+    daemon.check_exit(code)

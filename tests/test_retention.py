@@ -28,8 +28,8 @@ def state(tmp_path: Path) -> StateDir:
 
 
 def make_job(store: Store, state: StateDir, job_id: str, *, ended: float | None,
-             size: int) -> Job:  # fmt: skip
-    job = Job(id=job_id, owner="client_0", spec=JobSpec(argv=("true",)), created_at=0.0)
+             size: int, owner: str = "client_0") -> Job:  # fmt: skip
+    job = Job(id=job_id, owner=owner, spec=JobSpec(argv=("true",)), created_at=0.0)
     job.spawned(1)
     if ended is not None:
         job.exited(0)
@@ -47,7 +47,7 @@ def test_jobs_older_than_max_age_are_forgotten(state: StateDir) -> None:
     make_job(store, state, "recent", ended=now - 1 * DAY, size=10)
     make_job(store, state, "running", ended=None, size=10)
     retention = Retention(RetentionPolicy(max_age=30 * DAY, max_output=None), store, state)
-    retention.stored = 30
+    retention.use.count("client_0", 30)
     retention.prune(now)
     assert store.get("old") is None and not state.log_path("old").exists()
     assert store.get("recent") is not None and state.log_path("recent").exists()
@@ -63,7 +63,7 @@ def test_oldest_output_goes_first_and_records_stay(state: StateDir) -> None:
         make_job(store, state, f"done{i}", ended=now - 10 + i, size=100)
     make_job(store, state, "running", ended=None, size=500)
     retention = Retention(RetentionPolicy(max_age=None, max_output=650), store, state)
-    retention.stored = 800
+    retention.use.count("client_0", 800)
     retention.prune(now)
     assert retention.stored == 600
     for job_id, deleted in (("done0", True), ("done1", True), ("done2", False)):
@@ -89,7 +89,7 @@ def test_pruning_ends_while_the_database_refuses_changes(state: StateDir) -> Non
     locker.execute("BEGIN EXCLUSIVE")
     try:
         retention = Retention(RetentionPolicy(max_age=None, max_output=0), store, state)
-        retention.stored = 200
+        retention.use.count("client_0", 200)
         retention.prune(now)  # returns: the changes wait in memory
         assert retention.stored == 0
         assert store.error is not None
@@ -107,13 +107,13 @@ def test_retention_lookups_read_partial_indexes_of_finished_jobs(state: StateDir
     # still find their rows through an index, never a scan of the whole history.
     store = Store(state.database)
     plans = []
-    for sql, args in ((FINISHED_BEFORE, (1.0, 5)), (OLDEST_WITH_OUTPUT, (5,))):
+    for sql, args in ((FINISHED_BEFORE, (1.0, 5)), (OLDEST_WITH_OUTPUT, ("client_0", 5))):
         plans.append(" ".join(r[-1] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql, args)))
     assert "USING INDEX jobs_ended " in plans[0] and "TEMP B-TREE" not in plans[0]
-    assert "USING INDEX jobs_ended_with_output" in plans[1] and "TEMP B-TREE" not in plans[1]
+    assert "USING INDEX jobs_output_by_owner" in plans[1] and "TEMP B-TREE" not in plans[1]
     partial = dict(store._db.execute("SELECT name, sql FROM sqlite_master WHERE type='index'"))
     assert f"WHERE state = {FINISHED}" in partial["jobs_ended"]
-    assert f"WHERE state = {FINISHED} AND output_kept = 1" in partial["jobs_ended_with_output"]
+    assert f"WHERE state = {FINISHED} AND output_kept = 1" in partial["jobs_output_by_owner"]
     store.close()
 
 
@@ -128,22 +128,25 @@ def test_a_database_with_the_old_indexes_is_migrated(state: StateDir) -> None:
     old.close()
     store = Store(state.database)
     names = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert names >= {"jobs_ended", "jobs_ended_with_output"}
-    assert not names & {"jobs_by_state", "jobs_by_ended", "jobs_with_output"}
-    assert store.finished_before(10.0, 5) == ["done"]
+    assert names >= {"jobs_ended", "jobs_output_by_owner"}
+    assert not names & {"jobs_by_state", "jobs_by_ended", "jobs_with_output",
+                        "jobs_ended_with_output"}
+    assert store.finished_before(10.0, 5) == [("done", "client_0")]
     store.close()
 
 
 def test_retention_config(tmp_path: Path) -> None:
     path = tmp_path / "jobd.toml"
-    path.write_text('[retention]\nmax_age = "12h"\nmax_output = "2G"\n')
+    path.write_text('[retention]\nmax_age = "12h"\nmax_output = "2G"\nmin_free = "3G"\n')
     config, _ = load(["--config", str(path)])
-    assert config.retention == RetentionPolicy(max_age=12 * 3600, max_output=2 << 30)
+    assert config.retention == RetentionPolicy(max_age=12 * 3600, max_output=2 << 30,
+                                               min_free=3 << 30)
     path.write_text("[retention]\nmax_age = false\nmax_output = false\n")
     config, _ = load(["--config", str(path)])
     assert config.retention == RetentionPolicy(max_age=None, max_output=None)
     assert load([])[0].retention == RetentionPolicy(max_age=30 * DAY, max_output=10 << 30)
-    for bad, needle in (('max_age = "soon"', "invalid duration"), ("keep = 1", "unknown")):
+    for bad, needle in (('max_age = "soon"', "invalid duration"), ("keep = 1", "unknown"),
+                        ('min_free = "lots"', r"\[retention\]: .*lots")):
         path.write_text(f"[retention]\n{bad}\n")
         with pytest.raises(ConfigError, match=needle):
             load(["--config", str(path)])
@@ -171,3 +174,49 @@ def test_a_daemon_deletes_the_oldest_output_past_its_limit(certs: Certs, tmp_pat
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_the_identity_that_holds_the_most_loses_its_oldest_output_first(
+    state: StateDir,
+) -> None:
+    store = Store(state.database)
+    now = time.time()
+    for i, owner in enumerate(["bob", "alice", "alice", "alice"]):  # bob's is the oldest
+        make_job(store, state, f"{owner}{i}", ended=now - 10 + i, size=100, owner=owner)
+    retention = Retention(RetentionPolicy(max_age=None, max_output=250), store, state)
+    retention.use.count("bob", 100)
+    retention.use.count("alice", 300)
+    retention.prune(now)
+    assert retention.stored == 200
+    kept = {j: not store.get(j).output_deleted for j in ("bob0", "alice1", "alice2", "alice3")}
+    # alice's flood pushed out alice's own oldest output, never bob's.
+    assert kept == {"bob0": True, "alice1": False, "alice2": False, "alice3": True}
+    store.close()
+
+
+def test_an_identity_whose_output_is_all_running_does_not_stall_pruning(
+    state: StateDir, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(state.database)
+    now = time.time()
+    make_job(store, state, "alice-running", ended=None, size=1000, owner="alice")
+    for i in range(2):
+        make_job(store, state, f"bob{i}", ended=now - 10 + i, size=100, owner="bob")
+    retention = Retention(RetentionPolicy(max_age=None, max_output=1100), store, state)
+    retention.use.count("alice", 1000)
+    retention.use.count("bob", 200)
+    lookups = 0
+    real = store.oldest_with_output
+
+    def counted(owner: str, limit: int) -> list[Job]:
+        nonlocal lookups
+        lookups += 1
+        assert lookups < 50, "pruning goes round in circles"
+        return real(owner, limit)
+
+    monkeypatch.setattr(store, "oldest_with_output", counted)
+    retention.prune(now)
+    # alice holds the most but has nothing finished: bob's oldest goes, and no more.
+    assert retention.stored == 1100
+    assert [store.get(j).output_deleted for j in ("bob0", "bob1")] == [True, False]
+    store.close()

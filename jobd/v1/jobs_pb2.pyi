@@ -630,7 +630,9 @@ class Job(_message.Message):
     output_bytes: _builtins.int
     """Bytes of output captured so far (stdout and stderr together)."""
     output_dropped_bytes: _builtins.int
-    """Output past the daemon's per-job cap (or after a write error) is dropped, not stored."""
+    """Output past the daemon's per-job cap, past its owner's output budget, while the disk is
+    short of its free reserve, or after a write error is dropped, not stored.
+    """
     output_error: _builtins.str
     """Why output was dropped or is damaged, if it was ("output cap of 1 GiB reached", ...)."""
     run_as: _builtins.str

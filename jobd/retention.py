@@ -1,6 +1,6 @@
 """Retention: finished jobs older than ``max_age`` are forgotten, and while all stored output
 (running jobs' included, counted as it is written: ``jobd.diskuse``) is above ``max_output``,
-the oldest finished jobs' output is deleted, first of the identity that holds the most, so
+the oldest finished jobs' output is deleted, always of the identity that holds the most, so
 that no identity's output can push out another's. Running jobs are never touched; a job
 whose output was deleted keeps its record, which says so.
 
@@ -46,6 +46,7 @@ class Retention:
         self.state = state
         # Output on disk by identity: counted once at start, then as logs grow and go.
         self.use = use or DiskUse(state.output)
+        self._waiting_for: str | None = None  # said once: whose running output holds us over
 
     @property
     def stored(self) -> int:
@@ -104,27 +105,34 @@ class Retention:
         return len(ids)
 
     def prune_output(self, limit: int) -> None:
+        """Delete finished output, oldest first, of the identity that holds the most, until
+        stored output is under ``limit``. Only ever the biggest holder's: an identity loses
+        output only while none holds more, so no flood can push out another's history. When
+        the biggest holder's output is all running, nothing is deleted until its jobs end (its
+        budget bounds how far over the limit that goes)."""
         deleted = 0
         seen: set[str] = set()
-        done: set[str] = set()  # owners with no finished output left to delete
         while self.stored > limit:
-            # The identity that holds the most, among those with something to delete.
-            owners = [o for o, _ in self.use.by_owner.most_common() if o not in done]
-            if not owners:  # (or the database is not taking our changes: try again later)
-                log.warning("retention: running jobs alone hold %s of output, over %s",
-                            format_size(self.stored), format_size(limit))
+            # Logs that no record names (owner "": left by a crash before their job was saved)
+            # are no identity's, and never make one lose output.
+            holders = [(n, o) for o, n in self.use.by_owner.items() if o]
+            if not holders:
                 break
-            owner = owners[0]
+            held, owner = max(holders)
             jobs = [j for j in self.store.oldest_with_output(owner, BATCH) if j.id not in seen]
-            if not jobs:
-                done.add(owner)
-                continue
-            # Another identity that has something to delete and holds more: its turn then.
-            others = [n for o, n in self.use.by_owner.items() if o not in done and o != owner]
-            turn_ends = max(others, default=-1)
+            if not jobs:  # (or the database is not taking our changes: try again later)
+                if self._waiting_for != owner:
+                    log.warning("retention: stored output is %s, over %s, and %s, who holds the "
+                                "most (%s), has only running jobs' output; waiting for them",
+                                format_size(self.stored), format_size(limit), owner,
+                                format_size(held))
+                self._waiting_for = owner
+                break
+            self._waiting_for = None
+            next_most = max((n for n, o in holders if o != owner), default=-1)
             for job in jobs:
-                if self.stored <= limit or self.use.by_owner[owner] < turn_ends:
-                    break
+                if self.stored <= limit or self.use.by_owner[owner] < next_most:
+                    break  # under the limit, or another holds more now: its turn
                 seen.add(job.id)
                 self._delete_log(job.id, owner)
                 job.output_deleted = True

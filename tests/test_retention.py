@@ -194,7 +194,7 @@ def test_the_identity_that_holds_the_most_loses_its_oldest_output_first(
     store.close()
 
 
-def test_an_identity_whose_output_is_all_running_does_not_stall_pruning(
+def test_output_running_jobs_hold_never_pushes_out_another_identitys(
     state: StateDir, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = Store(state.database)
@@ -216,7 +216,7 @@ def test_an_identity_whose_output_is_all_running_does_not_stall_pruning(
 
     monkeypatch.setattr(store, "oldest_with_output", counted)
     retention.prune(now)
-    # alice holds the most but has nothing finished: bob's oldest goes, and no more.
-    assert retention.stored == 1100
-    assert [store.get(j).output_deleted for j in ("bob0", "bob1")] == [True, False]
+    # alice holds the most but has nothing finished: bob's history is not hers to push out.
+    assert retention.stored == 1200
+    assert [store.get(j).output_deleted for j in ("bob0", "bob1")] == [False, False]
     store.close()

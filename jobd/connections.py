@@ -41,6 +41,7 @@ import math
 import socket
 import ssl
 import struct
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -258,6 +259,12 @@ class _Calls(AbstractHandler):
                 self._connection.idle()
 
 
+def _idle_timer_fired(ref: weakref.ref[_Connection]) -> None:
+    connection = ref()
+    if connection is not None:
+        connection.idle_timer_fired()
+
+
 class _Connection(asyncio.Protocol):
     """One accepted connection: grpclib's protocol inside, the stream limit and the idle timer
     around it. asyncio calls it; the listener's trio task waits for ``lost``."""
@@ -278,7 +285,8 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self._metrics = metrics
         self._transport: asyncio.Transport | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timer_armed = False
+        self._idle_since: float | None = None  # loop time of the last call's end; None: busy
         self._resets = float(limits.max_resets)  # the bucket's tokens
         self._resets_at = loop.time()
         self.condemned = False  # closing for its resets: no new call is started
@@ -344,17 +352,33 @@ class _Connection(asyncio.Protocol):
             self._protocol.connection.flush()
         transport.close()
 
+    # One timer per connection, armed once and re-armed only when it fires early: never one
+    # per call, cancelled at the next. trio-asyncio keeps a cancelled timer in its heap until
+    # it is due, so a timer per call would hold ~200 bytes per call for idle_timeout (5 min),
+    # and a client resetting streams would pile them up by the thousand.
     def busy(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = None
 
     def idle(self) -> None:
-        if self._idle_timer is None and not self.lost.is_set():
-            self._idle_timer = self._loop.call_later(self.limits.idle_timeout, self._close_idle)
+        if self.lost.is_set():
+            return
+        self._idle_since = self._loop.time()
+        if not self._idle_timer_armed:
+            self._arm_idle_timer(self.limits.idle_timeout)
 
-    def _close_idle(self) -> None:
-        self._idle_timer = None
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_timer_armed = True
+        # By weak reference: a connection that is gone is not kept by its pending timer.
+        self._loop.call_later(delay, _idle_timer_fired, weakref.ref(self))
+
+    def idle_timer_fired(self) -> None:
+        self._idle_timer_armed = False
+        if self._idle_since is None:  # busy: the next idle() arms it again
+            return
+        left = self._idle_since + self.limits.idle_timeout - self._loop.time()
+        if left > 0:
+            self._arm_idle_timer(left)
+            return
         transport = self._transport
         if self.calls.open or transport is None or transport.is_closing():
             return

@@ -255,3 +255,50 @@ def test_a_closed_connections_handler_is_dropped_from_grpclibs_server() -> None:
         assert isinstance(server._handlers, set)  # what jobd.connections drops them from
 
     asyncio.run(scenario())
+
+
+def test_calls_one_after_another_arm_one_idle_timer_not_one_each() -> None:
+    """A timer per call (armed at its end, cancelled at the next call's start) stays in
+    trio-asyncio's heap until due: 5 minutes of ~200 bytes for every call or reset stream."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        armed = []
+        real_call_later = loop.call_later
+
+        def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            armed.append(delay)
+            return real_call_later(delay, callback, *args)
+
+        loop.call_later = call_later  # type: ignore[method-assign]
+        connection, transport, client = connected(
+            Server([Health()]), ConnectionLimits(max_resets=10_000), Metrics())
+        client.receive_data(transport.take())
+        for stream_id in range(1, 2 * 1000, 2):  # a thousand calls, each reset at once
+            client.send_headers(stream_id, CHECK)
+            client.reset_stream(stream_id)
+            connection.data_received(client.data_to_send())
+        assert not connection.calls.open
+        assert armed.count(300.0) == 1  # (grpclib arms timers of its own)
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_timer_that_fires_after_a_later_call_waits_out_the_rest() -> None:
+    async def scenario() -> None:
+        metrics = Metrics()
+        connection, transport, client = connected(
+            Server([Health()]), ConnectionLimits(idle_timeout=0.2), metrics)
+        client.receive_data(transport.take())
+        await asyncio.sleep(0.15)
+        client.send_headers(1, CHECK)  # a call 0.15 s in: idle again from its end
+        client.reset_stream(1)
+        connection.data_received(client.data_to_send())
+        ended = asyncio.get_running_loop().time()
+        await asyncio.wait_for(transport.closed.wait(), 30)
+        assert asyncio.get_running_loop().time() - ended >= 0.2
+        assert metrics.connections_dropped == {"idle": 1}
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())

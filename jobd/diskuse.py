@@ -2,10 +2,12 @@
 
 Every job's log grows through :meth:`DiskUse.grant`, which allows what fits in the owner's
 output budget (``[quotas] output``, per identity) and only while the state directory's disk
-keeps its free reserve (``[retention] min_free``). What is not allowed is dropped and counted,
-as the per-job cap's overflow is: the job is never blocked, and its status says why. So no
-identity can fill the disk, and none can make another's output be lost: retention, when all
-stored output is over its limit, deletes the oldest output of the identity that holds the most.
+keeps its free reserve (``[retention] min_free``). At its budget, an identity's own oldest
+finished output is deleted to make room (``reclaim``, retention's); what still does not fit
+(its running jobs hold the budget) is dropped and counted, as the per-job cap's overflow is:
+the job is never blocked, and its status says why. So no identity can fill the disk, and none
+can make another's output be lost: retention, when all stored output is over its limit,
+deletes only the oldest output of the identity that holds the most.
 Counts are bytes on disk: data and the logs' framing (9 bytes per frame).
 """
 
@@ -34,6 +36,9 @@ class DiskUse:
         self.total = 0
         self._until_check = 0
         self._full = False
+        # Called with (owner, bytes) when the owner's budget is short of them: frees its own
+        # oldest finished output (jobd.retention), synchronously.
+        self.reclaim: Callable[[str, int], None] | None = None
 
     def count(self, owner: str, size: int) -> None:
         """Output found on disk (at start), or written."""
@@ -50,6 +55,9 @@ class DiskUse:
     def grant(self, owner: str, size: int) -> tuple[int, str]:
         """How many of ``size`` bytes ``owner``'s job may write now, and, when not all, why."""
         room = self.budget(owner) - self.by_owner[owner]
+        if room < size and self.reclaim is not None:
+            self.reclaim(owner, size)
+            room = self.budget(owner) - self.by_owner[owner]
         why = ""
         if room < size:
             why = (f"{owner}'s output budget of {format_size(self.budget(owner))} reached "

@@ -1,7 +1,8 @@
 """Retention: finished jobs older than ``max_age`` are forgotten, and while all stored output
 (running jobs' included, counted as it is written: ``jobd.diskuse``) is above ``max_output``,
 the oldest finished jobs' output is deleted, always of the identity that holds the most, so
-that no identity's output can push out another's. Running jobs are never touched; a job
+that no identity's output can push out another's; and when an identity's jobs would write past
+its output budget, its own oldest finished output goes first. Running jobs are never touched; a job
 whose output was deleted keeps its record, which says so.
 
 Pruning runs at start, hourly, and when a job ends with stored output over the limit. What
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from jobd.diskuse import DEFAULT_MIN_FREE, DiskUse
+from jobd.job import Job
 from jobd.statedir import StateDir
 from jobd.store import Store
 from jobd.units import format_size
@@ -46,6 +48,7 @@ class Retention:
         self.state = state
         # Output on disk by identity: counted once at start, then as logs grow and go.
         self.use = use or DiskUse(state.output)
+        self.use.reclaim = self.reclaim
         self._waiting_for: str | None = None  # said once: whose running output holds us over
 
     @property
@@ -134,15 +137,40 @@ class Retention:
                 if self.stored <= limit or self.use.by_owner[owner] < next_most:
                     break  # under the limit, or another holds more now: its turn
                 seen.add(job.id)
-                self._delete_log(job.id, owner)
-                job.output_deleted = True
-                job.output_error = (
-                    f"output deleted: stored output was above {format_size(limit)}"
-                )
-                self.store.save(job)
+                self._delete_output(job, f"stored output was above {format_size(limit)}")
                 deleted += 1
         if deleted:
             log.info("retention: deleted the output of %d oldest job(s)", deleted)
+
+    def reclaim(self, owner: str, need: int) -> None:
+        """``owner``'s jobs are about to write past its output budget: delete its own oldest
+        finished output first, down to a sixteenth of the budget below what ``need`` leaves
+        (so that this runs once per that much output, not on every write). Only what its
+        running jobs hold is left to be dropped."""
+        budget = self.use.budget(owner)
+        target = max(0, budget - need - budget // 16)
+        deleted = 0
+        seen: set[str] = set()
+        while self.use.by_owner[owner] > target:
+            jobs = [j for j in self.store.oldest_with_output(owner, BATCH) if j.id not in seen]
+            if not jobs:
+                break
+            for job in jobs:
+                if self.use.by_owner[owner] <= target:
+                    break
+                seen.add(job.id)
+                self._delete_output(job, f"{owner}'s output budget of {format_size(budget)} "
+                                         "was reached")
+                deleted += 1
+        if deleted:
+            log.info("retention: deleted the output of %s's %d oldest job(s): its output "
+                     "budget of %s was reached", owner, deleted, format_size(budget))
+
+    def _delete_output(self, job: Job, why: str) -> None:
+        self._delete_log(job.id, job.owner)
+        job.output_deleted = True
+        job.output_error = f"output deleted: {why}"
+        self.store.save(job)
 
     def _delete_log(self, job_id: str, owner: str) -> None:
         path = self.state.log_path(job_id)

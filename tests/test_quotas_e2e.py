@@ -149,7 +149,7 @@ def test_start_rate_refuses_the_sixth_start_until_a_reload_raises_it(limited: Da
     limited.run("client_1", after)
 
 
-def test_output_past_an_identitys_budget_is_dropped_and_others_keep_writing(
+def test_output_past_an_identitys_budget_is_dropped_or_replaces_its_own_oldest(
     certs: Certs, tmp_path: Path,
 ) -> None:
     # client_1 may keep 1 MiB of output on disk, in all of its jobs together.
@@ -162,10 +162,13 @@ def test_output_past_an_identitys_budget_is_dropped_and_others_keep_writing(
             assert final.result.exit_code == 0  # never blocked nor killed
             assert len(out) <= 1 << 20 and len(out) + final.output_dropped_bytes == 4 << 20
             assert "client_1's output budget of 1 MiB reached" in final.output_error
-            # The budget is spent: a later job of client_1 keeps nothing either ...
+            # A later job of client_1 makes room from client_1's own oldest output ...
             later = await start(stub, ["echo", "more"])
             out, _, final, _ = await collect(stub, later)
-            assert out == b"" and final.output_dropped_bytes == 5
+            assert out == b"more\n" and final.output_error == ""
+            _, _, final, _ = await collect(stub, flood)
+            assert final.output_error == (
+                "output deleted: client_1's output budget of 1 MiB was reached")
             # ... while client_0 is not touched by client_1's use.
             async with client(daemon, "client_0") as other:
                 theirs = await start(other, ["head", "-c", str(2 << 20), "/dev/zero"])

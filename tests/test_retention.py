@@ -11,7 +11,9 @@ import pytest
 
 from harness import Certs, Daemon, collect, start
 from jobd.config import ConfigError, load
+from jobd.diskuse import DiskUse
 from jobd.job import Job, JobSpec, State
+from jobd.output import OVERHEAD, OutputLog, Stream
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
 from jobd.store import FINISHED, FINISHED_BEFORE, OLDEST_WITH_OUTPUT, Store
@@ -219,4 +221,30 @@ def test_output_running_jobs_hold_never_pushes_out_another_identitys(
     # alice holds the most but has nothing finished: bob's history is not hers to push out.
     assert retention.stored == 1200
     assert [store.get(j).output_deleted for j in ("bob0", "bob1")] == [False, False]
+    store.close()
+
+
+def test_at_its_budget_an_identity_makes_room_from_its_own_oldest_output(
+    state: StateDir,
+) -> None:
+    store = Store(state.database)
+    now = time.time()
+    for i in range(3):
+        make_job(store, state, f"alice{i}", ended=now - 10 + i, size=300, owner="alice")
+    make_job(store, state, "bob0", ended=now - 20, size=300, owner="bob")
+    use = DiskUse(state.output, budget=lambda owner: 1000, min_free=0)
+    Retention(RetentionPolicy(max_age=None, max_output=None), store, state, use)  # reclaims
+    use.count("alice", 900)
+    use.count("bob", 300)
+    log = OutputLog(state.log_path("alice-new"), owner="alice", use=use)
+    log.append(Stream.STDOUT, b"x" * 400)
+    log.close()
+    # Room for 400 bytes and a sixteenth of the budget to spare: alice's two oldest go.
+    assert (log.data_bytes, log.dropped_bytes, log.error) == (400, 0, None)
+    deleted = {j: store.get(j).output_deleted for j in ("alice0", "alice1", "alice2", "bob0")}
+    assert deleted == {"alice0": True, "alice1": True, "alice2": False, "bob0": False}
+    assert store.get("alice0").output_error == (
+        "output deleted: alice's output budget of 1000 B was reached")
+    assert not state.log_path("alice0").exists() and state.log_path("bob0").exists()
+    assert use.by_owner["alice"] == 300 + 400 + OVERHEAD
     store.close()

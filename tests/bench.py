@@ -21,8 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,78 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from h2.exceptions import StreamClosedError
 
+from bench_abuse import bench_abuse
+from benchlib import (
+    ROWS,
+    MiB,
+    Row,
+    bench_daemon,
+    open_stub,
+    pct,
+    record,
+    rss_kib,
+    timed_calls,
+)
 from harness import Certs, Daemon, bin_path, make_certs
 from jobd.v1 import jobs_pb2 as pb
-
-MiB = 1 << 20
-# The built-in quotas (600 starts a minute per identity) would stop the load the bench makes.
-NO_QUOTAS = "[quotas.default]\nrunning = 1000000\nstarts_per_minute = 1000000\nstreams = 1000000\n"
-
-
-def bench_daemon(certs: Certs, state: Path, *flags: str, **options: Any) -> Daemon:
-    """A daemon for the bench: harness.Daemon without the per-identity quotas, its log in a
-    file next to its state directory (not read a line at a time by a thread of the bench)."""
-    log_file = state.parent / f"{state.name}.log"
-    return Daemon(certs, state, *flags, config_extra=NO_QUOTAS, log_file=log_file, **options)
-
-
-@dataclass
-class Row:
-    group: str
-    name: str
-    value: float
-    unit: str
-    floor: float | None = None
-    floor_name: str = ""
-    target: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return self.value / self.floor if self.floor else None
-
-
-ROWS: list[Row] = []
-
-
-def record(row: Row) -> None:
-    ROWS.append(row)
-    ratio = f"  ({row.ratio:.2f}x {row.floor_name})" if row.ratio is not None else ""
-    print(f"  {row.name}: {row.value:.3f} {row.unit}{ratio}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-# Clients (asyncio + grpclib, like jobctl)
-
-
-async def open_stub(daemon: Daemon, who: str = "client_0") -> tuple[Any, Any]:
-    from grpclib.client import Channel
-
-    from jobd.tls import client_context
-    from jobd.v1.jobs_grpc import JobServiceStub
-
-    channel = Channel("127.0.0.1", daemon.port, ssl=client_context(daemon.certs.ca,
-                                                                   daemon.certs.client(who)))
-    return channel, JobServiceStub(channel)
-
-
-async def timed_calls(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
-    samples = []
-    for _ in range(n):
-        begin = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - begin) * 1000)
-    return samples
 
 
 async def drain(stub: Any, job_id: str) -> int:
@@ -847,7 +788,7 @@ def bench_capture(base: Path, size: int, captured: float) -> None:
 
 
 GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history", "cli", "latency",
-          "grpcio")
+          "grpcio", "abuse")
 
 
 def main() -> None:
@@ -880,6 +821,8 @@ def main() -> None:
             bench_latency(certs, base, 50 if quick else 200, 3 if quick else 10)
         if "grpcio" in groups:
             bench_grpcio(certs, base, (256 if quick else 1024) * MiB)
+        if "abuse" in groups:
+            bench_abuse(certs, base, quick)
     print()
     print(table())
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),

@@ -75,9 +75,9 @@ class RawClient:
         return stream
 
     def open_and_reset(self, rpc: str, payload: bytes = b"") -> None:
+        """HEADERS (and a complete request), then RST_STREAM at once: the rapid reset."""
         if self.closed:
             raise ConnectionResetError("the server closed the connection")
-        """HEADERS (and a complete request), then RST_STREAM at once: the rapid reset."""
         stream = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream, self.headers(rpc))
         if payload:

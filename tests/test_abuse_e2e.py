@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from grpclib import GRPCError
-from h2raw import RawClient, stalled
 
+from h2raw import RawClient, stalled
 from harness import Certs, Daemon, collect, start, wait_until
 from jobd.v1 import jobs_pb2 as pb
 

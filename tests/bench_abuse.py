@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpclib import GRPCError
 
 from benchlib import Row, bench_daemon, cpu_seconds, open_stub, pct, record, rss_kib
-from h2raw import TIMEOUT, RawClient, stalled
+from h2raw import TIMEOUT, RawClient, stalled_streams
 from harness import Certs, Daemon
 from jobd.v1 import jobs_pb2 as pb
 
@@ -161,19 +161,9 @@ def stalled_rows(daemon: Daemon, certs: Certs) -> None:
     for window in (0, 1):
         pid = daemon.proc.pid
         rss0, cpu0 = rss_kib(pid), cpu_seconds(pid)
-        clients = [stalled(daemon.port, certs.ca, certs.client("client_0")) for _ in range(2)]
-        try:
-            for client in clients:
-                for _ in range(100):
-                    stream = client.call("StreamOutput", [request])
-                    if window:
-                        client.conn.increment_flow_control_window(window, stream)
-                client.flush()
+        with stalled_streams(daemon.port, certs.ca, certs.client("client_0"), request, window):
             time.sleep(3)  # every handler reads what it may, then waits for its client
             grown, cpu = (rss_kib(pid) - rss0) / 1024, cpu_seconds(pid) - cpu0
-        finally:
-            for client in clients:
-                client.close()
         what = "read nothing" if not window else "opened a 1-byte window"
         record(Row("abuse", f"200 streams of a 64 MiB log whose clients {what}: RSS growth",
                    grown, "MiB", target="<= 64"))

@@ -6,8 +6,10 @@ Blocking sockets and h2's state machine, one connection at a time; every read ha
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,3 +155,23 @@ def stalled(port: int, ca: Path, cert: Path) -> RawClient:
     client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
     client.flush()
     return client
+
+
+@contextlib.contextmanager
+def stalled_streams(port: int, ca: Path, cert: Path, request: bytes, window: int,
+                    connections: int = 2, streams: int = 100) -> Iterator[None]:
+    """``connections`` stalled clients, each with ``streams`` calls of StreamOutput
+    (``request``: the whole gRPC message), each stream's window opened by ``window`` bytes;
+    closed on leaving."""
+    clients = [stalled(port, ca, cert) for _ in range(connections)]
+    try:
+        for client in clients:
+            for _ in range(streams):
+                stream = client.call("StreamOutput", [request])
+                if window:
+                    client.conn.increment_flow_control_window(window, stream)
+            client.flush()
+        yield
+    finally:
+        for client in clients:
+            client.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from grpclib import GRPCError
 
-from h2raw import RawClient, stalled
+from h2raw import RawClient, stalled_streams
 from harness import Certs, Daemon, collect, start, wait_until
 from jobd.v1 import jobs_pb2 as pb
 
@@ -199,20 +199,10 @@ def grown_by_stalled_streams(daemon: Daemon, certs: Certs, window: int) -> int:
 
     job_id = daemon.run("client_0", big_job, 120)
     before = rss(daemon.proc.pid)
-    clients = [stalled(daemon.port, certs.ca, certs.client("client_0")) for _ in range(2)]
     request = grpc_message(pb.StreamOutputRequest(job_id=job_id).SerializeToString())
-    try:
-        for client in clients:
-            for _ in range(100):
-                stream = client.call("StreamOutput", [request])
-                if window:
-                    client.conn.increment_flow_control_window(window, stream)
-            client.flush()
+    with stalled_streams(daemon.port, certs.ca, certs.client("client_0"), request, window):
         time.sleep(3)  # every handler reads what it may, then waits for its client
         return rss(daemon.proc.pid) - before
-    finally:
-        for client in clients:
-            client.close()
 
 
 def test_streams_whose_clients_read_nothing_hold_no_output(daemon: Daemon, certs: Certs) -> None:

@@ -23,6 +23,7 @@ import pytest
 import trustme
 from grpclib import GRPCError, Status
 
+from jobd.config import cgroup_parent_for
 from jobd.v1 import jobs_pb2 as pb
 
 T = TypeVar("T")
@@ -204,9 +205,13 @@ class Daemon:
         assert "Traceback" not in log, log
 
     def kill(self) -> None:
+        """SIGKILL (a test that failed half-way): and then remove what a daemon that dies
+        leaves, its job groups, as its next start would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            if "--no-cgroups" not in self.argv:
+                reap_cgroups(cgroup_parent_for(self.state_dir))
         if self._notify is not None:
             self._notify.close()
             self._notify = None
@@ -332,6 +337,27 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def reap_cgroups(parent: str) -> None:
+    """Kill what runs in ``parent``'s job groups and remove them, slices and parent too."""
+    if os.geteuid() != 0:
+        return
+    from jobd.cgroups.detect import detect
+
+    backend = detect(parent)
+    for group in backend.leftovers():
+        group.kill()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                group.remove()
+                break
+            except OSError:  # busy until the kernel has reaped what was killed
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    backend.remove_parent()
 
 
 def kill_groups(pgids: Iterator[int] | list[int]) -> None:

@@ -639,3 +639,20 @@ def test_status_reports_memory_in_use_while_running(env: Env) -> None:
         assert not final.usage.HasField("memory_current_bytes")  # nothing in use once ended
 
     daemon.run("client_0", scenario)
+
+
+def test_a_daemon_the_harness_kills_leaves_no_group_or_process(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """A test that fails half-way kills its daemon (Daemon.kill): its jobs and groups go too,
+    as the next daemon on that state directory would reap them."""
+    state = tmp_path / "state"
+    parent = cgroup_parent_for(state)
+    daemon = Daemon(certs, state).start()
+    try:
+        job_id = daemon.run("client_0", lambda stub: start(stub, ["sleep", "300"]))
+        assert processes_in_cgroups(f"job-{job_id}")
+    finally:
+        daemon.kill()
+    assert not processes_in_cgroups(parent)
+    assert dirs_named(parent) == []

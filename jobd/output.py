@@ -163,12 +163,21 @@ def parse_frames(buf: bytes, offset: int, max_frames: int = BATCH_FRAMES,
                  only: Stream | None = None) -> tuple[list[Chunk], int]:
     """Whole frames at the start of ``buf`` (read at ``offset``), at most ``max_frames`` of
     them and, past the first, at most ``max_bytes`` of data, and the bytes they span. With
-    ``only``, the other stream's frames are stepped over (counted in the span, never copied)."""
+    ``only``, the other stream's frames are stepped over (counted in the span, never copied).
+
+    Consecutive frames of one stream come out as one chunk (its ``next_offset`` the end of its
+    last frame): a log of tiny frames (a job writing a byte at a time) replays as a few large
+    messages, not one per byte for the client to decode.
+    """
     chunks: list[Chunk] = []
+    pieces: list[memoryview] = []  # the run of frames of one stream being gathered
+    run_stream = -1
+    run_end = 0
     pos = 0
+    frames = 0
     data_bytes = 0
     view = memoryview(buf)
-    while len(buf) - pos >= HEADER.size and len(chunks) < max_frames:
+    while len(buf) - pos >= HEADER.size and frames < max_frames:
         stream, length = HEADER.unpack_from(buf, pos)
         if stream not in (Stream.STDOUT, Stream.STDERR) or length > MAX_FRAME_DATA:
             raise CorruptLog(f"no frame starts at offset {offset + pos}")
@@ -180,12 +189,18 @@ def parse_frames(buf: bytes, offset: int, max_frames: int = BATCH_FRAMES,
         if only is not None and stream != only:
             pos = end
             continue
-        if chunks and max_bytes is not None and data_bytes + length > max_bytes:
+        if frames and max_bytes is not None and data_bytes + length > max_bytes:
             break
+        if stream != run_stream and pieces:
+            chunks.append(Chunk(Stream(run_stream), b"".join(pieces), offset + run_end))
+            pieces = []
+        run_stream, run_end = stream, end
+        pieces.append(view[pos + HEADER.size : end - TRAILER.size])
         data_bytes += length
-        data = bytes(view[pos + HEADER.size : end - TRAILER.size])
-        chunks.append(Chunk(Stream(stream), data, offset + end))
+        frames += 1
         pos = end
+    if pieces:
+        chunks.append(Chunk(Stream(run_stream), b"".join(pieces), offset + run_end))
     return chunks, pos
 
 
@@ -205,11 +220,12 @@ def is_frame_boundary(path: Path, offset: int) -> bool:
     return head_length == length and stream in (Stream.STDOUT, Stream.STDERR)
 
 
-# A tail walks back at most this many frames (a megabyte or so of small frames, read in large
-# blocks): a last line longer than that starts where the walk stopped. Bounded, and run on a
-# worker thread, so that no log can make a tail stall the daemon.
-TAIL_FRAMES = 65536
+# A tail walks back at most this many frames (read in large blocks; ~25 ms here): a last line
+# longer than that starts where the walk stopped. Bounded, and run on a worker thread, so that
+# no log can make a tail stall the daemon or keep its client waiting.
+TAIL_FRAMES = 32768
 TAIL_BLOCK = 1 << 20
+NEWLINE = ord("\n")
 
 
 def tail_start(fd: int, end: int, lines: int, only: Stream | None,
@@ -240,16 +256,15 @@ def tail_start(fd: int, end: int, lines: int, only: Stream | None,
         if head_length != length:
             raise CorruptLog(f"frame at offset {start} is damaged")
         if only is None or stream == only:
-            first = start + HEADER.size - block_start
-            data = block[first : first + length]
-            cut = len(data)
-            if at_end and data.endswith(b"\n"):
+            first = start + HEADER.size - block_start  # the frame's data, in the block
+            cut = first + length
+            if at_end and length and block[cut - 1] == NEWLINE:
                 cut -= 1  # the newline that ends the last line starts no line
-            at_end = at_end and not data
-            while (cut := data.rfind(b"\n", 0, cut)) >= 0:
+            at_end = at_end and not length
+            while (cut := block.rfind(b"\n", first, cut)) >= 0:
                 newlines += 1
                 if newlines == lines:
-                    return start, cut + 1
+                    return start, cut - first + 1
         pos = start
         frames += 1
     return 0, 0

@@ -87,7 +87,7 @@ def test_a_tail_of_a_million_frames_answers_at_once_and_blocks_no_one(
         return took, waits
 
     took, waits = daemon.run("client_0", tails_and_a_bystander)
-    assert took < 5.0, took  # generous: the walk is bounded (65,536 frames)
+    assert took < 5.0, took  # generous: the walk is bounded (32,768 frames)
     assert max(waits) < 1.0, waits  # the event loop never waited for a walk
 
 

@@ -40,6 +40,22 @@ def frames(chunks: list[Chunk]) -> list[tuple[Stream, bytes]]:
     return [(c.stream, c.data) for c in chunks]
 
 
+def runs(items: list[tuple[Stream, bytes]]) -> list[list[tuple[Stream, bytes]]]:
+    """``items`` grouped as a reader gets them: consecutive frames of one stream together."""
+    grouped: list[list[tuple[Stream, bytes]]] = []
+    for item in items:
+        if grouped and grouped[-1][0][0] == item[0]:
+            grouped[-1].append(item)
+        else:
+            grouped.append([item])
+    return grouped
+
+
+def joined(items: list[tuple[Stream, bytes]]) -> list[tuple[Stream, bytes]]:
+    """``items`` as chunks carry them: each run of one stream's frames as one."""
+    return [(run[0][0], b"".join(d for _, d in run)) for run in runs(items)]
+
+
 def write_log(path: Path, items: list[tuple[Stream, bytes]]) -> OutputLog:
     log = OutputLog(path)
     for stream, data in items:
@@ -102,14 +118,31 @@ async def test_round_trip_arbitrary_bytes(tmp_path: Path, overhead: int) -> None
     path = tmp_path / "j.log"
     log = write_log(path, ODD_BYTES)
     chunks = await read_all(path)
-    assert frames(chunks) == ODD_BYTES
+    # Consecutive frames of one stream come as one chunk (the last two here).
+    grouped = runs(ODD_BYTES)
+    assert len(grouped) == len(ODD_BYTES) - 1
+    assert frames(chunks) == joined(ODD_BYTES)
     assert log.data_bytes == sum(len(d) for _, d in ODD_BYTES)
     assert log.size == path.stat().st_size == log.data_bytes + overhead * len(ODD_BYTES)
     assert chunks[-1].next_offset == log.size
-    # next_offset is where the following frame starts.
+    # next_offset is where the frame after the chunk's last one starts.
     offsets = [0, *(c.next_offset for c in chunks)]
     spans = [end - start for start, end in itertools.pairwise(offsets)]
-    assert spans == [overhead + len(data) for _, data in ODD_BYTES]
+    assert spans == [sum(overhead + len(data) for _, data in run) for run in grouped]
+
+
+def test_a_log_of_tiny_frames_is_read_as_a_few_chunks(tmp_path: Path, overhead: int) -> None:
+    path = tmp_path / "j.log"
+    write_log(path, [(OUT, b"x")] * 1000 + [(ERR, b"!")] + [(OUT, b"y")] * 10)
+    raw = path.read_bytes()
+    chunks, used = parse_frames(raw, 0)
+    assert used == len(raw)
+    assert frames(chunks) == [(OUT, b"x" * 1000), (ERR, b"!"), (OUT, b"y" * 10)]
+    assert [c.next_offset for c in chunks] == [1000 * (overhead + 1), 1001 * (overhead + 1),
+                                              len(raw)]  # fmt: skip
+    # Frames still count one by one against a batch's bound.
+    chunks, used = parse_frames(raw, 0, max_frames=600)
+    assert frames(chunks) == [(OUT, b"x" * 600)] and used == 600 * (overhead + 1)
 
 
 async def test_empty_log_and_empty_appends(tmp_path: Path) -> None:
@@ -127,7 +160,7 @@ async def test_interleaved_streams_keep_their_order(tmp_path: Path) -> None:
     path = tmp_path / "j.log"
     write_log(path, items)
     chunks = await read_all(path)
-    assert frames(chunks) == items
+    assert frames(chunks) == joined(items)
     assert by_stream(chunks) == {
         OUT: b"".join(d for s, d in items if s is OUT),
         ERR: b"".join(d for s, d in items if s is ERR),
@@ -140,7 +173,7 @@ async def test_followers_take_frames_larger_than_one_read(tmp_path: Path) -> Non
     assert sum(len(d) for _, d in items) > READ_SIZE
     path = tmp_path / "j.log"
     write_log(path, items)
-    assert frames(await read_all(path)) == items
+    assert joined(frames(await read_all(path))) == joined(items)
 
 
 # --- live followers ---------------------------------------------------------------------
@@ -532,7 +565,7 @@ async def test_only_one_stream(
     async with contextlib.aclosing(follow(path, None, only=only)) as batches:
         async for batch in batches:
             got.extend(batch)
-    assert frames(got) == expected
+    assert frames(got) == joined(expected)
 
 
 @pytest.mark.parametrize(
@@ -556,7 +589,7 @@ async def test_tail_lines(
     async with contextlib.aclosing(follow(path, None, only=only, tail_lines=lines)) as batches:
         async for batch in batches:
             got.extend(batch)
-    assert frames(got) == expected
+    assert frames(got) == joined(expected)
 
 
 async def test_tail_then_follow_live(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ finished output is deleted to make room (``reclaim``, retention's); what still d
 the job is never blocked, and its status says why. So no identity can fill the disk, and none
 can make another's output be lost: retention, when all stored output is over its limit,
 deletes only the oldest output of the identity that holds the most.
-Counts are bytes on disk: data and the logs' framing (9 bytes per frame).
+A large request (argv and env over 6 KiB, kept whole once: ``jobd.store``) counts against the
+budget too, all or nothing: a start whose request does not fit is refused. Counts are bytes on
+disk: data and the logs' framing (9 bytes per frame), requests as stored (JSON).
 """
 
 from __future__ import annotations
@@ -68,6 +70,24 @@ class DiskUse:
         granted = max(0, min(size, room))
         self.count(owner, granted)
         return granted, why
+
+    def take(self, owner: str, size: int) -> str:
+        """All of ``size`` bytes for ``owner`` (a large request to keep), or why not: its
+        budget, after its own oldest output has made what room it can, or the disk's
+        reserve."""
+        over = self.by_owner[owner] + size > self.budget(owner)
+        if over and size <= self.budget(owner) and self.reclaim is not None:
+            self.reclaim(owner, size)  # (never for a request that could not fit at all)
+        if self.by_owner[owner] + size > self.budget(owner):
+            return (f"{owner}'s disk budget of {format_size(self.budget(owner))} "
+                    f"([quotas] output) would be passed: its jobs keep "
+                    f"{format_size(self.by_owner[owner])} and this request is "
+                    f"{format_size(size)}")
+        if self._disk_full(size):
+            return (f"the state directory's disk has less than {format_size(self.min_free)} "
+                    "free")
+        self.count(owner, size)
+        return ""
 
     def _disk_full(self, size: int) -> bool:
         self._until_check -= size

@@ -32,7 +32,7 @@ from jobd.output import Chunk, OutputLog, Stream, data_size, follow, is_frame_bo
 from jobd.quotas import QuotaPolicy, StartRate, refusal
 from jobd.retention import Retention, RetentionPolicy
 from jobd.statedir import StateDir
-from jobd.store import Page, Store
+from jobd.store import Page, Store, kept_request_bytes
 from jobd.supervisor import JobRunner
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,18 @@ class JobManager:
         job = Job(id=self.spares.next_id(limits, slice), owner=owner, spec=spec, limits=limits,
                   isolation=isolation, run_as=account.describe(),
                   syscall_filter=rule.syscalls.describe())
-        self._admit(job)
+        # A large request is kept whole, once: its bytes count against the owner's disk
+        # budget, or the start is refused before any work (quotas come after: a start refused
+        # here is no start).
+        kept = kept_request_bytes(job)
+        if kept and (why := self.disk.take(owner, kept)):
+            raise ResourceExhausted(why)
+        try:
+            self._admit(job)
+        except BaseException:
+            if kept:
+                self.disk.released(owner, kept)
+            raise
         try:
             output = OutputLog(self.state.log_path(job.id), self.output_cap, owner, self.disk)
         except BaseException:

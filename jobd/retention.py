@@ -76,9 +76,10 @@ class Retention:
             await trio.sleep(INTERVAL)  # the age limit moves on with the clock alone
 
     def _measure(self) -> dict[str, int]:
-        """Stored output by owner (a log no record names counts as nobody's: "")."""
+        """Stored output and kept large requests by owner (a log no record names counts as
+        nobody's: "")."""
         owners = self.store.owners()
-        found: dict[str, int] = {}
+        found = self.store.kept_requests_by_owner()
         for entry in os.scandir(self.state.output):
             if entry.is_file():
                 owner = owners.get(entry.name.removesuffix(".log"), "")
@@ -98,9 +99,10 @@ class Retention:
     def _forget_batch(self, cutoff: float) -> int:
         """Forget up to one batch of jobs that ended before ``cutoff``; how many."""
         found = self.store.finished_before(cutoff, BATCH)
-        for job_id, owner in found:
+        for job_id, owner, request_bytes in found:
             self._delete_log(job_id, owner)
-        ids = [job_id for job_id, _ in found]
+            self.use.released(owner, request_bytes)
+        ids = [job_id for job_id, _, _ in found]
         if ids:
             self.store.delete(ids)
             log.info("retention: forgot %d job(s) that ended over %s ago", len(ids),

@@ -75,6 +75,14 @@ def large_request(job: Job) -> bool:
     return bounds.request_size(job.spec.argv, job.spec.env) > RECORD_REQUEST_BYTES
 
 
+def kept_request_bytes(job: Job) -> int:
+    """What the requests table will hold for ``job`` (its argv and env as JSON, ASCII), if
+    its request is large; else 0. Counted against its owner's disk budget (jobd.diskuse)."""
+    if not large_request(job):
+        return 0
+    return len(json.dumps(list(job.spec.argv))) + len(json.dumps(dict(job.spec.env)))
+
+
 def job_to_record(job: Job) -> dict[str, Any]:
     result = job.result
     large = large_request(job)
@@ -171,8 +179,8 @@ UPSERT = (
 
 # Retention's two lookups, which the partial indexes above serve.
 FINISHED_BEFORE = (
-    f"SELECT id, owner FROM jobs WHERE state = {FINISHED} AND ended_at < ? "
-    "ORDER BY ended_at, id LIMIT ?"
+    "SELECT id, owner, (SELECT length(argv) + length(env) FROM requests r WHERE r.id = jobs.id) "
+    f"FROM jobs WHERE state = {FINISHED} AND ended_at < ? ORDER BY ended_at, id LIMIT ?"
 )
 OLDEST_WITH_OUTPUT = (
     f"SELECT {COLUMNS} FROM jobs WHERE state = {FINISHED} AND output_kept = 1 AND owner = ? "
@@ -352,10 +360,11 @@ class Store:
                 job = replace(job, spec=spec)
         return job
 
-    def finished_before(self, cutoff: float, limit: int) -> list[tuple[str, str]]:
-        """(id, owner) of jobs that ended before ``cutoff``, oldest first."""
+    def finished_before(self, cutoff: float, limit: int) -> list[tuple[str, str, int]]:
+        """(id, owner, bytes of its kept request) of jobs that ended before ``cutoff``,
+        oldest first."""
         rows = self._db.execute(FINISHED_BEFORE, (cutoff, limit)).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1], r[2] or 0) for r in rows]
 
     def oldest_with_output(self, owner: str, limit: int) -> list[Job]:
         """``owner``'s finished jobs whose output is still stored, oldest first."""
@@ -365,6 +374,12 @@ class Store:
     def owners(self) -> dict[str, str]:
         """Every job's owner, by id (on a worker thread: at start, to count stored output)."""
         return dict(self._reader.execute("SELECT id, owner FROM jobs").fetchall())
+
+    def kept_requests_by_owner(self) -> dict[str, int]:
+        """Bytes of large requests kept, by owner (on a worker thread, at start)."""
+        return dict(self._reader.execute(
+            "SELECT jobs.owner, SUM(length(r.argv) + length(r.env)) FROM requests r "
+            "JOIN jobs ON jobs.id = r.id GROUP BY jobs.owner").fetchall())  # fmt: skip
 
     def delete(self, job_ids: list[str]) -> None:
         marks = ", ".join("?" * len(job_ids))

@@ -49,3 +49,21 @@ def test_a_log_over_its_owners_budget_drops_and_counts_as_the_cap_does(tmp_path:
     assert (log.data_bytes, log.dropped_bytes) == (kept, 1610 - kept)
     assert use.total == log.size == (tmp_path / "j.log").stat().st_size
     assert log.error is not None and "alice's output budget" in log.error
+
+
+def test_a_request_is_kept_whole_or_refused(tmp_path: Path) -> None:
+    use = DiskUse(tmp_path, budget=lambda owner: 1000, min_free=0)
+    freed = []
+
+    def reclaim(owner: str, need: int) -> None:  # retention's: here, 200 bytes of old output
+        freed.append((owner, need))
+        use.released(owner, 200)
+
+    use.reclaim = reclaim
+    assert use.take("alice", 700) == ""
+    assert use.take("alice", 400) == ""  # after its old output made room
+    assert freed == [("alice", 400)] and use.by_owner["alice"] == 900
+    why = use.take("alice", 1001)
+    assert why.startswith("alice's disk budget of 1000 B ([quotas] output) would be passed")
+    assert use.by_owner["alice"] == 900  # nothing counted, nothing reclaimed in vain
+    assert len(freed) == 1

@@ -179,3 +179,49 @@ def test_output_past_an_identitys_budget_is_dropped_or_replaces_its_own_oldest(
     finally:
         code = daemon.stop()
     daemon.check_exit(code)
+
+
+def test_large_requests_count_against_the_disk_budget_across_restarts(
+    certs: Certs, tmp_path: Path,
+) -> None:
+    # Each request below is kept whole, once (~2 MiB as JSON): two fit in 5 MiB, a third not.
+    config = '[quotas.identity.client_1]\noutput = "5M"\n'
+    big = {"argv": ["/nonexistent", "a" * ((1 << 20) - 100)],
+           "env": {"BIG": "e" * ((1 << 20) - 100)}}
+
+    async def fill(stub: Any) -> list[str]:
+        for _ in range(2):  # failed starts: recorded, with their whole request
+            with contextlib.suppress(GRPCError):
+                await stub.StartJob(pb.StartJobRequest(**big))
+        return await job_ids(stub)
+
+    async def refused(stub: Any) -> None:
+        message = await expect_status(Status.RESOURCE_EXHAUSTED,
+                                      stub.StartJob(pb.StartJobRequest(**big)))  # fmt: skip
+        assert message.startswith("client_1's disk budget of 5 MiB ([quotas] output) would "
+                                  "be passed")
+        assert len(await job_ids(stub)) == 2  # no record of it
+        await collect(stub, await start(stub, ["echo", "small"]))  # small requests still run
+        async with client(daemon, "client_0") as other:  # another identity is not touched
+            with contextlib.suppress(GRPCError):
+                await other.StartJob(pb.StartJobRequest(**big))
+            assert len(await job_ids(other)) == 4
+
+    daemon = Daemon(certs, tmp_path / "state", config_extra=config).start()
+    try:
+        assert len(daemon.run("client_1", fill)) == 2
+        daemon.run("client_1", refused)
+    finally:
+        code = daemon.stop()
+    daemon.check_exit(code)
+    # Counted again from the history at the next start.
+    daemon = Daemon(certs, tmp_path / "state", config_extra=config).start()
+    try:
+        async def still_refused(stub: Any) -> None:
+            await expect_status(Status.RESOURCE_EXHAUSTED,
+                                stub.StartJob(pb.StartJobRequest(**big)))  # fmt: skip
+
+        daemon.run("client_1", still_refused)
+    finally:
+        code = daemon.stop()
+    daemon.check_exit(code)

@@ -133,7 +133,7 @@ def test_a_database_with_the_old_indexes_is_migrated(state: StateDir) -> None:
     assert names >= {"jobs_ended", "jobs_output_by_owner"}
     assert not names & {"jobs_by_state", "jobs_by_ended", "jobs_with_output",
                         "jobs_ended_with_output"}
-    assert store.finished_before(10.0, 5) == [("done", "client_0")]
+    assert store.finished_before(10.0, 5) == [("done", "client_0", 0)]
     store.close()
 
 

@@ -69,3 +69,20 @@ def test_sighup_reloads_identities_without_touching_running_jobs(daemon: Daemon)
         await stub.StopJob(pb.StopJobRequest(job_id=running))
 
     daemon.run("client_0", after)
+
+
+def test_a_role_taken_away_reaches_a_connection_opened_before(daemon: Daemon) -> None:
+    write_config(daemon, identities({"mallory": "user"}))
+    daemon.signal(signal.SIGHUP)
+    assert reloads(daemon, 1, "reloaded identities and limits")
+
+    async def scenario(stub: Any) -> None:
+        await stub.ListJobs(pb.ListJobsRequest())  # one connection, open from here on
+        write_config(daemon, identities({}))
+        daemon.signal(signal.SIGHUP)
+        assert reloads(daemon, 2, "reloaded identities and limits")
+        message = await expect_status(Status.PERMISSION_DENIED,
+                                      stub.StartJob(pb.StartJobRequest(argv=["true"])))
+        assert "mallory" in message
+
+    daemon.run("mallory", scenario)

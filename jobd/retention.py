@@ -1,9 +1,9 @@
-"""Retention: finished jobs older than ``max_age`` are forgotten, and while all stored output
-(running jobs' included, counted as it is written: ``jobd.diskuse``) is above ``max_output``,
-the oldest finished jobs' output is deleted, always of the identity that holds the most, so
-that no identity's output can push out another's; and when an identity's jobs would write past
-its output budget, its own oldest finished output goes first. Running jobs are never touched; a job
-whose output was deleted keeps its record, which says so.
+"""Retention: finished jobs older than ``max_age`` are forgotten, and while all that is stored
+(running jobs' output included, counted as it is written, and large requests: ``jobd.diskuse``)
+is above ``max_output``, the oldest finished jobs' output is deleted, always of the identity
+that holds the most, so that no identity's output can push out another's; and when an
+identity's jobs would write past its output budget, its own oldest finished output goes first.
+Running jobs are never touched; a job whose output was deleted keeps its record, which says so.
 
 Pruning runs at start, hourly, and when a job ends with stored output over the limit. What
 running jobs write in between is bounded by each identity's output budget (``jobd.diskuse``).
@@ -101,7 +101,8 @@ class Retention:
         found = self.store.finished_before(cutoff, BATCH)
         for job_id, owner, request_bytes in found:
             self._delete_log(job_id, owner)
-            self.use.released(owner, request_bytes)
+            if request_bytes:  # its large request goes with its record
+                self.use.released(owner, request_bytes)
         ids = [job_id for job_id, _, _ in found]
         if ids:
             self.store.delete(ids)

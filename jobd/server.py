@@ -54,7 +54,8 @@ def detect_cgroups(config: Config) -> CgroupBackend:
     if not config.cgroups:
         log.info("cgroups: disabled by configuration")
         return NoneBackend("disabled by configuration (cgroups = false, --no-cgroups)")
-    backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir))
+    backend = detect(config.cgroup_parent or cgroup_parent_for(config.state_dir),
+                     leave_own_group=True)
     missing = sorted(CONTROLLERS - backend.controllers)
     log.info("cgroups: %s backend; available: %s", backend.name,
              ", ".join(sorted(backend.controllers)) or "nothing")

@@ -41,6 +41,8 @@ from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, tree_procs, wait_unpopul
 from jobd.errors import FailedPrecondition
 
 LIMIT_CONTROLLERS = ("cpu", "memory", "io", "pids")
+# The leaf of its own group the daemon steps into where it starts alone in a delegated group.
+DAEMON_GROUP = "daemon"
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel's floor
 
@@ -141,9 +143,13 @@ def write_limits(path: Path, limits: Limits) -> None:
 class V2Backend:
     name = "v2"
 
-    def __init__(self, parent_name: str, hierarchy: Hierarchy, notes: list[str]) -> None:
+    def __init__(
+        self, parent_name: str, hierarchy: Hierarchy, notes: list[str], *,
+        leave_own_group: bool = False,
+    ) -> None:
         self.hierarchy = hierarchy
         self.parent = hierarchy.current / parent_name
+        self.daemon_group = hierarchy.current
         self.notes = list(notes)
         self.reasons: dict[str, str] = {}
         self.error: str | None = None
@@ -156,6 +162,8 @@ class V2Backend:
             self.error = mkdir_error(self.parent, exc)
             self.reasons = dict.fromkeys((*LIMIT_CONTROLLERS, "kill", "freeze"), self.error)
             return
+        if leave_own_group and parent_name != DAEMON_GROUP:
+            self._leave_own_group()
         enabled = self._enable_controllers()
         tree = set()
         if (self.parent / "cgroup.kill").exists() or (self.parent / "cgroup.freeze").exists():
@@ -171,6 +179,30 @@ class V2Backend:
     @property
     def unusable_reason(self) -> str | None:
         return self.error
+
+    def _leave_own_group(self) -> None:
+        """Step into a leaf of our own group when we are alone in it.
+
+        A v2 group can hand controllers to its children only while it holds no process itself
+        ("no internal processes"). Under systemd's Delegate=yes the daemon starts in the
+        delegated group itself, so, as systemd's delegation documents ask of a service that
+        manages its own subtree, it moves into a child first; the job groups are then its
+        siblings. Other processes in the group cannot be moved on their behalf:
+        _enable_controllers then says who is in the way. The root group is exempt.
+        """
+        own = self.hierarchy.current
+        if own == self.hierarchy.mount_point or read_pids(own / "cgroup.procs") != [os.getpid()]:
+            return
+        leaf = own / DAEMON_GROUP
+        try:
+            os.makedirs(leaf, exist_ok=True)
+            write_value(leaf / "cgroup.procs", os.getpid())
+        except OSError as exc:
+            self.notes.append(f"could not move the daemon into {leaf}: {describe_error(exc)}")
+            return
+        self.daemon_group = leaf
+        self.notes.append(f"the daemon moved into {leaf} so that {own} can hand controllers "
+                          "down (cgroup v2's no-internal-processes rule)")
 
     def _enable_controllers(self) -> set[str]:
         """Make each limit controller reach our job groups: enabled in our own group's
@@ -203,7 +235,7 @@ class V2Backend:
 
     def describe(self) -> str:
         lines = [f"cgroups: v2 at {self.hierarchy.mount_point}"]
-        lines.append(f"  daemon's group: {self.hierarchy.current}")
+        lines.append(f"  daemon's group: {self.daemon_group}")
         lines.append(f"  parent group:   {self.parent}")
         if self.error:
             lines.append(f"  unusable: {self.error}")

@@ -438,6 +438,23 @@ def test_sigterm_to_the_launcher_kills_a_command_without_a_handler(launcher: str
     assert time.monotonic() - begin < 10  # not the sleep: the signal ended it
 
 
+@pytest.mark.parametrize("plan", ["plain", "user"])
+def test_the_command_starts_with_no_signal_ignored(launcher: str, plan: str,
+                                                   tmp_path: Path) -> None:
+    """A daemon started with signals ignored (`nohup`, a shell's `&` ignores INT and QUIT)
+    must not hand that on: a shell could not even trap them, and a stop's SIGINT would be
+    lost."""
+    if plan == "user" and os.geteuid() != 0:
+        pytest.skip("needs root: a user job's plan makes namespaces and drops privileges")
+    ignoring = tmp_path / "ignoring-launcher"
+    ignoring.write_text(f"#!/bin/sh\ntrap '' INT QUIT HUP USR1 TERM\nexec {launcher} \"$@\"\n")
+    ignoring.chmod(0o755)
+    options = user_options(launcher) if plan == "user" else []
+    grep = shutil.which("grep") or "/bin/grep"
+    result = run(str(ignoring), options, [grep, "^SigIgn:", "/proc/self/status"])
+    assert result.stdout.split() == [b"SigIgn:", b"0000000000000000"], result
+
+
 @needs_root
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH])
@@ -548,8 +565,9 @@ def test_a_user_job_under_the_filter_cannot_make_a_user_namespace(
         assert b"Operation not permitted" in result.stderr, result
 
 
+@pytest.mark.parametrize("abi", ["32", "x32"])
 def test_another_architectures_abi_kills_the_process(
-    launcher: str, default_filter: int, tmp_path: Path
+    launcher: str, default_filter: int, tmp_path: Path, abi: str
 ) -> None:
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None or os.uname().machine != "x86_64":
@@ -561,12 +579,15 @@ def test_another_architectures_abi_kills_the_process(
         '"int $0x80" : "=a"(r) : "a"(20L) : "memory"); else r = syscall(0x40000000L | 39);'
         ' printf("returned %ld\\n", r); return 0; }\n')
     subprocess.run([cc, "-O2", "-o", str(tmp_path / "abi"), str(source)], check=True)
-    for abi in ("32", "x32"):
-        free = run(launcher, [], [str(tmp_path / "abi"), abi])
-        assert free.returncode == 0 and free.stdout.startswith(b"returned"), free
-        filtered = run(launcher, ["-f", str(default_filter)], [str(tmp_path / "abi"), abi],
-                       keep=(default_filter,))  # fmt: skip
-        assert filtered.returncode == -signal.SIGSYS, filtered
+    free = run(launcher, [], [str(tmp_path / "abi"), abi])
+    assert free.returncode == 0 and free.stdout.startswith(b"returned"), free
+    if abi == "32" and free.stdout.startswith(b"returned -"):
+        # getpid through int 0x80 fails unfiltered: User-Mode Linux, say, has no 32-bit entry.
+        pytest.skip(f"this kernel serves no 32-bit system calls ({free.stdout.strip().decode()}"
+                    " unfiltered): nothing for the filter to stop")
+    filtered = run(launcher, ["-f", str(default_filter)], [str(tmp_path / "abi"), abi],
+                   keep=(default_filter,))  # fmt: skip
+    assert filtered.returncode == -signal.SIGSYS, filtered
 
 
 def test_a_filter_descriptor_that_is_not_one_fails_the_launch(launcher: str,

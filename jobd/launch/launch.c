@@ -129,6 +129,7 @@ void *memcpy(void *d, const void *s, unsigned long n) {
 #define SIG_SETMASK 2
 #define SIGCHLD 17
 #define SIGKILL 9
+#define SIGSTOP 19
 #define SFD_CLOEXEC 02000000
 #define WNOHANG 1
 #define WALL 0x40000000
@@ -629,6 +630,11 @@ __attribute__((noreturn)) static void become_command(const struct plan *p) {
     if (p->drop) drop_privileges(p);
     if (p->cwd) CHECK(sys1(chdir, p->cwd), "cwd", p->cwd);
     if (p->filter_fd >= 0) install_filter(p->filter_fd);
+    /* exec keeps ignored signals ignored: a daemon started under nohup or a shell's `&` would
+     * hand its SIG_IGN for INT and QUIT on, and a shell may not even trap them. */
+    struct sigaction_k dfl = {0, 0, 0, 0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) sys4(rt_sigaction, sig, &dfl, 0, 8);
     unsigned long none = 0;
     sys4(rt_sigprocmask, SIG_SETMASK, &none, 0, 8);
     exec_command(p);

@@ -733,7 +733,8 @@ def test_a_command_without_handlers_stops_on_sigterm_at_once(env: Env) -> None:
 
 def test_a_command_that_traps_sigterm_gets_it_once_and_exits_as_it_likes(env: Env) -> None:
     daemon = env.daemon()
-    script = ("n=0; trap 'n=$((n+1))' TERM; echo ready; sleep 300 & wait; "
+    # "ready" once the sleep runs, so that the stop's SIGTERM finds it to end.
+    script = ("n=0; trap 'n=$((n+1))' TERM; sleep 300 & echo ready; wait; "
               "sleep 0.2 & wait; echo \"got $n\"; exit 0")
 
     async def scenario(stub: Any) -> tuple[bytes, Any]:

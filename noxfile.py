@@ -48,3 +48,10 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their table (slow; `-- --quick` for a short run)."""
     session.install("-e", ".", *group("test"))
     session.run("python", "tests/bench.py", *session.posargs)
+
+
+@nox.session(default=False)
+def vm(session: nox.Session) -> None:
+    """Run the cgroup v2, isolation and systemd tests in a User-Mode Linux VM (root; slow)."""
+    session.install("-e", ".", *group("test"))
+    session.run("python", "tests/vm/run.py", *session.posargs)

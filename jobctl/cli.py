@@ -74,6 +74,8 @@ it at once (grace 0). With --detach-on-interrupt, Ctrl-C leaves the job running 
 
 exit status: the job's exit code; 128+N when signal N ended it (OOM kill: 137); 1 when it
 failed to start or was lost; 130 when detached. Errors of jobctl itself: see jobctl --help.
+A job that did not exit by itself gets a last line on stderr saying how it ended, e.g.
+"jobctl: job ID killed: out of memory (limit 64 MiB)".
 """
 
 START_EPILOG = """\

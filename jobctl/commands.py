@@ -298,6 +298,8 @@ async def run_job(client: JobClient, args: argparse.Namespace) -> int:
         await interrupts.finish()
     if text := render.dropped_note(final):
         note(text)
+    if text := render.end_note(final):
+        print(f"jobctl: {text}", file=sys.stderr, flush=True)
     return render.exit_status(final)
 
 

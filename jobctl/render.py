@@ -157,6 +157,15 @@ def usage_text(usage: pb.Usage) -> str:
     return ", ".join(parts)
 
 
+def end_note(job: pb.Job) -> str:
+    """What ``jobctl run`` says on stderr of a job that did not exit by itself, e.g. ``job 1a2b
+    killed: out of memory (limit 64 MiB)``: its exit status alone (137) cannot tell an OOM
+    kill from a SIGKILL, nor a stop from a crash. Empty for a job that exited."""
+    if job.result.outcome == pb.JobResult.OUTCOME_EXITED or not (text := result_text(job)):
+        return ""
+    return f"job {printable(job.id)} {text}"
+
+
 def dropped_note(job: pb.Job) -> str:
     """The note for output the server dropped, e.g. ``output truncated: 12 bytes dropped (...)``;
     empty when nothing was dropped."""

@@ -35,6 +35,27 @@ def test_exit_status(job: pb.Job, code: int) -> None:
     assert render.exit_status(job) == code
 
 
+@pytest.mark.parametrize(
+    ("result", "said"),
+    [
+        (R(outcome=R.OUTCOME_EXITED, exit_code=3, message="exited with code 3"), ""),
+        (R(outcome=R.OUTCOME_OOM_KILLED, signal=9,
+           message="killed: out of memory (limit 64 MiB)"),
+         "job j1 killed: out of memory (limit 64 MiB)"),
+        (R(outcome=R.OUTCOME_SIGNALED, signal=11, message="killed by SIGSEGV"),
+         "job j1 killed by SIGSEGV"),
+        (R(outcome=R.OUTCOME_STOPPED, signal=15, stopped_by="client_0",
+           message="stopped by client_0 (killed by SIGTERM)"),
+         "job j1 stopped by client_0 (killed by SIGTERM)"),
+        (R(outcome=R.OUTCOME_LOST), "job j1 lost: the daemon died while it ran"),
+        (R(outcome=R.OUTCOME_SIGNALED, signal=9), "job j1 killed by SIGKILL"),  # no message
+    ],
+)
+def test_run_says_how_a_job_ended_unless_it_exited(result: pb.JobResult, said: str) -> None:
+    job = pb.Job(id="j1", state=pb.JOB_STATE_FINISHED, result=result)
+    assert render.end_note(job) == said
+
+
 def test_run_takes_the_options_of_start() -> None:
     args = cli.build_parser({}).parse_args(
         ["run", "--env", "A=1", "--cwd", "/tmp", "--memory", "256M", "--isolate", "pid",

@@ -59,10 +59,25 @@ def test_exit_zero(cleanup: Daemon) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), result
 
 
-def test_killed_by_a_signal_is_128_plus_n(cleanup: Daemon) -> None:
+def test_killed_by_a_signal_is_128_plus_n_and_said(cleanup: Daemon) -> None:
     result = cleanup.jobctl("client_0", "run", "--", "sh", "-c", "echo before; kill -9 $$")
-    assert (result.returncode, result.stdout, result.stderr) == (137, b"before\n", b""), result
-    assert only_job(cleanup)["result"]["outcome"] == "OUTCOME_SIGNALED"
+    job = only_job(cleanup)
+    said = f"jobctl: job {job['id']} killed by SIGKILL\n".encode()
+    assert (result.returncode, result.stdout, result.stderr) == (137, b"before\n", said), result
+    assert job["result"]["outcome"] == "OUTCOME_SIGNALED"
+
+
+def test_an_oom_kill_is_said_not_just_137(cleanup: Daemon) -> None:
+    hog = "import time; x = bytearray(256 << 20); time.sleep(1)"
+    result = cleanup.jobctl("client_0", "run", "--memory", "32M", "--",
+                            "python3", "-c", hog)  # fmt: skip
+    if result.returncode == 1 and b"'memory' is unavailable" in result.stderr:
+        pytest.skip(f"needs root and cgroups: {result.stderr.decode().strip()}")
+    job = only_job(cleanup)
+    assert job["result"]["outcome"] == "OUTCOME_OOM_KILLED", job
+    assert result.returncode == 137, result
+    said = f"jobctl: job {job['id']} killed: out of memory (limit 32 MiB)\n".encode()
+    assert result.stderr.endswith(said), result
 
 
 def test_start_options_apply(cleanup: Daemon) -> None:
@@ -159,8 +174,9 @@ def test_ctrl_c_stops_the_job_and_exits_with_its_status(
     code, out, err = runner.finish()
     assert (code, out) == (3, b"ready\ngot TERM\n")
     job = only_job(cleanup)
-    # stderr is the job's alone (sh may say its sleep was "Terminated"); nothing of jobctl's.
-    assert err == cleanup.jobctl("client_0", "logs", job["id"]).stderr
+    # stderr is the job's (sh may say its sleep was "Terminated"), then how the job ended.
+    said = f"jobctl: job {job['id']} stopped by client_0 (exited with code 3)\n".encode()
+    assert err == cleanup.jobctl("client_0", "logs", job["id"]).stderr + said
     assert job["result"]["outcome"] == "OUTCOME_STOPPED"
     assert job["result"]["stopped_by"] == "client_0"
 
@@ -194,7 +210,8 @@ def test_a_second_ctrl_c_kills_the_job(patient: Daemon) -> None:
     assert (code, out) == (128 + signal.SIGKILL, b"ready\n")
     job = only_job(patient)
     assert (job["result"]["outcome"], job["result"]["signal"]) == ("OUTCOME_STOPPED", 9)
-    assert err == patient.jobctl("client_0", "logs", job["id"]).stderr
+    said = f"jobctl: job {job['id']} stopped by client_0 (killed by SIGKILL)\n".encode()
+    assert err == patient.jobctl("client_0", "logs", job["id"]).stderr + said
 
 
 def test_detach_on_interrupt_leaves_the_job_running(cleanup: Daemon, runners: list[Runner]) -> None:

@@ -160,7 +160,8 @@ def cpu_limit() -> str:
     job_id = jobctl("start", "--cpu", "0.2", "--", *burn).stdout.strip()
     job = wait_ended(job_id)
     used = job["usage"]["cpu_seconds"]
-    expect(0.2 <= used <= 0.9, f"cpu {used:.2f} s in ~3 s of wall at 0.2 cores")
+    # Unthrottled it takes ~3 s; the floor only says it ran (a loaded host may starve it).
+    expect(0.05 <= used <= 0.9, f"cpu {used:.2f} s in ~3 s of wall at 0.2 cores")
     return f"{used:.2f} CPU-seconds in 3 s of wall at --cpu 0.2"
 
 
@@ -190,11 +191,12 @@ def stop_kills_daemonized() -> str:
     job_id = jobctl("start", "--", "sh", "-c", f"{escape} sleep 300").stdout.strip()
     group = job_group(job_id)
     deadline = time.monotonic() + 10
-    while not (found := sh("pgrep", "-f", f"sleep {marker}", check=False).stdout.split()):
+    grandchild = f"^sleep {re.escape(marker)}$"  # not the shells whose scripts name it
+    while not (found := sh("pgrep", "-f", grandchild, check=False).stdout.split()):
         expect(time.monotonic() < deadline, "the daemonized grandchild never started")
         time.sleep(0.05)
     shown = jobctl("stop", "--grace", "1", job_id).stdout.strip()
-    left = sh("pgrep", "-f", f"sleep {marker}", check=False).stdout.split()
+    left = sh("pgrep", "-f", grandchild, check=False).stdout.split()
     expect(not left, f"grandchild {left} outlived the stop")
     expect(not group.exists(), f"{group} left behind")
     return f"grandchild {found[0]} (new session, ignores TERM) gone; {shown.splitlines()[0]}"

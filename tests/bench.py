@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from h2.exceptions import StreamClosedError
 
 from bench_abuse import bench_abuse
+from bench_ssh import bench_ssh
 from benchlib import (
     ROWS,
     MiB,
@@ -788,7 +789,7 @@ def bench_capture(base: Path, size: int, captured: float) -> None:
 
 
 GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history", "cli", "latency",
-          "grpcio", "abuse")
+          "grpcio", "abuse", "ssh")
 
 
 def main() -> None:
@@ -823,6 +824,8 @@ def main() -> None:
             bench_grpcio(certs, base, (256 if quick else 1024) * MiB)
         if "abuse" in groups:
             bench_abuse(certs, base, quick)
+        if "ssh" in groups:
+            bench_ssh(certs, base, (256 if quick else 1024) * MiB, 1 if quick else 3)
     print()
     print(table())
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),

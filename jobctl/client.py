@@ -39,6 +39,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
+from hyperframe.frame import DataFrame
 
 from jobd.tls import TLSConfigError, client_context
 from jobd.v1 import jobs_pb2 as pb
@@ -309,6 +310,17 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 # 64 KiB frames carry a 1 GiB stream ~20 % faster (BENCHMARKS.md). Larger ones are slower
 # again: h2 joins a frame's TLS records by copying them.
 MAX_FRAME_SIZE = 64 * 1024
+
+
+def _data_frame_body_repr(self: DataFrame) -> str:
+    return f"data=<{len(self.data)} bytes>"
+
+
+# h2 formats every frame it receives for a trace log that is off (repr(frame) is evaluated
+# before the logger sees it), and hyperframe's repr of a DATA frame serializes the whole body
+# and hex-encodes it, to show 20 digits: a third of jobctl's CPU while it receives output
+# (BENCHMARKS.md, "Next to ssh"). Its length says as much in a log.
+DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign, assignment]
 
 
 class _Protocol(H2Protocol):

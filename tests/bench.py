@@ -726,6 +726,42 @@ def bench_latency(certs: Certs, base: Path, n: int, seconds: float) -> None:
         daemon.stop()
 
 
+def bench_loaded(certs: Certs, base: Path, n: int) -> None:
+    """GetJob latency from one client, idle and while another client's job writes its output
+    flat out (issue 23: today the pumps' log writes share the event loop with every RPC)."""
+    print("GetJob latency while a job writes flat out", flush=True)
+    # A cap above what the calls take to run, so that the job writes to disk throughout.
+    daemon = bench_daemon(certs, base / "loaded", "--max-output", str(16 << 30)).start()
+    try:
+        async def latencies() -> tuple[list[float], list[float], int]:
+            channel, stub = await open_stub(daemon)
+            writer_channel, writer = await open_stub(daemon, "client_1")
+            try:
+                probe = (await stub.StartJob(pb.StartJobRequest(argv=["true"]))).job_id
+                request = pb.GetJobRequest(job_id=probe)
+                await timed_calls(50, lambda: stub.GetJob(request))  # warm
+                idle = await timed_calls(n, lambda: stub.GetJob(request))
+                busy = await writer.StartJob(pb.StartJobRequest(
+                    argv=["head", "-c", str(16 << 30), "/dev/zero"]))
+                loaded = await timed_calls(n, lambda: stub.GetJob(request))
+                job = await writer.GetJob(pb.GetJobRequest(job_id=busy.job_id))
+                await writer.StopJob(pb.StopJobRequest(job_id=busy.job_id))
+                return idle, loaded, job.output_bytes
+            finally:
+                channel.close()
+                writer_channel.close()
+
+        idle, loaded, written = asyncio.run(latencies())
+        record(Row("loaded", "GetJob p50 while a job writes flat out", statistics.median(loaded),
+                   "ms", statistics.median(idle), "idle p50"))
+        record(Row("loaded", "GetJob p99 while a job writes flat out", pct(loaded, 99), "ms",
+                   pct(idle, 99), "idle p99", "<= 1.5x"))
+        print(f"  (the writer had written {written / MiB:.0f} MiB when the calls ended, and "
+              "was then stopped)")
+    finally:
+        daemon.stop()
+
+
 def grpcio_client_main(port: int, certs_dir: str, job_id: str) -> None:
     """Follow a job with Google's C-core client (grpcio), no generated code needed."""
     import grpc
@@ -789,7 +825,7 @@ def bench_capture(base: Path, size: int, captured: float) -> None:
 
 
 GROUPS = ("start", "throughput", "followers", "stalled", "scale", "history", "cli", "latency",
-          "grpcio", "abuse", "ssh")
+          "grpcio", "abuse", "ssh", "loaded")
 
 
 def main() -> None:
@@ -826,6 +862,8 @@ def main() -> None:
             bench_abuse(certs, base, quick)
         if "ssh" in groups:
             bench_ssh(certs, base, (256 if quick else 1024) * MiB, 1 if quick else 3)
+        if "loaded" in groups:
+            bench_loaded(certs, base, 500 if quick else 2000)
     print()
     print(table())
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),

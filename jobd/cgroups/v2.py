@@ -188,7 +188,8 @@ class V2Backend:
         delegated group itself, so, as systemd's delegation documents ask of a service that
         manages its own subtree, it moves into a child first; the job groups are then its
         siblings. Other processes in the group cannot be moved on their behalf:
-        _enable_controllers then says who is in the way. The root group is exempt.
+        _enable_controllers then says why the controllers are unavailable. The root group is
+        exempt.
         """
         own = self.hierarchy.current
         if own == self.hierarchy.mount_point or read_pids(own / "cgroup.procs") != [os.getpid()]:

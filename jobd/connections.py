@@ -54,7 +54,7 @@ from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
 from jobd.metrics import Metrics
@@ -432,7 +432,14 @@ def send_room_now(stream: Any) -> int:
     h2_stream, connection, h2 = _send_window(stream)
     if not connection.write_ready.is_set():
         return 0
-    return max(0, int(h2.local_flow_control_window(h2_stream.id)))
+    return max(0, _window(h2, h2_stream.id))
+
+
+def _window(h2: H2Connection, stream_id: int) -> int:
+    try:
+        return int(h2.local_flow_control_window(stream_id))
+    except StreamClosedError:
+        return 0  # the client reset the stream, and grpclib is cancelling the call
 
 
 async def send_room(stream: Any) -> int:
@@ -443,7 +450,7 @@ async def send_room(stream: Any) -> int:
     h2_stream, connection, h2 = _send_window(stream)
     while True:
         await connection.write_ready.wait()
-        window = int(h2.local_flow_control_window(h2_stream.id))
+        window = _window(h2, h2_stream.id)
         if window > 0:
             return window
         h2_stream.window_updated.clear()

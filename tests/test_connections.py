@@ -26,6 +26,8 @@ from jobd.connections import (
     _Connection,
     _protocol_factory,
     parse_table,
+    send_room,
+    send_room_now,
 )
 from jobd.metrics import Metrics
 
@@ -302,3 +304,48 @@ def test_an_idle_timer_that_fires_after_a_later_call_waits_out_the_rest() -> Non
         connection.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def _reset_stream() -> Any:
+    """A grpclib stream whose client has reset it: h2 has forgotten it already."""
+    client = H2Connection(H2Configuration(client_side=True))
+    server = H2Connection(H2Configuration(client_side=False))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "POST"), (":path", "/x"), (":scheme", "https"),
+                            (":authority", "a")])
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    assert 1 in server.streams
+    client.reset_stream(1)
+    server.receive_data(client.data_to_send())
+    server.open_inbound_streams  # noqa: B018  (h2 forgets closed streams when counting)
+    assert 1 not in server.streams
+
+    class Connection:
+        write_ready = asyncio.Event()
+
+    Connection.write_ready.set()
+
+    class H2Stream:
+        id = 1
+        connection = Connection()
+        _h2_connection = server
+        window_updated = asyncio.Event()
+
+    class Stream:
+        _stream = H2Stream()
+
+    return Stream()
+
+
+def test_a_reset_stream_has_no_room_and_its_wait_lasts_until_the_call_is_cancelled() -> None:
+    # Found by a follower asking for room just after its client reset the stream: h2 raised
+    # StreamClosedError, and the call was logged as a bug.
+    stream = _reset_stream()
+    assert send_room_now(stream) == 0
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(send_room(stream), 0.05)
+
+    asyncio.run(main())

@@ -347,7 +347,9 @@ class JobManager:
         size = live.size if live is not None else _file_size(path)
         if offset > size:
             raise InvalidArgument(f"offset {offset} is past the end of the output ({size})")
-        if not is_frame_boundary(path, offset):
+        on_disk = live.written if live is not None else size
+        if not (is_frame_boundary(path, offset) if offset <= on_disk
+                else live is not None and live.is_pending_boundary(offset)):
             raise InvalidArgument(f"offset {offset} is not where a chunk starts: give 0 or a "
                                   "next_offset received before")
         return follow(path, live, offset, only=only, tail_lines=tail_lines, no_follow=no_follow,

@@ -21,6 +21,7 @@ import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -58,8 +59,30 @@ class CorruptLog(DataLoss):
     """The log file ends inside a frame, or a frame is not what it says."""
 
 
+@dataclass(frozen=True)
+class Frames:
+    """One read of a job's pipe, framed: its place in the log is fixed when it is framed."""
+
+    stream: Stream
+    data: bytes | bytearray  # what is kept of the read (a cap may have cut it)
+    parts: list[bytes | bytearray | memoryview]  # header, data, trailer, for each frame
+    start: int  # the log offset of its first frame
+    end: int  # the log offset after its last frame
+
+    @property
+    def frames(self) -> int:
+        return len(self.parts) // 3
+
+
+# os.writev takes at most IOV_MAX (1024 on Linux) buffers: three per frame.
+WRITEV_PARTS = 1020
+
+
 class OutputLog:
-    """The writing side, owned by one job. Sync methods: nothing here waits."""
+    """The log file of one job. ``frame`` (on the event loop, nothing there waits) gives each
+    read its place and counts it; ``write`` puts frames on disk (on a worker thread, for a
+    running job: see jobd.broadcast); ``commit`` records what reached the disk and wakes the
+    file readers. ``append`` is all three at once, for a log written in one go."""
 
     def __init__(self, path: Path, cap: int | None = None, owner: str = "",
                  use: DiskUse | None = None) -> None:
@@ -69,21 +92,23 @@ class OutputLog:
         self.owner = owner
         self.use = use
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self.size = 0
+        self.size = 0  # the end of what has been framed: where the next frame goes
+        self.written = 0  # the end of what is on disk: what file readers may read
         self.data_bytes = 0
+        self._data_written = 0
         self.dropped_bytes = 0
         self.error: str | None = None
         self.closed = False
         self._changed = trio.Event()
 
-    def append(self, stream: Stream, data: bytes | bytearray) -> None:
-        """Append ``data`` as frames of at most MAX_FRAME_DATA (followers read whole frames),
-        all in one write."""
+    def frame(self, stream: Stream, data: bytes | bytearray) -> Frames | None:
+        """``data`` as frames of at most MAX_FRAME_DATA (followers read whole frames), after
+        the cap and the owner's disk budget; None when none of it is kept."""
         if self.closed:
             raise RuntimeError("append to a closed output log")
         if self.error is not None:
             self.dropped_bytes += len(data)
-            return
+            return None
         if self.cap is not None and self.data_bytes + len(data) > self.cap:
             keep = self.cap - self.data_bytes
             self.dropped_bytes += len(data) - keep
@@ -92,7 +117,7 @@ class OutputLog:
             self.error = f"output cap of {format_size(self.cap)} reached; later output dropped"
             log.warning("%s: %s", self.path.name, self.error)
             if not data:
-                return
+                return None
         if self.use is not None:
             granted, why = self.use.grant(self.owner, len(data))
             if granted < len(data):
@@ -101,33 +126,60 @@ class OutputLog:
                 self.error = why
                 log.warning("%s: %s", self.path.name, why)
                 if not data:
-                    return
+                    return None
         length = len(data)
         parts: list[bytes | bytearray | memoryview] = []
         view = memoryview(data)
         for start in range(0, max(length, 1), MAX_FRAME_DATA):  # b"": one empty frame
             piece = view[start : start + MAX_FRAME_DATA]
             parts += [HEADER.pack(stream, len(piece)), piece, TRAILER.pack(len(piece))]
-        frames = len(parts) // 3
-        try:
-            self._write_all(parts)
-        except OSError as exc:
-            # The job must not be blocked or killed because its log cannot grow: keep draining
-            # its pipes, count what is lost, and say so in its record. A frame written in part
-            # is cut off again, so that what the log holds stays readable.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self.size)
-            self.error = f"output log write failed: {os.strerror(exc.errno or errno.EIO)}"
-            log.error("%s: %s", self.path.name, self.error)
-            self.dropped_bytes += length
-            if self.use is not None:
-                self.use.released(self.owner, length)
-            return
+        frames = Frames(stream, data, parts, self.size, self.size + len(parts) // 3 * OVERHEAD
+                        + length)
         if self.use is not None:  # the disk holds the framing too
-            self.use.count(self.owner, frames * OVERHEAD)
-        self.size += frames * OVERHEAD + length
+            self.use.count(self.owner, frames.frames * OVERHEAD)
+        self.size = frames.end
         self.data_bytes += length
+        return frames
+
+    def write(self, batch: list[Frames]) -> OSError | None:
+        """Put ``batch`` (framed in order, following what is written) on disk. Safe on a
+        worker thread: nothing else touches the file meanwhile. A failed write is cut off
+        again, so that what the log holds stays readable."""
+        if self.error is not None and batch[0].start >= self.size:
+            return None  # framed before a failed write, and dropped with it (see commit)
+        parts = [part for frames in batch for part in frames.parts]
+        try:
+            for i in range(0, len(parts), WRITEV_PARTS):
+                self._write_all(parts[i : i + WRITEV_PARTS])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.written)
+            return exc
+        return None
+
+    def commit(self, batch: list[Frames], failure: OSError | None) -> None:
+        """Record what ``write`` did with ``batch``, and wake the file readers."""
+        if failure is None and batch[0].start == self.written:
+            self.written = batch[-1].end
+            self._data_written += sum(len(f.data) for f in batch)
+        elif failure is not None:
+            # The job must not be blocked or killed because its log cannot grow: its pipes
+            # are still drained, and what is lost is counted and said in its record. All
+            # that was framed after what is on disk is lost, the batches queued behind this
+            # one too (their writes are skipped): the log ends where the disk does.
+            self.error = f"output log write failed: {os.strerror(failure.errno or errno.EIO)}"
+            log.error("%s: %s", self.path.name, self.error)
+            self.dropped_bytes += self.data_bytes - self._data_written
+            if self.use is not None:
+                self.use.released(self.owner, self.size - self.written)
+            self.data_bytes, self.size = self._data_written, self.written
         self._wake()
+
+    def append(self, stream: Stream, data: bytes | bytearray) -> None:
+        """Frame and write ``data`` at once, on the calling thread."""
+        frames = self.frame(stream, data)
+        if frames is not None:
+            self.commit([frames], self.write([frames]))
 
     def _write_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
         total = sum(len(p) for p in parts)
@@ -151,6 +203,14 @@ class OutputLog:
     @property
     def changed(self) -> trio.Event:
         return self._changed
+
+    # A log written in one go has nothing in memory to offer a follower: see Broadcast.
+
+    def join(self, offset: int) -> None:
+        return None
+
+    async def wait_written(self, offset: int) -> None:
+        await trio.lowlevel.checkpoint()
 
 
 # A follower's batch holds at most this many frames: a log of tiny frames (a job writing a byte
@@ -289,9 +349,41 @@ def data_size(path: Path) -> int:
     return total
 
 
+class Joined(Protocol):
+    """A follower's place in a live broadcast (jobd.broadcast.Subscription)."""
+
+    cut: bool
+
+    async def receive(self) -> Chunk: ...
+
+    def receive_nowait(self) -> Chunk: ...
+
+    def close(self) -> None: ...
+
+
+class Live(Protocol):
+    """The log of a job that may still write: an OutputLog, or a running job's Broadcast."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def written(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def changed(self) -> trio.Event: ...
+
+    def join(self, offset: int) -> Joined | None: ...
+
+    async def wait_written(self, offset: int) -> None: ...
+
+
 async def follow(
     path: Path,
-    live: OutputLog | None,
+    live: Live | None,
     offset: int = 0,
     *,
     only: Stream | None = None,
@@ -301,13 +393,17 @@ async def follow(
 ) -> AsyncGenerator[list[Chunk], None]:
     """Every chunk from ``offset`` on; with ``live``, wait for more until the log closes.
 
+    The log file is read from ``offset`` to what is on disk; there, a live broadcast is
+    joined, and its chunks are taken as they come, until the output ends, or until this
+    follower falls behind and is cut off: then it reads the file again from where it is.
+
     ``offset`` must be 0 or a ``next_offset`` handed out before: anything else is not a frame
     boundary and is reported as a damaged log. ``tail_lines`` starts that many lines before
     the end instead. ``no_follow`` stops at the end there is now. Batches may be empty when
     ``only`` filters a whole read out. ``room``: awaited before each batch is read, the most
     data the reader can take now (a stream's flow-control window): a batch holds no more than
-    that (but one whole frame), so a reader that takes nothing makes the follower wait before
-    it reads, holding no data.
+    that (but one whole frame or live chunk), so a reader that takes nothing makes the
+    follower wait before it reads, holding no data.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -315,19 +411,23 @@ async def follow(
         raise CorruptLog(f"output log {path.name} is missing") from None
     try:
         skip = 0
-        end = live.size if live is not None else os.fstat(fd).st_size
+        if live is not None and (tail_lines or no_follow):
+            await live.wait_written(live.size)  # what there is now, all of it on disk
+        end = live.written if live is not None else os.fstat(fd).st_size
         if tail_lines:  # proportional to the log: off the event loop (bounded, too)
             offset, skip = await trio.to_thread.run_sync(tail_start, fd, end, tail_lines, only)
         if no_follow:
             live = None  # what was there when we started is all we read
         while True:
-            # Take the event and the closed flag before reading: whatever is appended after
+            # Take the event and the closed flag before reading: whatever is written after
             # the read sets this very event, so no wake-up is lost.
             changed = live.changed if live is not None else None
             closed = live is None or live.closed
-            current = live.size if live is not None else end
+            current = live.written if live is not None else end
             want = await room() if room is not None and current > offset else None
-            buf = os.pread(fd, min(READ_SIZE, end - offset) if no_follow else READ_SIZE, offset)
+            # Never past what is on disk: the writer's thread may be in the middle of a frame.
+            current = live.written if live is not None else end
+            buf = os.pread(fd, max(0, min(READ_SIZE, current - offset)), offset)
             chunks, used = parse_frames(buf, offset, max_bytes=want, only=only)
             if used:
                 offset += used
@@ -345,7 +445,33 @@ async def follow(
                 if buf:
                     raise CorruptLog(f"output log ends inside a frame at offset {offset}")
                 return
-            assert changed is not None
-            await changed.wait()
+            assert live is not None and changed is not None
+            joined = live.join(offset)
+            if joined is None:
+                await changed.wait()
+                continue
+            try:
+                while True:
+                    want = await room() if room is not None else READ_SIZE
+                    try:
+                        got = [await joined.receive()]
+                    except trio.EndOfChannel:
+                        break
+                    taken = len(got[0].data)
+                    while taken < min(want, READ_SIZE):
+                        try:
+                            got.append(joined.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        taken += len(got[-1].data)
+                    offset = got[-1].next_offset
+                    batch = [c for c in got if only is None or c.stream == only]
+                    got = []
+                    yield batch
+                    del batch
+            finally:
+                joined.close()
+            if not joined.cut:
+                return  # the output has ended, and every byte of it was taken
     finally:
         os.close(fd)

@@ -1,4 +1,4 @@
-"""One job's life: spawn its process, pump its output into the log, enforce stop, record exit.
+"""One job's life: spawn its process, pump its output into its broadcast, enforce stop, record exit.
 
 A job starts as the compiled launcher (``jobd.launch``), spawned on the trio thread through
 vfork and waited for through a pidfd (``jobd.spawn``). The launcher joins the job's cgroups,
@@ -29,6 +29,7 @@ import trio
 
 from jobd import procid
 from jobd.accounts import Account
+from jobd.broadcast import Broadcast
 from jobd.cgroups.base import JobCgroup
 from jobd.errors import SpawnFailed
 from jobd.isolation import Isolator, Namespace, RoleIsolation
@@ -101,7 +102,7 @@ class JobRunner:
         # from the daemon's own (else the launcher keeps the daemon's).
         self.account = account
         self.switch = switch and account is not None
-        self.output = output
+        self.output = Broadcast(output)
         self.cgroup = cgroup
         self.isolator = isolator or Isolator()
         # The role's containment: read-only file system, writable paths, OOM score.
@@ -217,7 +218,7 @@ class JobRunner:
             else:
                 message = _spawn_error(spec.argv[0], spec.cwd, exc)
             self.job.spawn_failed(message)
-            self.output.close()
+            self.output.close_input()
             self._remove_cgroup()
             self._on_change(self.job)
             self.started.set()
@@ -263,13 +264,15 @@ class JobRunner:
     async def supervise(self, child: Child) -> None:
         """Own the spawned process until it has ended and is recorded. Every way out, a
         cancellation included, kills what is left of the job and reaps it (shielded)."""
-        try:
-            if child.status is not None and not await self._confirm(child, child.status):
-                return
-            await self._supervise(child)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._reap(child)
+        async with trio.open_nursery() as writer:  # the log writer: shielded, see run()
+            await writer.start(self.output.run)
+            try:
+                if child.status is not None and not await self._confirm(child, child.status):
+                    return
+                await self._supervise(child)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._reap(child)
 
     async def _supervise(self, child: Child) -> None:
         # Without a memory limit of its own, the group's OOM killer never fires: most jobs
@@ -315,8 +318,8 @@ class JobRunner:
 
     async def _pump(self, pipe: trio.abc.ReceiveStream, stream: Stream) -> None:
         async with pipe:
-            while data := await pipe.receive_some(PIPE_SIZE):  # cut into frames by append
-                self.output.append(stream, data)
+            while data := await pipe.receive_some(PIPE_SIZE):  # cut into frames by send
+                await self.output.send(stream, data)
                 self.job.output_bytes = self.output.data_bytes
                 self.job.output_dropped_bytes = self.output.dropped_bytes
                 if self.output.error and not self.job.output_error:
@@ -355,9 +358,11 @@ class JobRunner:
         elif not self.job.finished:  # else it failed to start, and is recorded so
             self.job.exited(child.returncode, oom)
         self.started.set()  # a launch cancelled before its word
+        self.output.close_input()
+        await self.output.wait_closed()  # every byte the pumps read is on disk
+        self.job.output_bytes = self.output.data_bytes
         self.job.output_dropped_bytes = self.output.dropped_bytes
         self.job.output_error = self.output.error or ""
-        self.output.close()
         self._on_change(self.job)
         self.done.set()
 

@@ -26,11 +26,11 @@ import trio
 from jobd.output import Chunk, Frames, OutputLog, Stream
 
 # What a live stream may have queued and not yet taken (bytes); past that it is cut over to
-# the log. A read is at most a pipe's worth (256 KiB), so this is a few reads.
-LIVE_BUFFER = 1 << 20
-# Reads queued for the log writer before the pumps wait (each at most 256 KiB): with the batch
+# the log. A read is at most a pipe's worth (1 MiB), so this is a few reads.
+LIVE_BUFFER = 4 << 20
+# Reads queued for the log writer before the pumps wait (each at most 1 MiB): with the batch
 # on the worker thread, what a job's output holds in memory on its way to disk.
-WRITER_QUEUE = 4
+WRITER_QUEUE = 2
 
 
 class Subscription:

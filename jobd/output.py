@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct(">BI")
 TRAILER = struct.Struct(">I")
 OVERHEAD = HEADER.size + TRAILER.size
-# The pumps read at most this much at a time, so a frame is never larger than this: what a
-# stream whose client reads a byte at a time holds at most (a frame it cannot cut, three
-# times over in protobuf's and grpclib's copies: ~200 KiB)...
+# A read of a job's pipe is cut into frames of at most this much: what a stream whose client
+# reads a byte at a time holds at most (a frame it cannot cut, three times over in protobuf's
+# and grpclib's copies: ~200 KiB)...
 MAX_FRAME_DATA = 64 * 1024
 # ...and a follower's read holds several whole frames: a client that keeps up gets them in
 # one message (fewer messages cost the daemon less CPU per byte).
-READ_SIZE = 512 * 1024
+READ_SIZE = 1024 * 1024
 
 
 class Stream(enum.IntEnum):
@@ -418,6 +418,7 @@ async def follow(
             offset, skip = await trio.to_thread.run_sync(tail_start, fd, end, tail_lines, only)
         if no_follow:
             live = None  # what was there when we started is all we read
+        file_until = 0  # read the file, not the broadcast, up to here
         while True:
             # Take the event and the closed flag before reading: whatever is written after
             # the read sets this very event, so no wake-up is lost.
@@ -446,7 +447,7 @@ async def follow(
                     raise CorruptLog(f"output log ends inside a frame at offset {offset}")
                 return
             assert live is not None and changed is not None
-            joined = live.join(offset)
+            joined = live.join(offset) if offset >= file_until else None
             if joined is None:
                 await changed.wait()
                 continue
@@ -458,6 +459,12 @@ async def follow(
                     except trio.EndOfChannel:
                         break
                     taken = len(got[0].data)
+                    if taken > want and taken > MAX_FRAME_DATA:
+                        # A client that takes less than a read would have this stream hold
+                        # all of it: the file hands it a frame at a time instead.
+                        file_until = got[0].next_offset
+                        joined.cut = True
+                        break
                     while taken < min(want, READ_SIZE):
                         try:
                             got.append(joined.receive_nowait())

@@ -71,8 +71,10 @@ def _as(account: Account | None) -> str:
     return f" (as {account.name})" if account else ""
 
 
-# A job writing fast blocks less on a larger pipe; the pumps still read a frame at a time.
-PIPE_SIZE = 256 * 1024
+# A job writing fast blocks less on a larger pipe (Linux's unprivileged maximum), and each
+# read of up to this much costs the broadcast, the writer and each follower one step: 1 MiB
+# reads took ~12 % more through `jobctl run` than 256 KiB ones (BENCHMARKS.md).
+PIPE_SIZE = 1024 * 1024
 
 
 def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import jobd.broadcast
 import jobd.output
-from jobd.broadcast import WRITER_QUEUE, Broadcast, Subscription
+from jobd.broadcast import LIVE_BUFFER, WRITER_QUEUE, Broadcast, Subscription
 from jobd.output import Chunk, Frames, OutputLog, Stream, follow, parse_frames
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -130,8 +130,8 @@ def test_a_stalled_follower_is_cut_off_and_never_slows_the_job(
 ) -> None:
     cuts = count_cuts(monkeypatch)
     bc, _ = make(tmp_path)
-    read = 256 * 1024
-    sent = [(OUT if i % 3 else ERR, bytes([i]) * read) for i in range(24)]  # 6 MiB
+    read = LIVE_BUFFER // 4
+    sent = [(OUT if i % 3 else ERR, bytes([i]) * read) for i in range(24)]  # 6 times that
     fast: list[Chunk] = []
     slow: list[Chunk] = []
     sent_by: list[float] = []
@@ -178,8 +178,8 @@ def test_a_cut_off_follower_rejoins_live_once_it_has_caught_up(
             await nursery.start(bc.run)
             nursery.start_soon(collect, bc, got, lambda i: 50.0 if i == 0 else 0)
             await trio.sleep(1)
-            for i in range(8):  # 2 MiB while the follower sleeps: it is cut off
-                await bc.send(OUT, bytes([i]) * 256 * 1024)
+            for i in range(8):  # twice what it may queue, while it sleeps: it is cut off
+                await bc.send(OUT, bytes([i]) * (LIVE_BUFFER // 4))
             await trio.sleep(100)  # it reads the log and joins again
             await bc.send(ERR, b"live again")
             await trio.sleep(1)
@@ -256,8 +256,8 @@ def test_a_join_waits_for_the_writer_when_it_is_far_behind(
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(bc.run)
-            for i in range(6):  # 1.5 MiB framed, none on disk: more than a stream may hold
-                await bc.send(OUT, bytes([i]) * 256 * 1024)
+            for i in range(6):  # framed, none on disk: more than a stream may hold
+                await bc.send(OUT, bytes([i]) * (LIVE_BUFFER // 4))
             assert bc.join(0) is None
             nursery.start_soon(collect, bc, got)
             await trio.sleep(5)
@@ -269,7 +269,7 @@ def test_a_join_waits_for_the_writer_when_it_is_far_behind(
 
     run(main)
     assert data_of(got) == on_disk(bc.path)
-    assert sum(len(c.data) for c in got) == 6 * 256 * 1024
+    assert sum(len(c.data) for c in got) == 6 * (LIVE_BUFFER // 4)
 
 
 def test_a_failed_write_ends_the_log_where_the_disk_does(tmp_path: Path) -> None:
@@ -421,3 +421,32 @@ def test_every_follower_gets_every_byte_once_in_order_whatever_the_timing(
         for (_, _, only), chunks in zip(followers, got, strict=True):
             want = [(s, d) for s, d in merged(sent) if only in (None, s)]
             assert merged(data_of(chunks)) == merged(want)
+
+
+def test_a_client_with_a_small_window_is_handed_a_frame_at_a_time(tmp_path: Path) -> None:
+    # A live read is up to 1 MiB: a stream whose client opens its window a little at a time
+    # would hold all of it. It reads those bytes from the file instead, a frame per message.
+    bc, _ = make(tmp_path)
+    sent = [(OUT, bytes([i]) * 300_000) for i in range(3)]
+    batches: list[list[Chunk]] = []
+
+    async def room() -> int:
+        return 1000
+
+    async def reader() -> None:
+        async for batch in follow(bc.path, bc, 0, room=room):
+            batches.append(batch)
+            await trio.sleep(0.1)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bc.run)
+            nursery.start_soon(reader)
+            await trio.sleep(1)
+            for stream, data in sent:
+                await bc.send(stream, data)
+            bc.close_input()
+
+    run(main)
+    assert max(sum(len(c.data) for c in batch) for batch in batches) <= jobd.output.MAX_FRAME_DATA
+    assert data_of([c for batch in batches for c in batch]) == merged(sent)

@@ -3,6 +3,7 @@ and a few measurements (percentiles, a process's memory and CPU time)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -91,3 +92,17 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time ``pid`` has used so far (not its children's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet_disk() -> None:
+    """Before a run that writes 1 GiB: write back what earlier runs left dirty, and (as root)
+    drop the clean page cache they left, so that every such run starts from the same state.
+
+    On this machine (a Firecracker VM) writing into guest memory never touched before costs
+    ~5x more system time than reusing freed memory: `head -c 1G /dev/zero | cat > FILE`
+    took 2.8 s with 6 GiB of earlier output still cached and 0.55 s without. Left alone, the
+    1 GiB rows measured how much output earlier groups had written.
+    """
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")

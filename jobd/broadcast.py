@@ -9,7 +9,7 @@ and then wakes the file readers by replacing an Event.
 
 A subscriber that would hold more than LIVE_BUFFER bytes not yet taken is cut off: its queue is
 emptied and closed, so that it holds nothing, and its follower reads the log from its own
-offset at its own pace (``jobd.follow``), then joins again once it has caught up: ``join``
+offset at its own pace (``jobd.output.follow``), then joins again once it has caught up: ``join``
 hands it what is framed but not yet on disk, so no byte is missed or repeated. A stalled
 stream therefore never blocks the job, the pumps or other streams.
 """

@@ -472,7 +472,7 @@ async def follow(
                             break
                         taken += len(got[-1].data)
                     offset = got[-1].next_offset
-                    batch = [c for c in got if only is None or c.stream == only]
+                    batch = [c for c in got if (only is None or c.stream == only) and c.data]
                     got = []
                     yield batch
                     del batch

@@ -7,7 +7,6 @@ at once, so finished jobs are read back from there. Authorization is not done he
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -124,14 +123,17 @@ class JobManager:
         self.finished_outcomes: Counter[str] = Counter()
         self._nursery: trio.Nursery | None = None
         self.closing = False
+        # Set once the output sizes of jobs lost by a daemon that died are measured.
+        self.lost_measured = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every job. Cancelling this kills whatever still runs (shielded, then reaped)."""
         await self.reap_leftover_cgroups()
-        self.recover()
+        lost = self.recover()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._measure_lost, lost)
                 nursery.start_soon(self.store.keep_flushing)
                 nursery.start_soon(self.store.keep_checkpointing)
                 await nursery.start(self.retention.run)
@@ -155,20 +157,39 @@ class JobManager:
             log.warning("reaped cgroup %s, left by a jobd that died: killed anything in it "
                         "and removed it", group.name)
 
-    def recover(self) -> None:
-        """Jobs recorded as live belong to a daemon that died: kill what is left, say so."""
+    def recover(self) -> list[str]:
+        """Jobs recorded as live belong to a daemon that died: kill what is left, say so.
+        Returns their ids, for :meth:`_measure_lost`."""
+        lost = []
         for job in self.store.unfinished():
             killed = procid.kill_group_if_same(job.process_key)
-            with contextlib.suppress(OSError):  # what its log holds: saved sizes lag behind
-                job.output_bytes = data_size(self.state.log_path(job.id))
             job.lost(LOST)
             self.store.save(job)
+            lost.append(job.id)
             log.warning(
                 "job %s was running when jobd died%s; marked lost",
                 job.id,
                 " (its process group was killed)" if killed else "",
                 extra={"job": job.id, "identity": job.owner},
             )
+        return lost
+
+    async def _measure_lost(self, job_ids: list[str]) -> None:
+        """What each lost job's log holds (the sizes saved while it ran lag behind). Walking a
+        log is proportional to its frames (~0.37 s per million; a job writing a byte at a
+        time makes a million a megabyte): on a worker thread, once the daemon serves."""
+        for job_id in job_ids:
+            try:
+                size = await trio.to_thread.run_sync(data_size, self.state.log_path(job_id))
+            except OSError:
+                continue
+            job = self.find(job_id)  # retention may have removed it meanwhile
+            if job is not None and not job.output_deleted and job.output_bytes != size:
+                job.output_bytes = size
+                self.store.save(job)
+        if job_ids:
+            log.info("measured the output of %d job(s) lost by a jobd that died", len(job_ids))
+        self.lost_measured.set()
 
     async def start(self, owner: str, spec: JobSpec, role: Role = Role.USER) -> Job:
         """Start a job and return it once its command runs, or raise SpawnFailed (the job is

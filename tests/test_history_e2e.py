@@ -101,6 +101,9 @@ def test_jobs_of_a_killed_daemon_are_reaped_and_marked_lost(
     try:
         assert wait_until(lambda: processes_in_group(pid) == [])  # ...until the next one
         assert any("marked lost" in line for line in second.log)
+        # Its log is walked for its size once the daemon serves (on a worker thread).
+        assert wait_until(lambda: any("measured the output of 1 job" in line
+                                      for line in second.log))
         if flags:
             assert any("its process group was killed" in line for line in second.log)
 

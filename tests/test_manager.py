@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ from helpers_unit import (
     wait_process_exit,
 )
 
-from jobd import procid, supervisor
+from jobd import manager as manager_module
+from jobd import output, procid, supervisor
 from jobd.errors import InvalidArgument, SpawnFailed, Unavailable
 from jobd.job import SHUTDOWN, Job, JobSpec, Outcome, Result, State
 from jobd.manager import LOST, MAX_PAGE, JobManager, validate_grace, validate_spec
-from jobd.output import Chunk, Stream
+from jobd.output import Chunk, OutputLog, Stream
 from jobd.spawn import Child
 from jobd.statedir import StateDir
 from jobd.store import Store
@@ -463,3 +465,37 @@ async def test_jobs_left_running_by_a_dead_daemon_are_killed_and_marked_lost(
             if orphan.poll() is None:
                 orphan.kill()
                 await orphan.wait()
+
+
+async def test_a_lost_jobs_log_is_measured_after_the_daemon_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A log of tiny frames takes ~0.37 s per million to walk: a daemon that died with such a
+    # job must not make the next one wait for the walk before it serves.
+    state = StateDir(tmp_path / "state")
+    state.claim()
+    store = Store(state.database)
+    job = Job(id="from-before", owner="alice", spec=spec(["true"]))
+    job.spawned(12345678)  # no such process: nothing to kill
+    store.save(job)
+    store.close()
+    OutputLog(state.log_path(job.id)).append(Stream.STDOUT, b"what the log holds")
+    state.release()
+
+    walk_may_end = threading.Event()
+    walked: list[bool] = []
+
+    def slow_size(path: Path) -> int:
+        walk_may_end.wait(timeout=5)  # the old code walked on the loop: then this blocks it
+        walked.append(True)
+        return output.data_size(path)
+
+    monkeypatch.setattr(manager_module, "data_size", slow_size)
+    async with open_manager(tmp_path / "state") as manager:
+        assert walked == []  # ready, and the walk still running on its thread
+        record = manager.get("from-before")
+        assert record.result == Result(Outcome.LOST, LOST) and record.output_bytes == 0
+        walk_may_end.set()
+        with trio.fail_after(5):
+            await manager.lost_measured.wait()
+        assert manager.get("from-before").output_bytes == len(b"what the log holds")

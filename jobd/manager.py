@@ -180,7 +180,9 @@ class JobManager:
         time makes a million a megabyte): on a worker thread, once the daemon serves."""
         for job_id in job_ids:
             try:
-                size = await trio.to_thread.run_sync(data_size, self.state.log_path(job_id))
+                # Abandoned on shutdown: the walk only reads, and must not hold the exit up.
+                size = await trio.to_thread.run_sync(data_size, self.state.log_path(job_id),
+                                                     abandon_on_cancel=True)
             except OSError:
                 continue
             job = self.find(job_id)  # retention may have removed it meanwhile

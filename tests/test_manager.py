@@ -499,3 +499,16 @@ async def test_a_lost_jobs_log_is_measured_after_the_daemon_is_ready(
         with trio.fail_after(5):
             await manager.lost_measured.wait()
         assert manager.get("from-before").output_bytes == len(b"what the log holds")
+
+    # A shutdown does not wait for a walk that has not ended (it only reads a file).
+    walk_may_end.clear()
+    store = Store(state.database)
+    job.output_bytes = 0
+    job.result = None
+    job.state = State.RUNNING
+    store.save(job)
+    store.close()
+    with trio.fail_after(4):  # the walk would hold it up 5 s
+        async with open_manager(tmp_path / "state"):
+            pass
+    walk_may_end.set()

@@ -402,8 +402,8 @@ async def follow(
     the end instead. ``no_follow`` stops at the end there is now. Batches may be empty when
     ``only`` filters a whole read out. ``room``: awaited before each batch is read, the most
     data the reader can take now (a stream's flow-control window): a batch holds no more than
-    that (but one whole frame or live chunk), so a reader that takes nothing makes the
-    follower wait before it reads, holding no data.
+    that (but one whole frame: a live read larger than both is read from the file instead),
+    so a reader that takes nothing makes the follower wait before it reads, holding no data.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import trio
 
@@ -103,11 +102,7 @@ class Broadcast:
         self._running = False
         self._input_closed = False
 
-    # The file side, as a follower sees it (the same as OutputLog's).
-
-    @property
-    def path(self) -> Path:
-        return self.log.path
+    # The file side, as a follower sees it (jobd.output.Live); the counts are the log's own.
 
     @property
     def size(self) -> int:
@@ -124,18 +119,6 @@ class Broadcast:
     @property
     def changed(self) -> trio.Event:
         return self.log.changed
-
-    @property
-    def data_bytes(self) -> int:
-        return self.log.data_bytes
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.log.dropped_bytes
-
-    @property
-    def error(self) -> str | None:
-        return self.log.error
 
     async def wait_written(self, offset: int) -> None:
         """Until the log holds everything before ``offset`` on disk (or is closed)."""

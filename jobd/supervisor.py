@@ -322,10 +322,14 @@ class JobRunner:
         async with pipe:
             while data := await pipe.receive_some(PIPE_SIZE):  # cut into frames by send
                 await self.output.send(stream, data)
-                self.job.output_bytes = self.output.data_bytes
-                self.job.output_dropped_bytes = self.output.dropped_bytes
-                if self.output.error and not self.job.output_error:
-                    self.job.output_error = self.output.error
+                self._record_output()
+
+    def _record_output(self) -> None:
+        """The log's counts in the job's record: while it runs, and once all is on disk."""
+        log = self.output.log
+        self.job.output_bytes = log.data_bytes
+        self.job.output_dropped_bytes = log.dropped_bytes
+        self.job.output_error = log.error or ""
 
     async def _watch_oom(self, cgroup: JobCgroup) -> None:
         await cgroup.wait_oom()
@@ -362,9 +366,7 @@ class JobRunner:
         self.started.set()  # a launch cancelled before its word
         self.output.close_input()
         await self.output.wait_closed()  # every byte the pumps read is on disk
-        self.job.output_bytes = self.output.data_bytes
-        self.job.output_dropped_bytes = self.output.dropped_bytes
-        self.job.output_error = self.output.error or ""
+        self._record_output()
         self._on_change(self.job)
         self.done.set()
 

@@ -528,7 +528,7 @@ async def test_the_shim_writes_the_job_pid_into_every_procs_file(
         group.procs_files.append(tmp_path / "cg" / extra / "cgroup.procs")
     runner = make_runner(tmp_path, python(WAIT), group)
     async with running(runner):
-        await wait_for_output(follow(runner.output.path, runner.output), b"ready")
+        await wait_for_output(follow(runner.output.log.path, runner.output), b"ready")
         pid = runner.job.pid
         assert pid is not None
         # The shim exec'd the command: the pid it wrote is the job's main process.
@@ -568,7 +568,7 @@ async def test_stop_after_the_grace_kills_the_group(tmp_path: Path) -> None:
     calls: list[bool] = []
     killing_the_process_group(group, runner, calls)
     async with running(runner):
-        await wait_for_output(follow(runner.output.path, runner.output), b"ready")
+        await wait_for_output(follow(runner.output.log.path, runner.output), b"ready")
         begin = trio.current_time()
         runner.request_stop("alice", 0.3)
         await runner.done.wait()
@@ -589,7 +589,7 @@ async def test_an_oom_kill_kills_the_job_and_says_so(tmp_path: Path) -> None:
     calls: list[bool] = []
     killing_the_process_group(group, runner, calls)
     async with running(runner):
-        await wait_for_output(follow(runner.output.path, runner.output), b"ready")
+        await wait_for_output(follow(runner.output.log.path, runner.output), b"ready")
         group.memory_peak = 100 * MiB
         group.trigger_oom()  # the kernel killed nothing yet (v1 kills the largest task only)
         await runner.done.wait()
@@ -619,7 +619,7 @@ async def test_usage_is_read_while_running_and_at_the_end(tmp_path: Path) -> Non
     group = backend.create("job-usage", Limits(pids=5))
     runner = make_runner(tmp_path, python(WAIT), group)
     async with running(runner):
-        await wait_for_output(follow(runner.output.path, runner.output), b"ready")
+        await wait_for_output(follow(runner.output.log.path, runner.output), b"ready")
         group.cpu_seconds, group.pids_limit_hits = 1.5, 3
         runner.refresh_usage()
         assert runner.job.usage == Usage(1.5, 0, 0, 3)

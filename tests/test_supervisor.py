@@ -95,11 +95,11 @@ def make_runner(
 async def run_to_end(runner: JobRunner) -> dict[Stream, bytes]:
     async with running(runner):
         await runner.done.wait()
-    return by_stream(await read_all(runner.output.path))
+    return by_stream(await read_all(runner.output.log.path))
 
 
 def output_of(runner: JobRunner) -> AsyncIterator[Any]:
-    return follow(runner.output.path, runner.output)
+    return follow(runner.output.log.path, runner.output)
 
 
 async def test_output_and_exit_code(tmp_path: Path) -> None:
@@ -118,12 +118,12 @@ async def test_output_and_exit_code(tmp_path: Path) -> None:
         assert job.started_at is not None
         assert job.process_key.endswith(f"/{job.pid}")
         await runner.done.wait()
-    output = by_stream(await read_all(runner.output.path))
+    output = by_stream(await read_all(runner.output.log.path))
     assert output == {Stream.STDOUT: b"out 1\nout 2\n", Stream.STDERR: b"err 1\n"}
     assert job.state is State.FINISHED
     assert job.result == Result(Outcome.EXITED, "exited with code 3", exit_code=3)
     assert job.pid is None
-    assert job.output_bytes == runner.output.data_bytes == len(b"out 1\nout 2\nerr 1\n")
+    assert job.output_bytes == runner.output.log.data_bytes == len(b"out 1\nout 2\nerr 1\n")
     assert (job.output_dropped_bytes, job.output_error) == (0, "")
     assert runner.output.closed
     assert recorder.states == [State.STARTING, State.RUNNING, State.FINISHED]
@@ -314,7 +314,7 @@ async def test_stop_of_a_job_that_cleans_up_and_exits(tmp_path: Path) -> None:
     assert runner.job.result == Result(
         Outcome.STOPPED, "stopped by bob (exited with code 0)", 0, None, "bob"
     )
-    assert by_stream(await read_all(runner.output.path))[Stream.STDOUT] == b"ready\nbye\n"
+    assert by_stream(await read_all(runner.output.log.path))[Stream.STDOUT] == b"ready\nbye\n"
 
 
 @pytest.mark.parametrize("settle", [False, True], ids=["at-once", "during-grace"])
@@ -434,7 +434,7 @@ async def test_a_descendant_that_escaped_the_group_does_not_hold_the_job(
                 await runner.done.wait()
         assert runner.job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
         assert "output pipe held open after exit; not read" in caplog.text
-        assert by_stream(await read_all(runner.output.path))[Stream.STDOUT] == b"%d\n" % pid
+        assert by_stream(await read_all(runner.output.log.path))[Stream.STDOUT] == b"%d\n" % pid
     finally:
         if pid:
             with contextlib.suppress(ProcessLookupError):
@@ -492,7 +492,7 @@ async def test_spawn_failure_is_recorded(
     assert runner.output.closed
     # Recorded with its launcher's process first, so that a restart could kill it.
     assert recorder.states == [State.STARTING, State.FINISHED]
-    assert await read_all(runner.output.path) == []
+    assert await read_all(runner.output.log.path) == []
 
 
 async def test_exec_error_is_recorded(tmp_path: Path) -> None:

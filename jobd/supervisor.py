@@ -15,10 +15,8 @@ starts through a ``/bin/sh`` stand-in that joins its cgroups (see ``jobd.launch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import fcntl
 import logging
 import math
 import os
@@ -27,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 import trio
 
-from jobd import procid
+from jobd import pipes, procid
 from jobd.accounts import Account
 from jobd.broadcast import Broadcast
 from jobd.cgroups.base import JobCgroup
@@ -48,7 +46,6 @@ log = logging.getLogger(__name__)
 # After the main process exits and its group is killed, a process that escaped the group
 # (setsid) may still hold a pipe open; stop reading after this long rather than never end.
 DRAIN_TIMEOUT = 2.0
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A stuck cgroup (a task in uninterruptible sleep) must not hang the daemon's shutdown.
 EMPTY_TIMEOUT = 10.0
 # A launch that has neither exec'd nor failed by then (a working directory on a hung network
@@ -69,19 +66,6 @@ def job_environment(
 
 def _as(account: Account | None) -> str:
     return f" (as {account.name})" if account else ""
-
-
-# A job writing fast blocks less on a larger pipe (Linux's unprivileged maximum), and each
-# read of up to this much costs the broadcast, the writer and each follower one step: 1 MiB
-# reads took ~12 % more through `jobctl run` than 256 KiB ones (BENCHMARKS.md).
-PIPE_SIZE = 1024 * 1024
-
-
-def _grow_pipe(pipe: trio.abc.ReceiveStream) -> None:
-    # The default 64 KiB is fine if refused.
-    if isinstance(pipe, trio.lowlevel.FdStream):
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class JobRunner:
@@ -291,7 +275,7 @@ class JobRunner:
         """Pump the output until the main process has exited and the pipes are drained."""
         async with trio.open_nursery() as pumps:
             for pipe, stream in ((child.stdout, Stream.STDOUT), (child.stderr, Stream.STDERR)):
-                _grow_pipe(pipe)
+                pipes.grow(pipe)
                 pumps.start_soon(self._pump, pipe, stream)
             await self._wait_or_kill(child)
             self._kill_tree(child)
@@ -320,7 +304,7 @@ class JobRunner:
 
     async def _pump(self, pipe: trio.abc.ReceiveStream, stream: Stream) -> None:
         async with pipe:
-            while data := await pipe.receive_some(PIPE_SIZE):  # cut into frames by send
+            while data := await pipes.receive(pipe):  # cut into frames by send
                 await self.output.send(stream, data)
                 self._record_output()
 

@@ -7,9 +7,15 @@ identity can take what the others need, whatever it starts in parallel. A ``user
 one job for more than its identity's ceiling (nor for more CPU than the host has): that is
 refused naming the maximum, and is what a user's job gets when it asks for nothing.
 
-Built in: the reserve is a tenth of the host (at least 512 MiB and 1024 tasks), and each
-identity may use half of what is left. ``[limits.reserve]`` and ``[limits.identity]`` change
-them. Pure: the host's facts come in as :class:`Host`.
+All jobs together also weigh less on the CPU than jobd, as the OOM killer takes a job before
+jobd: a job that keeps every core busy must not slow the daemon that answers for it
+(BENCHMARKS.md, "GetJob while a job writes flat out"). Jobs still get every cycle that
+nothing else wants.
+
+Built in: the reserve is a tenth of the host (at least 512 MiB and 1024 tasks); all jobs
+together have a CPU weight of 10, where a group's default is 100 (Nomad gives a task 100 of
+cgroup v1's 1024); each identity may use half of what is left. ``[limits.reserve]`` and
+``[limits.identity]`` change them. Pure: the host's facts come in as :class:`Host`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobd.auth import Role
-from jobd.cgroups.base import Ceiling
+from jobd.cgroups.base import CPU_WEIGHT_MAX, Ceiling
 from jobd.job import LimitRequest
 from jobd.units import format_size, parse_size
 
@@ -29,6 +35,7 @@ MIN_RESERVE_MEMORY = 512 * MiB
 MIN_RESERVE_PIDS = 1024
 RESERVE_SHARE = 0.1
 IDENTITY_SHARE = 0.5
+JOBS_CPU_WEIGHT = 10
 
 # A size or a count, or a share ("50%": a float in (0, 1]) of what all jobs may use.
 Amount = int | float
@@ -67,6 +74,7 @@ class CeilingPolicy:
     reserve_pids: int | None = None
     identity_memory: Amount = IDENTITY_SHARE
     identity_pids: Amount = IDENTITY_SHARE
+    jobs_cpu_weight: int = JOBS_CPU_WEIGHT
 
     def jobs(self, host: Host) -> Ceiling:
         """The parent group's ceiling: the host less its reserve (never below one job's
@@ -77,7 +85,8 @@ class CeilingPolicy:
         pids = self.reserve_pids
         if pids is None:
             pids = max(MIN_RESERVE_PIDS, int(host.tasks * RESERVE_SHARE))
-        return Ceiling(max(64 * MiB, host.memory - memory), max(64, host.tasks - pids))
+        return Ceiling(max(64 * MiB, host.memory - memory), max(64, host.tasks - pids),
+                       self.jobs_cpu_weight)
 
     def each_identity(self, host: Host) -> Ceiling:
         jobs = self.jobs(host)
@@ -126,8 +135,8 @@ def merge_maxima(
 
 
 def parse_reserve(table: Mapping[str, Any], where: str) -> dict[str, int]:
-    """``[limits.reserve]``: memory = "2G", pids = 1024."""
-    unknown = sorted(set(table) - {"memory", "pids"})
+    """``[limits.reserve]``: memory = "2G", pids = 1024, cpu_weight = 10."""
+    unknown = sorted(set(table) - {"memory", "pids", "cpu_weight"})
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     values = {}
@@ -135,6 +144,11 @@ def parse_reserve(table: Mapping[str, Any], where: str) -> dict[str, int]:
         values["reserve_memory"] = _size(table["memory"], f"{where}: memory")
     if "pids" in table:
         values["reserve_pids"] = _count(table["pids"], f"{where}: pids")
+    if "cpu_weight" in table:
+        weight = _count(table["cpu_weight"], f"{where}: cpu_weight")
+        if weight > CPU_WEIGHT_MAX:
+            raise ValueError(f"{where}: cpu_weight: at most {CPU_WEIGHT_MAX}, not {weight}")
+        values["jobs_cpu_weight"] = weight
     return values
 
 

@@ -18,9 +18,16 @@ HOST = Host(memory=16 * GiB, tasks=32768, cpus=4)
 
 
 def test_the_built_in_reserve_is_a_tenth_of_the_host_at_least_512m_and_1024_tasks() -> None:
-    assert CeilingPolicy().jobs(HOST) == Ceiling(16 * GiB - int(1.6 * GiB), 32768 - 3276)
+    assert CeilingPolicy().jobs(HOST) == Ceiling(16 * GiB - int(1.6 * GiB), 32768 - 3276, 10)
     small = Host(memory=2 * GiB, tasks=4096, cpus=1)
-    assert CeilingPolicy().jobs(small) == Ceiling(2 * GiB - 512 * MiB, 4096 - 1024)
+    assert CeilingPolicy().jobs(small) == Ceiling(2 * GiB - 512 * MiB, 4096 - 1024, 10)
+
+
+def test_all_jobs_weigh_a_tenth_of_a_group_on_the_cpu_and_no_slice_weighs_differently() -> None:
+    assert CeilingPolicy().jobs(HOST).cpu_weight == 10
+    assert CeilingPolicy(jobs_cpu_weight=100).jobs(HOST).cpu_weight == 100
+    # Slices split what jobs get among identities evenly, as before.
+    assert CeilingPolicy().each_identity(HOST).cpu_weight is None
 
 
 def test_each_identity_gets_half_of_what_all_jobs_may_use() -> None:
@@ -32,7 +39,7 @@ def test_each_identity_gets_half_of_what_all_jobs_may_use() -> None:
 def test_configured_amounts_and_shares() -> None:
     policy = CeilingPolicy(reserve_memory=4 * GiB, reserve_pids=2768, identity_memory=0.25,
                            identity_pids=1000)  # fmt: skip
-    assert policy.jobs(HOST) == Ceiling(12 * GiB, 30000)
+    assert policy.jobs(HOST) == Ceiling(12 * GiB, 30000, 10)
     assert policy.each_identity(HOST) == Ceiling(3 * GiB, 1000)
     # An identity's amount never exceeds what all jobs may use.
     assert CeilingPolicy(identity_pids=10**9).each_identity(HOST).pids == 32768 - 3276
@@ -40,7 +47,7 @@ def test_configured_amounts_and_shares() -> None:
 
 def test_a_reserve_larger_than_the_host_still_leaves_one_job_its_place() -> None:
     assert CeilingPolicy(reserve_memory=64 * GiB, reserve_pids=10**6).jobs(HOST) == Ceiling(
-        64 * MiB, 64)
+        64 * MiB, 64, 10)
 
 
 def test_a_user_may_ask_at_most_its_identitys_ceiling_and_the_hosts_cpus() -> None:
@@ -68,11 +75,12 @@ def test_config_tables(tmp_path: Path) -> None:
         [limits.reserve]
         memory = "4G"
         pids = 2768
+        cpu_weight = 100
         [limits.identity]
         memory = "25%"
         pids = 1000
     """)  # fmt: skip
-    assert config.ceilings == CeilingPolicy(4 * GiB, 2768, 0.25, 1000)
+    assert config.ceilings == CeilingPolicy(4 * GiB, 2768, 0.25, 1000, jobs_cpu_weight=100)
     assert config_from(tmp_path, "").ceilings == CeilingPolicy()
 
 
@@ -82,6 +90,9 @@ def test_config_tables(tmp_path: Path) -> None:
         ('[limits.reserve]\nmemory = "lots"\n', "[limits.reserve]: memory: invalid size"),
         ("[limits.reserve]\npids = -1\n", "[limits.reserve]: pids: must be a positive whole"),
         ("[limits.reserve]\ncpu = 1\n", "[limits.reserve]: unknown setting(s) cpu"),
+        ("[limits.reserve]\ncpu_weight = 0\n", "cpu_weight: must be a positive whole number"),
+        ('[limits.reserve]\ncpu_weight = "10"\n', "cpu_weight: must be a positive whole"),
+        ("[limits.reserve]\ncpu_weight = 10001\n", "cpu_weight: at most 10000, not 10001"),
         ('[limits.identity]\nmemory = "150%"\n', "must be above 0% and at most 100%"),
         ('[limits.identity]\npids = "x%"\n', "[limits.identity]: pids: 'x%' is not a percentage"),
     ],

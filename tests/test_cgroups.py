@@ -981,7 +981,7 @@ def test_identity_slices_are_plain_names_or_digests_that_cannot_collide() -> Non
 async def test_job_groups_live_in_their_slices_under_the_ceilings(
     backend: CgroupBackend, parent_name: str, children: list[trio.Process]
 ) -> None:
-    problems = backend.configure(Ceiling(memory=512 * MiB, pids=300),
+    problems = backend.configure(Ceiling(memory=512 * MiB, pids=300, cpu_weight=10),
                                  Ceiling(memory=256 * MiB, pids=100))  # fmt: skip
     assert problems == []
     group = backend.create("job-sliced", Limits(), identity_slice("alice"))
@@ -994,20 +994,28 @@ async def test_job_groups_live_in_their_slices_under_the_ceilings(
         where = hierarchy.current / parent_name
         for name, parent, each in (("memory.max", 512 * MiB, 256 * MiB),
                                    ("memory.limit_in_bytes", 512 * MiB, 256 * MiB),
-                                   ("pids.max", 300, 100)):  # fmt: skip
+                                   ("pids.max", 300, 100),
+                                   # all jobs weigh less than jobd; slices, evenly
+                                   ("cpu.shares", 102, 1024),
+                                   ("cpu.weight", 10, 100)):  # fmt: skip
             if (where / name).exists():
                 assert int(read_text(str(where / name))) == parent
                 assert int(read_text(str(where / "u-alice" / name))) == each
                 checked.add(name)
     assert checked >= {name for name, controller in (("memory.limit_in_bytes", "memory"),
-                                                     ("pids.max", "pids"))
+                                                     ("pids.max", "pids"),
+                                                     ("cpu.shares", "cpu"))
                        if controller in backend.controllers and backend.name == "v1"}
-    # A change of ceilings reaches the slices that exist.
+    # A change of ceilings reaches the slices that exist, and the parent's weight goes back
+    # to the kernel's default with it.
     assert backend.configure(Ceiling(), Ceiling(pids=50)) == []
     for hierarchy in _own_hierarchies():
         pids_max = hierarchy.current / parent_name / "u-alice" / "pids.max"
         if pids_max.exists():
             assert read_text(str(pids_max)).strip() == "50"
+        for name, default in (("cpu.shares", "1024"), ("cpu.weight", "100")):
+            if (hierarchy.current / parent_name / name).exists():
+                assert read_text(str(hierarchy.current / parent_name / name)).strip() == default
     # A dead daemon's job group is found in its slice, and the slice goes with the parent.
     (found,) = backend.leftovers()
     assert found.name == "job-sliced" and members(found) == {proc.pid}

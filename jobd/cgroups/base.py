@@ -76,13 +76,29 @@ class Ceiling:
 
     memory: int | None = None  # bytes, page cache and tmpfs included
     pids: int | None = None  # tasks
+    # The group's CPU weight against its siblings, on cgroup v2's scale (None: the kernel's
+    # default, 100); v1's cpu.shares is this times 10.24.
+    cpu_weight: int | None = None
 
     def describe(self) -> str:
         from jobd.units import format_size
 
         memory = "no limit" if self.memory is None else format_size(self.memory)
         tasks = "no limit" if self.pids is None else f"{self.pids} tasks"
-        return f"memory {memory}, {tasks}"
+        weight = "" if self.cpu_weight is None else f", CPU weight {self.cpu_weight}"
+        return f"memory {memory}, {tasks}{weight}"
+
+
+# cgroup v2's cpu.weight: 1-10000, 100 by default; v1's cpu.shares: 2-262144, 1024.
+CPU_WEIGHT_MAX = 10_000
+CPU_WEIGHT_DEFAULT = 100
+V1_SHARES_DEFAULT = 1024
+
+
+def v1_shares(weight: int | None) -> int:
+    if weight is None:
+        return V1_SHARES_DEFAULT
+    return max(2, round(weight * V1_SHARES_DEFAULT / CPU_WEIGHT_DEFAULT))
 
 
 _PLAIN_IDENTITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from jobd.cgroups.base import Ceiling, is_slice
+from jobd.cgroups.base import CPU_WEIGHT_DEFAULT, Ceiling, is_slice, v1_shares
 from jobd.cgroups.files import describe_error, write_value
 
 UNLIMITED_V1_MEMORY = -1  # what memory.limit_in_bytes takes for "no limit"
@@ -37,8 +37,14 @@ def write_v1_memory(directory: Path, limit: int | None) -> None:
 
 
 def write_v1_ceiling(dirs: dict[str, Path], ceiling: Ceiling) -> list[str]:
-    """A ceiling in the memory and pids hierarchies (those present); what failed, if any."""
+    """A ceiling in the memory, pids and cpu hierarchies (those present); what failed, if
+    any."""
     problems = []
+    if "cpu" in dirs:
+        try:
+            write_value(dirs["cpu"] / "cpu.shares", v1_shares(ceiling.cpu_weight))
+        except OSError as exc:
+            problems.append(f"{exc.filename}: {describe_error(exc)}")
     if "memory" in dirs:
         try:
             write_v1_memory(dirs["memory"], ceiling.memory)
@@ -53,15 +59,20 @@ def write_v1_ceiling(dirs: dict[str, Path], ceiling: Ceiling) -> list[str]:
 
 
 def write_v2_ceiling(path: Path, ceiling: Ceiling) -> list[str]:
-    """memory.max (swap none) and pids.max, where the controllers reach ``path``."""
+    """memory.max (swap none), pids.max and cpu.weight, where the controllers reach
+    ``path``."""
     problems = []
-    values = [("memory.max", ceiling.memory), ("memory.swap.max", 0 if ceiling.memory else None),
-              ("pids.max", ceiling.pids)]  # fmt: skip
+    values: list[tuple[str, int | str]] = [
+        ("memory.max", "max" if ceiling.memory is None else ceiling.memory),
+        ("memory.swap.max", 0 if ceiling.memory else "max"),
+        ("pids.max", "max" if ceiling.pids is None else ceiling.pids),
+        ("cpu.weight", CPU_WEIGHT_DEFAULT if ceiling.cpu_weight is None else ceiling.cpu_weight),
+    ]
     for file, value in values:
         if not (path / file).exists():
             continue
         try:
-            write_value(path / file, "max" if value is None else value)
+            write_value(path / file, value)
         except OSError as exc:
             problems.append(f"{exc.filename}: {describe_error(exc)}")
     return problems

@@ -728,6 +728,7 @@ def bench_loaded(certs: Certs, base: Path, n: int) -> None:
                 request = pb.GetJobRequest(job_id=probe)
                 await timed_calls(50, lambda: stub.GetJob(request))  # warm
                 idle = await timed_calls(n, lambda: stub.GetJob(request))
+                quiet_disk()
                 busy = await writer.StartJob(pb.StartJobRequest(
                     argv=["head", "-c", str(16 << 30), "/dev/zero"]))
                 loaded = await timed_calls(n, lambda: stub.GetJob(request))
@@ -736,6 +737,7 @@ def bench_loaded(certs: Certs, base: Path, n: int) -> None:
                 # The same load outside jobd, on the same disk: what the machine's two cores
                 # give a client while a process writes flat out, with jobd doing nothing.
                 sink = base / "loaded-outside"
+                quiet_disk()
                 with sink.open("wb") as f:
                     outside = subprocess.Popen(["head", "-c", str(16 << 30), "/dev/zero"],  # noqa: ASYNC220
                                                stdout=f)

@@ -41,7 +41,7 @@ from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame
 
-from jobd.tls import TLSConfigError, client_context
+from jobd.api.tls import TLSConfigError, client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
 

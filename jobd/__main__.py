@@ -8,15 +8,15 @@ import sys
 import trio
 
 from jobd import logs
-from jobd.accounts import daemon_account, shared_without_pid_namespace
-from jobd.auth import Role
-from jobd.ceilings import Host
+from jobd.api.tls import TLSConfigError
 from jobd.config import Config, ConfigError, load
+from jobd.jobs.statedir import StateDir, StateDirError
 from jobd.launch import binary
-from jobd.limits import NAMES, describe
+from jobd.policy.accounts import daemon_account, shared_without_pid_namespace
+from jobd.policy.auth import Role
+from jobd.policy.ceilings import Host
+from jobd.policy.limits import NAMES, describe
 from jobd.server import detect_cgroups, detect_isolation, maxima, serve
-from jobd.statedir import StateDir, StateDirError
-from jobd.tls import TLSConfigError
 
 
 def check_report(config: Config) -> str:

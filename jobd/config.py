@@ -100,20 +100,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobd.accounts import RunAsPolicy
-from jobd.accounts import parse_table as parse_run_as
-from jobd.auth import DEFAULT_ROLES, Role, parse_roles
-from jobd.ceilings import CeilingPolicy, parse_identity, parse_reserve
-from jobd.connections import ConnectionLimits
-from jobd.connections import parse_table as parse_connections_table
-from jobd.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
-from jobd.job import LimitRequest
-from jobd.limits import BUILTIN_DEFAULTS
-from jobd.limits import parse_table as parse_limit_table
-from jobd.quotas import QuotaPolicy
-from jobd.quotas import parse_table as parse_quota_table
-from jobd.retention import RetentionPolicy
-from jobd.units import parse_duration, parse_size
+from jobd.api.connections import ConnectionLimits
+from jobd.api.connections import parse_table as parse_connections_table
+from jobd.jobs.retention import RetentionPolicy
+from jobd.model.job import LimitRequest
+from jobd.model.units import parse_duration, parse_size
+from jobd.policy.accounts import RunAsPolicy
+from jobd.policy.accounts import parse_table as parse_run_as
+from jobd.policy.auth import DEFAULT_ROLES, Role, parse_roles
+from jobd.policy.ceilings import CeilingPolicy, parse_identity, parse_reserve
+from jobd.policy.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
+from jobd.policy.limits import BUILTIN_DEFAULTS
+from jobd.policy.limits import parse_table as parse_limit_table
+from jobd.policy.quotas import QuotaPolicy
+from jobd.policy.quotas import parse_table as parse_quota_table
 
 DEFAULT_MAX_OUTPUT = 1 << 30
 

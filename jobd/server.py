@@ -21,28 +21,28 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from jobd.accounts import shared_without_pid_namespace
-from jobd.audit import AuditLog
-from jobd.auth import Role
-from jobd.ceilings import Host, builtin_maxima, merge_maxima
+from jobd.api.audit import AuditLog
+from jobd.api.connections import Listener
+from jobd.api.keyfile import check_private
+from jobd.api.metrics import Metrics
+from jobd.api.metrics import serve as serve_metrics
+from jobd.api.service import JobService
+from jobd.api.tls import TLSConfigError, load_crl, server_context
 from jobd.cgroups import CONTROLLERS, CgroupBackend, NoneBackend, detect
 from jobd.config import Config, ConfigError, cgroup_parent_for
-from jobd.connections import Listener
-from jobd.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
-from jobd.job import LimitRequest
-from jobd.keyfile import check_private
+from jobd.jobs.manager import JobManager
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Store
 from jobd.launch import binary, private, probe
 from jobd.launch.seccomp import SeccompError
-from jobd.limits import LimitPolicy
-from jobd.manager import JobManager
-from jobd.metrics import Metrics
-from jobd.metrics import serve as serve_metrics
+from jobd.model.job import LimitRequest
 from jobd.notify import notify
-from jobd.revocation import revoked_serials
-from jobd.service import JobService
-from jobd.statedir import StateDir
-from jobd.store import Store
-from jobd.tls import TLSConfigError, load_crl, server_context
+from jobd.policy.accounts import shared_without_pid_namespace
+from jobd.policy.auth import Role
+from jobd.policy.ceilings import Host, builtin_maxima, merge_maxima
+from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
+from jobd.policy.limits import LimitPolicy
+from jobd.policy.revocation import revoked_serials
 
 log = logging.getLogger(__name__)
 

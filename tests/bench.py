@@ -70,10 +70,10 @@ def spawn_floor(n: int) -> list[float]:
 
 
 def own_spawn_floor(n: int) -> list[float]:
-    """jobd's own spawn path (jobd.spawn) + wait of /bin/true, inside a running trio loop."""
+    """jobd's own spawn path (jobd.launch.spawn) + wait of /bin/true, inside a running trio loop."""
     import trio
 
-    from jobd.spawn import spawn
+    from jobd.launch.spawn import spawn
 
     async def main() -> list[float]:
         samples = []
@@ -97,7 +97,7 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
     from jobd.cgroups.detect import detect
     from jobd.launch import binary
     from jobd.launch.plan import Plan, fallback_argv, launcher_argv
-    from jobd.spawn import spawn
+    from jobd.launch.spawn import spawn
 
     backend = detect(f"jobd-bench-floor-{os.getpid()}")
     if backend.name == "none":
@@ -137,7 +137,7 @@ def floor_server_main(certs_dir: str, stream_bytes: int) -> None:
     import trio_asyncio
     from grpclib.server import Server
 
-    from jobd.tls import server_context
+    from jobd.api.tls import server_context
     from jobd.v1.jobs_grpc import JobServiceBase
 
     message = pb.StreamOutputResponse(
@@ -193,7 +193,7 @@ def stream_client_main(port: int, certs_dir: str, job_id: str, count: int = 1) -
     """Read ``count`` whole streams at once and discard them, as ``jobctl logs -f`` would."""
     from grpclib.client import Channel
 
-    from jobd.tls import client_context
+    from jobd.api.tls import client_context
     from jobd.v1.jobs_grpc import JobServiceStub
 
     async def main() -> None:
@@ -237,7 +237,7 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
     print("start latency", flush=True)
     spawn = statistics.median(spawn_floor(n))
     record(Row("start", "spawn floor: posix_spawn+wait /bin/true p50", spawn, "ms"))
-    record(Row("start", "spawn floor: jobd's own spawn path (jobd.spawn) p50",
+    record(Row("start", "spawn floor: jobd's own spawn path (jobd.launch.spawn) p50",
                statistics.median(own_spawn_floor(n)), "ms", spawn, "spawn floor"))
     cgroup_spawn = own_cgroup_spawn_floor(n)
     if cgroup_spawn is not None:
@@ -248,7 +248,7 @@ def bench_start(certs: Certs, base: Path, n: int) -> None:
         async def floor_calls() -> list[float]:
             from grpclib.client import Channel
 
-            from jobd.tls import client_context
+            from jobd.api.tls import client_context
             from jobd.v1.jobs_grpc import JobServiceStub
 
             ctx = client_context(certs.ca, certs.client("client_0"))
@@ -596,7 +596,7 @@ from pathlib import Path
 from jobctl.lazyproto import defer_python_message
 defer_python_message()
 from grpclib.client import Channel
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
 async def main():

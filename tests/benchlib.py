@@ -71,7 +71,7 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 async def open_stub(daemon: Daemon, who: str = "client_0") -> tuple[Any, Any]:
     from grpclib.client import Channel
 
-    from jobd.tls import client_context
+    from jobd.api.tls import client_context
     from jobd.v1.jobs_grpc import JobServiceStub
 
     channel = Channel("127.0.0.1", daemon.port, ssl=client_context(daemon.certs.ca,

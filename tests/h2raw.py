@@ -19,7 +19,7 @@ import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
 
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 
 SERVICE = "/jobd.v1.JobService/"
 TIMEOUT = 10.0

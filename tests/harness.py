@@ -228,7 +228,7 @@ class Daemon:
     async def _with_stub(self, who: str, scenario: Callable[[Any], Awaitable[T]]) -> T:
         from grpclib.client import Channel
 
-        from jobd.tls import client_context
+        from jobd.api.tls import client_context
         from jobd.v1.jobs_grpc import JobServiceStub
 
         ctx = client_context(self.certs.ca, self.certs.client(who))

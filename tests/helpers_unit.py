@@ -12,15 +12,15 @@ from typing import Any
 
 import trio
 
-from jobd.accounts import RunAsPolicy, lookup
-from jobd.auth import Role
 from jobd.config import Config
-from jobd.isolation import IsolationPolicy, Isolator, RoleIsolation
-from jobd.manager import JobManager
-from jobd.output import Chunk, OutputLog, Stream, follow
-from jobd.statedir import StateDir
-from jobd.store import Store
-from jobd.supervisor import JobRunner
+from jobd.jobs.manager import JobManager
+from jobd.jobs.output import Chunk, OutputLog, Stream, follow
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Store
+from jobd.jobs.supervisor import JobRunner
+from jobd.policy.accounts import RunAsPolicy, lookup
+from jobd.policy.auth import Role
+from jobd.policy.isolation import IsolationPolicy, Isolator, RoleIsolation
 
 # Generous bound for anything that waits on a real process.
 PROCESS_TIMEOUT = 15.0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobd.accounts import (
+from jobd.config import Config, ConfigError
+from jobd.policy.accounts import (
     Account,
     RunAsPolicy,
     builtin_account,
@@ -18,9 +19,8 @@ from jobd.accounts import (
     parse_table,
     shared_without_pid_namespace,
 )
-from jobd.auth import Role
-from jobd.config import Config, ConfigError
-from jobd.isolation import ALL, BUILTIN_ROLES, IsolationPolicy, Namespace, RoleIsolation
+from jobd.policy.auth import Role
+from jobd.policy.isolation import ALL, BUILTIN_ROLES, IsolationPolicy, Namespace, RoleIsolation
 
 ROOT = pwd.getpwuid(0)
 

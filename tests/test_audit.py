@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.audit import AuditLog
+from jobd.api.audit import AuditLog
 from jobd.config import Config, load
 
 

@@ -11,7 +11,7 @@ import pytest
 from grpclib import Status
 
 from harness import Daemon, collect, expect_status, start
-from jobd import bounds
+from jobd.model import bounds
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e

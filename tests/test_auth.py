@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from jobd.auth import (
+from jobd.model.errors import NotFound, PermissionDenied
+from jobd.policy.auth import (
     DEFAULT_ROLES,
     JOB_ACTIONS,
     Action,
@@ -15,7 +16,6 @@ from jobd.auth import (
     authorize,
     parse_roles,
 )
-from jobd.errors import NotFound, PermissionDenied
 
 ROLES = {"root": Role.ADMIN, "alice": Role.USER, "bob": Role.USER}
 JOB_OWNER = "alice"  # the job every job action is asked about

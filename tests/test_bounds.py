@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobd import bounds
-from jobd.errors import InvalidArgument
-from jobd.job import JobSpec
-from jobd.manager import validate_spec
+from jobd.jobs.manager import validate_spec
+from jobd.model import bounds
+from jobd.model.errors import InvalidArgument
+from jobd.model.job import JobSpec
 
 B = bounds
 

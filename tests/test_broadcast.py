@@ -17,10 +17,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import jobd.broadcast
-import jobd.output
-from jobd.broadcast import LIVE_BUFFER, WRITER_QUEUE, Broadcast, Subscription
-from jobd.output import Chunk, Frames, OutputLog, Stream, follow, parse_frames
+import jobd.jobs.broadcast
+import jobd.jobs.output
+from jobd.jobs.broadcast import LIVE_BUFFER, WRITER_QUEUE, Broadcast, Subscription
+from jobd.jobs.output import Chunk, Frames, OutputLog, Stream, follow, parse_frames
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
 
@@ -123,7 +123,7 @@ def test_a_follower_that_keeps_up_gets_every_chunk_live(tmp_path: Path) -> None:
     run(main)
     assert data_of(got) == merged(sent) == on_disk(bc.log.path)
     # The empty read's frame is in the log, and is no chunk: as a reader of the file sees it.
-    assert got[-1].next_offset == bc.size - jobd.output.OVERHEAD
+    assert got[-1].next_offset == bc.size - jobd.jobs.output.OVERHEAD
 
 
 def test_a_stalled_follower_is_cut_off_and_never_slows_the_job(
@@ -249,7 +249,7 @@ def test_the_writer_holds_the_pumps_back_and_keeps_every_byte(tmp_path: Path) ->
 def test_a_join_waits_for_the_writer_when_it_is_far_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobd.broadcast, "WRITER_QUEUE", 64)
+    monkeypatch.setattr(jobd.jobs.broadcast, "WRITER_QUEUE", 64)
     bc, pace = make(tmp_path)
     pace.gate = trio.Event()
     got: list[Chunk] = []
@@ -390,10 +390,10 @@ def test_every_follower_gets_every_byte_once_in_order_whatever_the_timing(
 ) -> None:
     # Small frames, reads and live buffers: a few KiB cross every limit the real sizes have.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jobd.output, "MAX_FRAME_DATA", 1500)
-        patch.setattr(jobd.output, "READ_SIZE", 4000)
-        patch.setattr(jobd.broadcast, "LIVE_BUFFER", 6000)
-        patch.setattr(jobd.broadcast, "WRITER_QUEUE", 2)
+        patch.setattr(jobd.jobs.output, "MAX_FRAME_DATA", 1500)
+        patch.setattr(jobd.jobs.output, "READ_SIZE", 4000)
+        patch.setattr(jobd.jobs.broadcast, "LIVE_BUFFER", 6000)
+        patch.setattr(jobd.jobs.broadcast, "WRITER_QUEUE", 2)
         path = tmp_path_factory.mktemp("log")
         bc, _ = make(path, write_delays)
         sent = [(stream, bytes([65 + i % 26]) * size) for i, (stream, size) in enumerate(reads)]
@@ -449,7 +449,8 @@ def test_a_client_with_a_small_window_is_handed_a_frame_at_a_time(tmp_path: Path
             bc.close_input()
 
     run(main)
-    assert max(sum(len(c.data) for c in batch) for batch in batches) <= jobd.output.MAX_FRAME_DATA
+    largest = max(sum(len(c.data) for c in batch) for batch in batches)
+    assert largest <= jobd.jobs.output.MAX_FRAME_DATA
     assert data_of([c for batch in batches for c in batch]) == merged(sent)
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from helpers_unit import config_from
 
-from jobd.auth import Role
-from jobd.ceilings import CeilingPolicy, Host, builtin_maxima, merge_maxima
 from jobd.cgroups.base import Ceiling
 from jobd.config import ConfigError
-from jobd.job import LimitRequest
+from jobd.model.job import LimitRequest
+from jobd.policy.auth import Role
+from jobd.policy.ceilings import CeilingPolicy, Host, builtin_maxima, merge_maxima
 
 GiB, MiB = 1 << 30, 1 << 20
 HOST = Host(memory=16 * GiB, tasks=32768, cpus=4)

@@ -47,7 +47,7 @@ from jobd.cgroups.mounts import (
 from jobd.cgroups.tree import freeze_and_kill
 from jobd.cgroups.v1 import V1Backend, V1Cgroup
 from jobd.cgroups.v2 import V2Backend
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 MiB = 1 << 20
 F = TypeVar("F", bound=Callable[..., object])

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from jobd.auth import DEFAULT_ROLES, Role
 from jobd.config import (
     DEFAULT_MAX_OUTPUT,
     Config,
@@ -15,6 +14,7 @@ from jobd.config import (
     load,
     parse_hostport,
 )
+from jobd.policy.auth import DEFAULT_ROLES, Role
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""jobd.connections without a network: the [connections] table, the counts, the log throttle,
+"""jobd.api.connections without a network: the [connections] table, the counts, the log throttle,
 and the grpclib and h2 internals the module reaches into (in memory, on a fake transport)."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, RemoteSettingsChanged, StreamReset
 from h2.settings import SettingCodes
 
-from jobd.config import Config, ConfigError, load
-from jobd.connections import (
+from jobd.api.connections import (
     ConnectionLimits,
     Gate,
     Listener,
@@ -29,7 +28,8 @@ from jobd.connections import (
     send_room,
     send_room_now,
 )
-from jobd.metrics import Metrics
+from jobd.api.metrics import Metrics
+from jobd.config import Config, ConfigError, load
 
 # --- [connections] ----------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ def connected(server: Server, limits: ConnectionLimits,
 
 
 def test_grpclib_internals_jobd_relies_on() -> None:
-    """Fails when a grpclib (or h2) upgrade moves what jobd.connections reaches into: the
+    """Fails when a grpclib (or h2) upgrade moves what jobd.api.connections reaches into: the
     server's protocol factory, its handler, the h2 connection behind it."""
 
     async def scenario() -> None:
@@ -254,7 +254,7 @@ def test_a_connection_that_resets_too_many_streams_is_told_to_calm_down_and_clos
 def test_a_closed_connections_handler_is_dropped_from_grpclibs_server() -> None:
     async def scenario() -> None:
         server = Server([Health()])
-        assert isinstance(server._handlers, set)  # what jobd.connections drops them from
+        assert isinstance(server._handlers, set)  # what jobd.api.connections drops them from
 
     asyncio.run(scenario())
 

@@ -34,7 +34,7 @@ from h2.events import (
 from h2.settings import SettingCodes
 
 from harness import Certs, Daemon, collect, start, stop, wait_until
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobd import diskuse
-from jobd.diskuse import DiskUse
-from jobd.output import OVERHEAD, OutputLog, Stream
+from jobd.jobs import diskuse
+from jobd.jobs.diskuse import DiskUse
+from jobd.jobs.output import OVERHEAD, OutputLog, Stream
 
 
 def test_a_budget_is_per_identity(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from grpclib.client import Channel
 
 from harness import Daemon, python, start
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
 

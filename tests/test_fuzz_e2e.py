@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import Certs, Daemon, collect, start, stop
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e

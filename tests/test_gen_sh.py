@@ -1,7 +1,7 @@
 """Tests of ca/gen.sh: what it writes, that the result is a working PKI, and re-run safety.
 
 Certificates are inspected with the openssl CLI (what gen.sh itself uses) rather than a Python
-X.509 library, and the final check is a real TLS 1.3 handshake through jobd.tls in memory.
+X.509 library, and the final check is a real TLS 1.3 handshake through jobd.api.tls in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd import tls
+from jobd.api import tls
 
 GEN_SH = Path(__file__).resolve().parents[1] / "ca" / "gen.sh"
 TIMEOUT = 60.0  # per command; generating five EC keys takes well under a second

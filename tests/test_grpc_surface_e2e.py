@@ -17,7 +17,7 @@ from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
 from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
 
 from harness import Daemon, start, wait_for_output, wait_until
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = pytest.mark.e2e

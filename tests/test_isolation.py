@@ -12,12 +12,17 @@ from helpers_unit import config_from, open_manager
 
 from jobctl import cli, commands, render
 from jobd.__main__ import check_report
-from jobd.accounts import Account
-from jobd.auth import Role
+from jobd.api.convert import job_to_pb, spec_from_pb
 from jobd.config import Config, ConfigError
-from jobd.convert import job_to_pb, spec_from_pb
-from jobd.errors import FailedPrecondition, PermissionDenied
-from jobd.isolation import (
+from jobd.jobs.store import Store
+from jobd.launch import binary, probe, status
+from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
+from jobd.launch.seccomp import FilterSpec
+from jobd.model.errors import FailedPrecondition, PermissionDenied
+from jobd.model.job import Job, JobSpec
+from jobd.policy.accounts import Account
+from jobd.policy.auth import Role
+from jobd.policy.isolation import (
     ALL,
     NONE,
     Availability,
@@ -28,11 +33,6 @@ from jobd.isolation import (
     names,
     parse_names,
 )
-from jobd.job import Job, JobSpec
-from jobd.launch import binary, probe, status
-from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
-from jobd.launch.seccomp import FilterSpec
-from jobd.store import Store
 from jobd.v1 import jobs_pb2 as pb
 
 PID, MOUNT, NET, UTS, IPC = (Namespace.PID, Namespace.MOUNT, Namespace.NETWORK, Namespace.UTS,

@@ -39,8 +39,8 @@ from harness import (
     wait_until,
 )
 from jobd.cgroups.mounts import parse_mountinfo
-from jobd.isolation import ALL
 from jobd.launch import binary, private, probe
+from jobd.policy.isolation import ALL
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = [pytest.mark.e2e]

@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from jobd.errors import IllegalTransition
-from jobd.job import (
+from jobd.model.errors import IllegalTransition
+from jobd.model.job import (
     SHUTDOWN,
     TRANSITIONS,
     Event,
@@ -25,8 +25,8 @@ from jobd.job import (
     transition,
 )
 
-# The documented machine (module docstring of jobd.job), written out independently of
-# jobd.job.TRANSITIONS so that a change to the table has to be a deliberate one.
+# The documented machine (module docstring of jobd.model.job), written out independently of
+# jobd.model.job.TRANSITIONS so that a change to the table has to be a deliberate one.
 DOCUMENTED: dict[tuple[State, Event], State] = {
     (State.STARTING, Event.SPAWNED): State.RUNNING,
     (State.STARTING, Event.SPAWN_FAILED): State.FINISHED,

@@ -49,7 +49,7 @@ from jobctl.client import (
     parse_server,
     translate_error,
 )
-from jobd.tls import server_context
+from jobd.api.tls import server_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
 
@@ -743,7 +743,8 @@ def test_commands_never_import_trio() -> None:
         "code = jobctl.cli._main(['--server', '127.0.0.1:1', '--cacert', 'missing', 'list'])\n"
         "import jobctl.commands\n"
         "print(code, sorted(m for m in sys.modules if m.startswith('trio')), file=sys.stderr)\n"
-        "allowed = {'jobd.tls', 'jobd.v1', 'jobd.v1.jobs_pb2', 'jobd.v1.jobs_grpc'}\n"
+        "allowed = {'jobd.api', 'jobd.api.tls',\n"
+        "           'jobd.v1', 'jobd.v1.jobs_pb2', 'jobd.v1.jobs_grpc'}\n"
         "print([m for m in sys.modules if m.startswith('jobd.') and m not in allowed],\n"
         "      file=sys.stderr)\n"
     )
@@ -1658,8 +1659,7 @@ def outcome(parse: Any, text: str) -> Any:
 @given(text=st.one_of(limit_text, size_text))
 def test_sizes_parse_as_jobd_parses_them(text: str) -> None:
     """jobctl copies jobd's size grammar; it refuses 0 and what a uint64 cannot hold."""
-    from jobd import units as jobd_units
-
+    from jobd.model import units as jobd_units
     theirs, mine = outcome(jobd_units.parse_size, text), outcome(units.parse_size, text)
     if theirs is ValueError or theirs == 0:
         assert mine is ValueError
@@ -1670,8 +1670,7 @@ def test_sizes_parse_as_jobd_parses_them(text: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(text=st.one_of(limit_text, st.floats().map(str), st.floats().map(lambda f: f"{f}%")))
 def test_cpu_parses_as_jobd_parses_it(text: str) -> None:
-    from jobd import units as jobd_units
-
+    from jobd.model import units as jobd_units
     assert outcome(units.parse_cpu, text) == outcome(jobd_units.parse_cpu, text)
 
 
@@ -1689,8 +1688,7 @@ def test_cpu_parses_as_jobd_parses_it(text: str) -> None:
     ],
 )
 def test_format_size_words_sizes_as_jobd_does(n: int, text: str) -> None:
-    from jobd import units as jobd_units
-
+    from jobd.model import units as jobd_units
     assert units.format_size(n) == text == jobd_units.format_size(n)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobd.keyfile import check_private
-from jobd.tls import TLSConfigError
+from jobd.api.keyfile import check_private
+from jobd.api.tls import TLSConfigError
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])

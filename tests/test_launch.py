@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from jobd.isolation import ALL, Namespace
 from jobd.launch import status
 from jobd.launch.plan import Plan, launcher_argv
-from jobd.system import SYSTEM_PATH
+from jobd.launch.system import SYSTEM_PATH
+from jobd.policy.isolation import ALL, Namespace
 
 SOURCE = Path(__file__).resolve().parent.parent / "jobd" / "launch" / "launch.c"
 NOBODY = 65534
@@ -329,7 +329,7 @@ USER = Plan(namespaces=ALL, hostname="job-test", read_only=True,
 def user_options(launcher: str, **changes: object) -> list[str]:
     from dataclasses import replace
 
-    from jobd.accounts import lookup
+    from jobd.policy.accounts import lookup
 
     plan = replace(USER, account=lookup(f"{NOBODY}:{NOBODY}"), **changes)  # type: ignore[arg-type]
     return isolated(plan, launcher)

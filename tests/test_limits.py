@@ -22,18 +22,18 @@ from helpers_unit import (
     wait_for_output,
 )
 
-from jobd import limits as limits_module
-from jobd import manager as manager_module
-from jobd import supervisor
-from jobd.auth import Role
 from jobd.cgroups.base import CONTROLLERS, Limits, Usage
 from jobd.cgroups.fake import FakeBackend, FakeCgroup
 from jobd.config import ConfigError
-from jobd.errors import FailedPrecondition, InvalidArgument
-from jobd.job import Job, JobSpec, LimitRequest, Outcome, State
-from jobd.limits import BUILTIN_DEFAULTS, LimitPolicy, parse_device, parse_table
-from jobd.output import OutputLog, follow
-from jobd.supervisor import JobRunner
+from jobd.jobs import manager as manager_module
+from jobd.jobs import supervisor
+from jobd.jobs.output import OutputLog, follow
+from jobd.jobs.supervisor import JobRunner
+from jobd.model.errors import FailedPrecondition, InvalidArgument
+from jobd.model.job import Job, JobSpec, LimitRequest, Outcome, State
+from jobd.policy import limits as limits_module
+from jobd.policy.auth import Role
+from jobd.policy.limits import BUILTIN_DEFAULTS, LimitPolicy, parse_device, parse_table
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -452,7 +452,7 @@ async def test_leftover_groups_are_killed_and_removed_at_start(
     backend = FakeBackend(tmp_path / "cg")
     busy = backend.add_leftover("job-old-1")
     idle = backend.add_leftover("job-old-2", populated=False)
-    caplog.set_level(logging.WARNING, logger="jobd.manager")
+    caplog.set_level(logging.WARNING, logger="jobd.jobs.manager")
     async with open_manager(tmp_path / "state", cgroups=backend):
         assert (busy.kills, busy.removed, busy.populated) == (1, True, False)
         assert (idle.kills, idle.removed) == (1, True)
@@ -468,7 +468,7 @@ async def test_a_leftover_that_cannot_be_emptied_is_logged_not_fatal(
     monkeypatch.setattr(manager_module, "LEFTOVER_TIMEOUT", 0.2)
     backend = FakeBackend(tmp_path / "cg", empty_on_kill=False)
     stuck = backend.add_leftover("job-stuck")
-    caplog.set_level(logging.ERROR, logger="jobd.manager")
+    caplog.set_level(logging.ERROR, logger="jobd.jobs.manager")
     async with open_manager(tmp_path / "state", cgroups=backend) as manager:
         assert stuck.kills == 1 and not stuck.removed
         job = await manager.start("alice", JobSpec(("true",)))
@@ -651,7 +651,7 @@ async def test_a_group_that_stays_populated_is_logged_and_not_removed(
     group = backend.create("job-stuck", Limits())
     group.populate()
     runner = make_runner(tmp_path, ["true"], group)
-    caplog.set_level(logging.ERROR, logger="jobd.supervisor")
+    caplog.set_level(logging.ERROR, logger="jobd.jobs.supervisor")
     async with running(runner):
         await runner.done.wait()
     assert runner.job.result is not None and runner.job.result.exit_code == 0
@@ -662,7 +662,7 @@ async def test_a_group_that_stays_populated_is_logged_and_not_removed(
 
 
 def test_huge_values_are_refused_or_exact() -> None:
-    from jobd.units import parse_size
+    from jobd.model.units import parse_size
 
     assert parse_size("9007199254740993") == 9007199254740993  # no float rounding
     with pytest.raises(ValueError, match="at most"):

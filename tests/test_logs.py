@@ -9,7 +9,7 @@ from jobd.logs import JSONFormatter
 
 
 def record(created: float, msg: str = "job %s ended", **extra: object) -> logging.LogRecord:
-    rec = logging.LogRecord("jobd.manager", logging.INFO, "", 0, msg, ("abc",), None)
+    rec = logging.LogRecord("jobd.jobs.manager", logging.INFO, "", 0, msg, ("abc",), None)
     rec.created, rec.msecs = created, (created - int(created)) * 1000
     rec.__dict__.update(extra)
     return rec
@@ -18,7 +18,7 @@ def record(created: float, msg: str = "job %s ended", **extra: object) -> loggin
 def test_a_line_holds_time_level_logger_message_and_the_extra_fields() -> None:
     line = JSONFormatter().format(record(1_700_000_000.25, job="abc", identity=["client_0"]))
     assert json.loads(line) == {
-        "time": "2023-11-14T22:13:20.250Z", "level": "info", "logger": "jobd.manager",
+        "time": "2023-11-14T22:13:20.250Z", "level": "info", "logger": "jobd.jobs.manager",
         "msg": "job abc ended", "job": "abc", "identity": ["client_0"],
     }
 

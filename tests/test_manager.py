@@ -22,15 +22,16 @@ from helpers_unit import (
     wait_process_exit,
 )
 
-from jobd import manager as manager_module
-from jobd import output, procid, supervisor
-from jobd.errors import InvalidArgument, SpawnFailed, Unavailable
-from jobd.job import SHUTDOWN, Job, JobSpec, Outcome, Result, State
-from jobd.manager import LOST, MAX_PAGE, JobManager, validate_grace, validate_spec
-from jobd.output import Chunk, OutputLog, Stream
-from jobd.spawn import Child
-from jobd.statedir import StateDir
-from jobd.store import Store
+from jobd.jobs import manager as manager_module
+from jobd.jobs import output, supervisor
+from jobd.jobs.manager import LOST, MAX_PAGE, JobManager, validate_grace, validate_spec
+from jobd.jobs.output import Chunk, OutputLog, Stream
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Store
+from jobd.launch import procid
+from jobd.launch.spawn import Child
+from jobd.model.errors import InvalidArgument, SpawnFailed, Unavailable
+from jobd.model.job import SHUTDOWN, Job, JobSpec, Outcome, Result, State
 
 WAIT = "import time; print('ready', flush=True); time.sleep(120)"
 IGNORE_TERM = (
@@ -169,7 +170,7 @@ async def test_a_finished_job_is_read_from_the_store_and_its_end_logged_once(
 ) -> None:
     # The manager keeps only running jobs in memory: after thousands of jobs it must not
     # hold their runners, output logs and processes' objects.
-    caplog.set_level("INFO", logger="jobd.manager")
+    caplog.set_level("INFO", logger="jobd.jobs.manager")
     async with open_manager(tmp_path / "state") as manager:
         job = await manager.start("alice", spec(["true"]))
         with pytest.raises(SpawnFailed):

@@ -10,7 +10,7 @@ from typing import Any
 from grpclib import Status
 
 from harness import Certs, Daemon, collect, expect_status, start
-from jobd.metrics import Metrics
+from jobd.api.metrics import Metrics
 from jobd.v1 import jobs_pb2 as pb
 
 

@@ -17,9 +17,8 @@ from helpers_unit import by_stream, read_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd import output
-from jobd.errors import DataLoss
-from jobd.output import (
+from jobd.jobs import output
+from jobd.jobs.output import (
     MAX_FRAME_DATA,
     OVERHEAD,
     READ_SIZE,
@@ -32,6 +31,7 @@ from jobd.output import (
     parse_frames,
     tail_start,
 )
+from jobd.model.errors import DataLoss
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from jobd import pipes
+from jobd.jobs import pipes
 
 
 class Writer:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobd import procid
+from jobd.launch import procid
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from helpers_unit import open_manager
 from jobd.cgroups.base import Limits
 from jobd.cgroups.none import NoneBackend
 from jobd.config import Config, ConfigError
-from jobd.errors import ResourceExhausted, SpawnFailed
-from jobd.job import JobSpec
-from jobd.quotas import MAXIMUM, Quota, QuotaPolicy, StartRate, parse_table, refusal
+from jobd.model.errors import ResourceExhausted, SpawnFailed
+from jobd.model.job import JobSpec
+from jobd.policy.quotas import MAXIMUM, Quota, QuotaPolicy, StartRate, parse_table, refusal
 
 
 class FakeClock:

@@ -25,7 +25,7 @@ from harness import (
     wait_for_output,
     wait_until,
 )
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
 

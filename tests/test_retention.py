@@ -11,12 +11,12 @@ import pytest
 
 from harness import Certs, Daemon, collect, start
 from jobd.config import ConfigError, load
-from jobd.diskuse import DiskUse
-from jobd.job import Job, JobSpec, State
-from jobd.output import OVERHEAD, OutputLog, Stream
-from jobd.retention import Retention, RetentionPolicy
-from jobd.statedir import StateDir
-from jobd.store import FINISHED, FINISHED_BEFORE, OLDEST_WITH_OUTPUT, Store
+from jobd.jobs.diskuse import DiskUse
+from jobd.jobs.output import OVERHEAD, OutputLog, Stream
+from jobd.jobs.retention import Retention, RetentionPolicy
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import FINISHED, FINISHED_BEFORE, OLDEST_WITH_OUTPUT, Store
+from jobd.model.job import Job, JobSpec, State
 
 DAY = 86400.0
 

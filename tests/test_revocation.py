@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.revocation import revoked_serials, serial_of
+from jobd.policy.revocation import revoked_serials, serial_of
 
 GEN = Path(__file__).resolve().parent.parent / "ca" / "gen.sh"
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_launch import NOBODY, message, run
 
-from jobd.accounts import lookup
-from jobd.supervisor import job_environment
-from jobd.system import SYSTEM_PATH
+from jobd.jobs.supervisor import job_environment
+from jobd.launch.system import SYSTEM_PATH
+from jobd.policy.accounts import lookup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch accounts")
 AS_NOBODY = ["-u", str(NOBODY), "-g", str(NOBODY)]

@@ -30,8 +30,8 @@ from harness import (
     stop,
     wait_until,
 )
-from jobd.accounts import lookup
 from jobd.launch import binary
+from jobd.policy.accounts import lookup
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = [

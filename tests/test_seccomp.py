@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from helpers_unit import config_from
 
-from jobd.auth import Role
 from jobd.config import ConfigError
-from jobd.isolation import Isolator
 from jobd.launch import seccomp
 from jobd.launch.seccomp import DENIED, DENIED_WITHOUT_PID_NAMESPACE, FilterSpec
+from jobd.policy.auth import Role
+from jobd.policy.isolation import Isolator
 
 pytestmark = pytest.mark.skipif(bool(seccomp.available()), reason=seccomp.available() or "-")
 

@@ -11,12 +11,12 @@ import trio
 import trio_asyncio
 from grpclib import GRPCError, Status
 
-from jobd.auth import DEFAULT_ROLES, Role
-from jobd.errors import PermissionDenied
-from jobd.manager import JobManager
-from jobd.service import JobService, identity_of
-from jobd.statedir import StateDir
-from jobd.store import Store
+from jobd.api.service import JobService, identity_of
+from jobd.jobs.manager import JobManager
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Store
+from jobd.model.errors import PermissionDenied
+from jobd.policy.auth import DEFAULT_ROLES, Role
 from jobd.v1 import jobs_pb2 as pb
 
 
@@ -131,9 +131,9 @@ async def test_a_page_over_its_byte_bound_is_cut_short_and_continues(
 ) -> None:
     from helpers_unit import open_manager
 
-    from jobd import bounds
-    from jobd.auth import Identity
-    from jobd.job import JobSpec
+    from jobd.model import bounds
+    from jobd.model.job import JobSpec
+    from jobd.policy.auth import Identity
 
     async with open_manager(tmp_path / "state") as manager:
         for i in range(5):

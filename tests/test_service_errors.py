@@ -10,12 +10,12 @@ import pytest
 from grpclib import Status
 
 import jobd
-from jobd import errors
-from jobd.service import STATUS_OF, status_of
+from jobd.api.service import STATUS_OF, status_of
+from jobd.model import errors
 
 
 def defined_in_errors() -> list[type[errors.JobdError]]:
-    """Every JobdError subclass defined in jobd.errors, found by walking the module."""
+    """Every JobdError subclass defined in jobd.model.errors, found by walking the module."""
     return [
         cls
         for _, cls in inspect.getmembers(errors, inspect.isclass)
@@ -81,7 +81,7 @@ def test_status_of(cls: type[errors.JobdError], status: Status) -> None:
 
 
 def test_corrupt_log_is_data_loss() -> None:
-    from jobd.output import CorruptLog
+    from jobd.jobs.output import CorruptLog
 
     assert status_of(CorruptLog("truncated")) is Status.DATA_LOSS
 

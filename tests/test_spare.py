@@ -12,7 +12,7 @@ import trio.testing
 from jobd.cgroups.base import Limits
 from jobd.cgroups.fake import FakeBackend
 from jobd.cgroups.spare import SpareGroup
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 DEFAULT = Limits(pids=4096)
 

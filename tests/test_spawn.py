@@ -1,4 +1,5 @@
-"""jobd.spawn with real processes: what the child gets, exit and signal status, errors, waiting."""
+"""jobd.launch.spawn with real processes: what the child gets, exit and signal status, errors,
+waiting."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from jobd.spawn import Child, spawn
+from jobd.launch.spawn import Child, spawn
 
 # Generous bound for anything that waits on a real process.
 TIMEOUT = 15.0

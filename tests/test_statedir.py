@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.statedir import StateDir, StateDirError
+from jobd.jobs.statedir import StateDir, StateDirError
 
 
 def mode(path: Path) -> int:

@@ -14,9 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from jobd import store as store_module
-from jobd.job import Job, JobSpec
-from jobd.store import Store
+from jobd.jobs import store as store_module
+from jobd.jobs.store import Store
+from jobd.model.job import Job, JobSpec
 
 
 def save_jobs(store: Store, count: int) -> None:

@@ -29,12 +29,12 @@ from helpers_unit import (
     wait_process_exit,
 )
 
-from jobd import supervisor
-from jobd.job import Job, JobSpec, Outcome, Result, State
-from jobd.output import OutputLog, Stream, follow
-from jobd.spawn import Child
-from jobd.supervisor import JobRunner, job_environment
-from jobd.system import SYSTEM_PATH
+from jobd.jobs import supervisor
+from jobd.jobs.output import OutputLog, Stream, follow
+from jobd.jobs.supervisor import JobRunner, job_environment
+from jobd.launch.spawn import Child
+from jobd.launch.system import SYSTEM_PATH
+from jobd.model.job import Job, JobSpec, Outcome, Result, State
 
 
 def make_file(path: Path, mode: int, text: str = "#!/bin/sh\necho hi\n") -> Path:
@@ -428,7 +428,7 @@ async def test_a_descendant_that_escaped_the_group_does_not_hold_the_job(
     runner, _ = make_runner(tmp_path, python(code))
     pid = 0
     try:
-        with caplog.at_level(logging.WARNING, logger="jobd.supervisor"):
+        with caplog.at_level(logging.WARNING, logger="jobd.jobs.supervisor"):
             async with running(runner):
                 pid = int(await wait_for_output(output_of(runner), b"\n"))
                 await runner.done.wait()

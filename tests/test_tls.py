@@ -1,4 +1,4 @@
-"""Tests of jobd.tls: the TLS 1.3 suite pin, mutual authentication and what gets refused.
+"""Tests of jobd.api.tls: the TLS 1.3 suite pin, mutual authentication and what gets refused.
 
 Handshakes run against a one-connection server on 127.0.0.1 in a thread, so the server's own
 verdict (the exception its handshake raised) can be asserted, not just the client's view: in
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jobd import tls
-from jobd.tls import CIPHER_SUITE, TLSConfigError
+from jobd.api import tls
+from jobd.api.tls import CIPHER_SUITE, TLSConfigError
 
 # Generous: a loaded CI machine must never turn a slow handshake into a false failure.
 TIMEOUT = 10.0
@@ -115,7 +115,7 @@ def issue_leaf(
 
 
 def bare_client_context(cafile: Path, certfile: Path | None = None) -> ssl.SSLContext:
-    """A TLS 1.3 client that trusts ``cafile`` but is otherwise not built by jobd.tls."""
+    """A TLS 1.3 client that trusts ``cafile`` but is otherwise not built by jobd.api.tls."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_verify_locations(cafile=str(cafile))

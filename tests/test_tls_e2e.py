@@ -13,7 +13,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
 
 from harness import Daemon
-from jobd.tls import client_context
+from jobd.api.tls import client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
 

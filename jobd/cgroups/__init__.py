@@ -9,7 +9,7 @@ from jobd.cgroups.blockdev import block_device
 from jobd.cgroups.detect import detect
 from jobd.cgroups.fake import FakeBackend, FakeCgroup
 from jobd.cgroups.none import NoneBackend
-from jobd.units import format_size, parse_cpu, parse_size
+from jobd.model.units import format_size, parse_cpu, parse_size
 
 __all__ = [
     "CONTROLLERS",

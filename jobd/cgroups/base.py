@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 # What a backend may offer; "kill" means a whole-tree kill that no process can escape.
 CONTROLLERS = frozenset({"cpu", "memory", "io", "pids", "kill", "freeze"})
@@ -81,7 +81,7 @@ class Ceiling:
     cpu_weight: int | None = None
 
     def describe(self) -> str:
-        from jobd.units import format_size
+        from jobd.model.units import format_size
 
         memory = "no limit" if self.memory is None else format_size(self.memory)
         tasks = "no limit" if self.pids is None else f"{self.pids} tasks"

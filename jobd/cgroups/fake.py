@@ -26,7 +26,7 @@ from jobd.cgroups.base import (
     check_group_name,
     require_controllers,
 )
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 
 class FakeCgroup:

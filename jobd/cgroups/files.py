@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from jobd.readfile import read_bytes
+from jobd.model.readfile import read_bytes
 
 
 def read_text(path: Path) -> str:

@@ -46,7 +46,7 @@ from jobd.cgroups.tree import (
     tree_procs,
     wait_unpopulated,
 )
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 UNIFIED = "unified"
 # v1 controller → the name the interface uses for what it enables.

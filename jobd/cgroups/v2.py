@@ -38,7 +38,7 @@ from jobd.cgroups.slices import (
     write_v2_ceiling,
 )
 from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, tree_procs, wait_unpopulated
-from jobd.errors import FailedPrecondition
+from jobd.model.errors import FailedPrecondition
 
 LIMIT_CONTROLLERS = ("cpu", "memory", "io", "pids")
 # The leaf of its own group the daemon steps into where it starts alone in a delegated group.

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobd.accounts import Account
-from jobd.isolation import Namespace
-from jobd.system import SHELL
+from jobd.launch.system import SHELL
+from jobd.policy.accounts import Account
+from jobd.policy.isolation import Namespace
 
 # The kernel's CLONE_NEW* flags, as unshare(2) takes them.
 CLONE_FLAGS = {

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-from jobd.isolation import ALL, ORDER, Availability, Namespace
 from jobd.launch import binary, seccomp
 from jobd.launch.plan import Plan, launcher_argv
 from jobd.launch.status import failure_message, parse
-from jobd.system import SYSTEM_PATH
+from jobd.launch.system import SYSTEM_PATH
+from jobd.policy.isolation import ALL, ORDER, Availability, Namespace
 
 PROBE_TIMEOUT = 10.0
 

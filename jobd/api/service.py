@@ -30,17 +30,17 @@ from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
-from jobd import bounds, errors
-from jobd.audit import AuditLog
-from jobd.auth import Action, Identity, Role, authorize
-from jobd.connections import send_room, send_room_now
-from jobd.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
-from jobd.manager import JobManager
-from jobd.metrics import Metrics
-from jobd.quotas import refusal
-from jobd.revocation import serial_of
-from jobd.store import page_token
-from jobd.tls import TLSConfigError, check_negotiated, common_name
+from jobd.api.audit import AuditLog
+from jobd.api.connections import send_room, send_room_now
+from jobd.api.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
+from jobd.api.metrics import Metrics
+from jobd.api.tls import TLSConfigError, check_negotiated, common_name
+from jobd.jobs.manager import JobManager
+from jobd.jobs.store import page_token
+from jobd.model import bounds, errors
+from jobd.policy.auth import Action, Identity, Role, authorize
+from jobd.policy.quotas import refusal
+from jobd.policy.revocation import serial_of
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
 

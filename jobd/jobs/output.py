@@ -25,9 +25,9 @@ from typing import Protocol
 
 import trio
 
-from jobd.diskuse import DiskUse
-from jobd.errors import DataLoss
-from jobd.units import format_size
+from jobd.jobs.diskuse import DiskUse
+from jobd.model.errors import DataLoss
+from jobd.model.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ WRITEV_PARTS = 1020
 class OutputLog:
     """The log file of one job. ``frame`` (on the event loop, nothing there waits) gives each
     read its place and counts it; ``write`` puts frames on disk (on a worker thread, for a
-    running job: see jobd.broadcast); ``commit`` records what reached the disk and wakes the
+    running job: see jobd.jobs.broadcast); ``commit`` records what reached the disk and wakes the
     file readers. ``append`` is all three at once, for a log written in one go."""
 
     def __init__(self, path: Path, cap: int | None = None, owner: str = "",
@@ -350,7 +350,7 @@ def data_size(path: Path) -> int:
 
 
 class Joined(Protocol):
-    """A follower's place in a live broadcast (jobd.broadcast.Subscription)."""
+    """A follower's place in a live broadcast (jobd.jobs.broadcast.Subscription)."""
 
     cut: bool
 

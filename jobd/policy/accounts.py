@@ -21,8 +21,8 @@ import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from jobd.auth import Role
-from jobd.isolation import IsolationPolicy, Namespace
+from jobd.policy.auth import Role
+from jobd.policy.isolation import IsolationPolicy, Namespace
 
 NOBODY_UID = 65534  # the traditional overflow id, where "nobody" is missing from passwd
 

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobd.auth import Role
 from jobd.cgroups.base import LIMIT_CONTROLLER, Limits
 from jobd.cgroups.blockdev import block_device, whole_disk
-from jobd.errors import InvalidArgument
-from jobd.job import LimitRequest
-from jobd.units import format_size, parse_cpu, parse_size
+from jobd.model.errors import InvalidArgument
+from jobd.model.job import LimitRequest
+from jobd.model.units import format_size, parse_cpu, parse_size
+from jobd.policy.auth import Role
 
 NAMES = ("cpu", "memory", "io_read_bps", "io_write_bps", "pids")
 BUILTIN_DEFAULTS = LimitRequest(pids=4096)  # a fork bomb stops here unless configured

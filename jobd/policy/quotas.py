@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from jobd.units import parse_size
+from jobd.model.units import parse_size
 
 KEYS = ("running", "starts_per_minute", "streams", "output")
 MAXIMUM = 1_000_000
@@ -27,7 +27,7 @@ class Quota:
     running: int = 1000
     starts_per_minute: int = 600
     streams: int = 1000
-    output: int = 5 << 30  # bytes of output its jobs may keep on disk, in all (jobd.diskuse)
+    output: int = 5 << 30  # bytes of output its jobs may keep on disk, in all (jobd.jobs.diskuse)
 
 
 @dataclass(frozen=True)

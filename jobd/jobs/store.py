@@ -20,10 +20,10 @@ from typing import Any
 
 import trio
 
-from jobd import bounds
 from jobd.cgroups.base import Limits, Usage
-from jobd.isolation import ORDER, Namespace
-from jobd.job import Job, JobSpec, Outcome, Result, State
+from jobd.model import bounds
+from jobd.model.job import Job, JobSpec, Outcome, Result, State
+from jobd.policy.isolation import ORDER, Namespace
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def large_request(job: Job) -> bool:
 
 def kept_request_bytes(job: Job) -> int:
     """What the requests table will hold for ``job`` (its argv and env as JSON, ASCII), if
-    its request is large; else 0. Counted against its owner's disk budget (jobd.diskuse)."""
+    its request is large; else 0. Counted against its owner's disk budget (jobd.jobs.diskuse)."""
     if not large_request(job):
         return 0
     return len(json.dumps(list(job.spec.argv))) + len(json.dumps(dict(job.spec.env)))

@@ -57,9 +57,9 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
-from jobd.metrics import Metrics
-from jobd.revocation import serial_of
-from jobd.units import parse_duration
+from jobd.api.metrics import Metrics
+from jobd.model.units import parse_duration
+from jobd.policy.revocation import serial_of
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _h2_of(protocol: H2Protocol) -> H2Connection:
     h2 = getattr(protocol.connection, "_connection", None)
     if not isinstance(h2, H2Connection):
         raise RuntimeError("grpclib's Connection no longer keeps its H2Connection in "
-                           "_connection: jobd/connections.py needs updating")
+                           "_connection: jobd/api/connections.py needs updating")
     return h2
 
 
@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
         handler = protocol.handler
         if not isinstance(handler, Handler):
             raise RuntimeError("grpclib's protocol holds no grpclib.server.Handler: "
-                               "jobd/connections.py needs updating")
+                               "jobd/api/connections.py needs updating")
         self.peer = peer
         self.limits = limits
         self.calls = _Calls(handler, self)
@@ -422,7 +422,7 @@ def _send_window(stream: Any) -> tuple[Any, Any, H2Connection]:
     h2 = getattr(h2_stream, "_h2_connection", None)
     if h2_stream is None or connection is None or not isinstance(h2, H2Connection):
         raise RuntimeError("grpclib's Stream no longer keeps its h2 stream, connection and "
-                           "H2Connection where jobd/connections.py looks")
+                           "H2Connection where jobd/api/connections.py looks")
     return h2_stream, connection, h2
 
 
@@ -461,7 +461,7 @@ def _handlers_of(server: Server) -> set[Handler]:
     handlers = getattr(server, "_handlers", None)
     if not isinstance(handlers, set):
         raise RuntimeError("grpclib's Server keeps no _handlers set: "
-                           "jobd/connections.py needs updating")
+                           "jobd/api/connections.py needs updating")
     return handlers
 
 
@@ -469,13 +469,13 @@ def _protocol_factory(server: Server) -> Callable[[], H2Protocol]:
     factory = getattr(server, "_protocol_factory", None)
     if not callable(factory):
         raise RuntimeError("grpclib's Server has no _protocol_factory: "
-                           "jobd/connections.py needs updating")
+                           "jobd/api/connections.py needs updating")
 
     def make() -> H2Protocol:
         protocol = factory()
         if not isinstance(protocol, H2Protocol):
             raise RuntimeError("grpclib's Server._protocol_factory made no H2Protocol: "
-                               "jobd/connections.py needs updating")
+                               "jobd/api/connections.py needs updating")
         return protocol
 
     return make

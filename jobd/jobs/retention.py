@@ -1,12 +1,12 @@
 """Retention: finished jobs older than ``max_age`` are forgotten, and while all that is stored
-(running jobs' output included, counted as it is written, and large requests: ``jobd.diskuse``)
+(running jobs' output included, counted as it is written, and large requests: ``jobd.jobs.diskuse``)
 is above ``max_output``, the oldest finished jobs' output is deleted, always of the identity
 that holds the most, so that no identity's output can push out another's; and when an
 identity's jobs would write past its output budget, its own oldest finished output goes first.
 Running jobs are never touched; a job whose output was deleted keeps its record, which says so.
 
 Pruning runs at start, hourly, and when a job ends with stored output over the limit. What
-running jobs write in between is bounded by each identity's output budget (``jobd.diskuse``).
+running jobs write in between is bounded by each identity's output budget (``jobd.jobs.diskuse``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import trio
 
-from jobd.diskuse import DEFAULT_MIN_FREE, DiskUse
-from jobd.job import Job
-from jobd.statedir import StateDir
-from jobd.store import Store
-from jobd.units import format_size
+from jobd.jobs.diskuse import DEFAULT_MIN_FREE, DiskUse
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Store
+from jobd.model.job import Job
+from jobd.model.units import format_size
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from jobd.cgroups.base import Limits, Usage
-from jobd.errors import IllegalTransition
-from jobd.isolation import Namespace
+from jobd.model.errors import IllegalTransition
+from jobd.policy.isolation import Namespace
 
 
 class State(enum.Enum):

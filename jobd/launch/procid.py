@@ -17,7 +17,7 @@ import os
 import signal
 from pathlib import Path
 
-from jobd.readfile import read_bytes
+from jobd.model.readfile import read_bytes
 
 
 @functools.cache

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from jobd.tls import TLSConfigError
+from jobd.api.tls import TLSConfigError
 
 
 def check_private(path: Path) -> None:

@@ -8,7 +8,7 @@ finished output is deleted to make room (``reclaim``, retention's); what still d
 the job is never blocked, and its status says why. So no identity can fill the disk, and none
 can make another's output be lost: retention, when all stored output is over its limit,
 deletes only the oldest output of the identity that holds the most.
-A large request (argv and env over 6 KiB, kept whole once: ``jobd.store``) counts against the
+A large request (argv and env over 6 KiB, kept whole once: ``jobd.jobs.store``) counts against the
 budget too, all or nothing: a start whose request does not fit is refused. Counts are bytes on
 disk: data and the logs' framing (9 bytes per frame), requests as stored (JSON).
 """
@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from jobd.units import format_size
+from jobd.model.units import format_size
 
 DEFAULT_MIN_FREE = 1 << 30
 # statvfs at most once per this many bytes granted: the reserve is checked often enough that a
@@ -39,7 +39,7 @@ class DiskUse:
         self._until_check = 0
         self._full = False
         # Called with (owner, bytes) when the owner's budget is short of them: frees its own
-        # oldest finished output (jobd.retention), synchronously.
+        # oldest finished output (jobd.jobs.retention), synchronously.
         self.reclaim: Callable[[str, int], None] | None = None
 
     def count(self, owner: str, size: int) -> None:

@@ -2,7 +2,7 @@
 
 Running jobs live in memory (their runners); every change of state is written to the store
 at once, so finished jobs are read back from there. Authorization is not done here (see
-``jobd.auth``); every method trusts its caller.
+``jobd.policy.auth``); every method trusts its caller.
 """
 
 from __future__ import annotations
@@ -16,23 +16,24 @@ from pathlib import Path
 
 import trio
 
-from jobd import bounds, procid
-from jobd.accounts import RunAsPolicy, daemon_account
-from jobd.auth import Role
 from jobd.cgroups.base import CgroupBackend, identity_slice
 from jobd.cgroups.none import NoneBackend
 from jobd.cgroups.spare import SpareGroup
-from jobd.diskuse import DiskUse
-from jobd.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
-from jobd.isolation import Isolator
-from jobd.job import SHUTDOWN, Job, JobSpec, Outcome
-from jobd.limits import LimitPolicy
-from jobd.output import Chunk, OutputLog, Stream, data_size, follow, is_frame_boundary
-from jobd.quotas import QuotaPolicy, StartRate, refusal
-from jobd.retention import Retention, RetentionPolicy
-from jobd.statedir import StateDir
-from jobd.store import Page, Store, kept_request_bytes
-from jobd.supervisor import JobRunner
+from jobd.jobs.diskuse import DiskUse
+from jobd.jobs.output import Chunk, OutputLog, Stream, data_size, follow, is_frame_boundary
+from jobd.jobs.retention import Retention, RetentionPolicy
+from jobd.jobs.statedir import StateDir
+from jobd.jobs.store import Page, Store, kept_request_bytes
+from jobd.jobs.supervisor import JobRunner
+from jobd.launch import procid
+from jobd.model import bounds
+from jobd.model.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
+from jobd.model.job import SHUTDOWN, Job, JobSpec, Outcome
+from jobd.policy.accounts import RunAsPolicy, daemon_account
+from jobd.policy.auth import Role
+from jobd.policy.isolation import Isolator
+from jobd.policy.limits import LimitPolicy
+from jobd.policy.quotas import QuotaPolicy, StartRate, refusal
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class JobManager:
         self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
         policy = retention or RetentionPolicy()
-        # Output on disk by identity; every log's growth goes through it (jobd.diskuse).
+        # Output on disk by identity; every log's growth goes through it (jobd.jobs.diskuse).
         self.disk = DiskUse(state.output, lambda owner: self.quotas.of(owner).output,
                             policy.min_free)  # fmt: skip
         self.retention = Retention(policy, store, state, self.disk)

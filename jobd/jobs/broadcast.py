@@ -9,9 +9,9 @@ and then wakes the file readers by replacing an Event.
 
 A subscriber that would hold more than LIVE_BUFFER bytes not yet taken is cut off: its queue is
 emptied and closed, so that it holds nothing, and its follower reads the log from its own
-offset at its own pace (``jobd.output.follow``), then joins again once it has caught up: ``join``
-hands it what is framed but not yet on disk, so no byte is missed or repeated. A stalled
-stream therefore never blocks the job, the pumps or other streams.
+offset at its own pace (``jobd.jobs.output.follow``), then joins again once it has caught
+up: ``join`` hands it what is framed but not yet on disk, so no byte is missed or repeated.
+A stalled stream therefore never blocks the job, the pumps or other streams.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from jobd.output import Chunk, Frames, OutputLog, Stream
+from jobd.jobs.output import Chunk, Frames, OutputLog, Stream
 
 # What a live stream may have queued and not yet taken (bytes); past that it is cut over to
 # the log. A read is at most a pipe's worth (1 MiB), so this is a few reads.
@@ -102,7 +102,7 @@ class Broadcast:
         self._running = False
         self._input_closed = False
 
-    # The file side, as a follower sees it (jobd.output.Live); the counts are the log's own.
+    # The file side, as a follower sees it (jobd.jobs.output.Live); the counts are the log's own.
 
     @property
     def size(self) -> int:

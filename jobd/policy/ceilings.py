@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobd.auth import Role
 from jobd.cgroups.base import CPU_WEIGHT_MAX, Ceiling
-from jobd.job import LimitRequest
-from jobd.units import format_size, parse_size
+from jobd.model.job import LimitRequest
+from jobd.model.units import format_size, parse_size
+from jobd.policy.auth import Role
 
 MiB = 1 << 20
 MIN_RESERVE_MEMORY = 512 * MiB

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from jobd.errors import NotFound, PermissionDenied
+from jobd.model.errors import NotFound, PermissionDenied
 
 
 class Role(enum.Enum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from jobd.errors import InvalidArgument
+from jobd.model.errors import InvalidArgument
 
 MiB = 1 << 20
 

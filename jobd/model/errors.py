@@ -12,7 +12,7 @@
     ├── Unavailable                the daemon is shutting down
     └── DataLoss                   a job's stored output is damaged (truncated, missing)
 
-The service maps each class to one gRPC status in one table (``jobd.service.STATUS_OF``);
+The service maps each class to one gRPC status in one table (``jobd.api.service.STATUS_OF``);
 anything that is not a ``JobdError`` is a bug and is logged with its traceback.
 """
 

@@ -33,7 +33,7 @@ class Metrics:
         self.start_sum = 0.0
         # Gauges read when scraped: (running jobs, open streams).
         self.gauges: Callable[[], tuple[int, int]] = lambda: (0, 0)
-        # jobd.connections: refused by cap; dropped by reason; open now (handshakes too).
+        # jobd.api.connections: refused by cap; dropped by reason; open now (handshakes too).
         self.connections_refused: Counter[str] = Counter()
         self.connections_dropped: Counter[str] = Counter()
         self.connections_open: Callable[[], int] = lambda: 0

@@ -1,7 +1,7 @@
 """One job's life: spawn its process, pump its output into its broadcast, enforce stop, record exit.
 
 A job starts as the compiled launcher (``jobd.launch``), spawned on the trio thread through
-vfork and waited for through a pidfd (``jobd.spawn``). The launcher joins the job's cgroups,
+vfork and waited for through a pidfd (``jobd.launch.spawn``). The launcher joins the job's cgroups,
 makes its namespaces and mounts, drops to its account, changes into its working directory and
 execs its command, in that order, inside the job; whatever fails on the way is written to a
 status pipe, which closes without a word once the command runs. The job is running from then
@@ -25,21 +25,21 @@ from collections.abc import Callable, Mapping
 
 import trio
 
-from jobd import pipes, procid
-from jobd.accounts import Account
-from jobd.broadcast import Broadcast
 from jobd.cgroups.base import JobCgroup
-from jobd.errors import SpawnFailed
-from jobd.isolation import Isolator, Namespace, RoleIsolation
-from jobd.job import Job, State
-from jobd.launch import binary
+from jobd.jobs import pipes
+from jobd.jobs.broadcast import Broadcast
+from jobd.jobs.output import OutputLog, Stream
+from jobd.launch import binary, procid
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv
 from jobd.launch.seccomp import SeccompError
+from jobd.launch.spawn import Child, read_report, spawn
 from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, parse
-from jobd.output import OutputLog, Stream
-from jobd.spawn import Child, read_report, spawn
-from jobd.system import SHELL, SYSTEM_PATH
-from jobd.units import format_size
+from jobd.launch.system import SHELL, SYSTEM_PATH
+from jobd.model.errors import SpawnFailed
+from jobd.model.job import Job, State
+from jobd.model.units import format_size
+from jobd.policy.accounts import Account
+from jobd.policy.isolation import Isolator, Namespace, RoleIsolation
 
 log = logging.getLogger(__name__)
 

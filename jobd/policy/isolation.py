@@ -20,10 +20,10 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jobd.auth import Role
-from jobd.errors import FailedPrecondition, PermissionDenied
 from jobd.launch import seccomp
 from jobd.launch.seccomp import FilterSpec
+from jobd.model.errors import FailedPrecondition, PermissionDenied
+from jobd.policy.auth import Role
 
 
 class Namespace(enum.Enum):

@@ -73,12 +73,19 @@ def _read(path: str | Path) -> str:
         return f.read()
 
 
+PF_EXITING = 0x4  # set as a task enters do_exit: killed, and past any way back
+
+
 def alive(pid: int) -> bool:
+    """Neither gone, a zombie, nor on its way out. A namespace's init waits for the rest of
+    the namespace inside its own exit, after it has left its cgroup, so a StopJob that answers
+    once the cgroup is empty may still see it there for a moment: it is not left running."""
     try:
         stat = _read(f"/proc/{pid}/stat")
     except OSError:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0] not in "ZX" and not int(fields[6]) & PF_EXITING
 
 
 def live_pids() -> list[int]:

@@ -36,11 +36,12 @@ from jobd.jobs.store import Store
 from jobd.launch import binary, private, probe
 from jobd.launch.seccomp import SeccompError
 from jobd.model.job import LimitRequest
+from jobd.model.namespaces import names
 from jobd.notify import notify
 from jobd.policy.accounts import shared_without_pid_namespace
 from jobd.policy.auth import Role
 from jobd.policy.ceilings import Host, builtin_maxima, merge_maxima
-from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ, Isolator, names
+from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ, Isolator
 from jobd.policy.limits import LimitPolicy
 from jobd.policy.revocation import revoked_serials
 

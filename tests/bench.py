@@ -93,11 +93,11 @@ def own_cgroup_spawn_floor(n: int) -> list[float] | None:
     read the usage, remove the groups. None where cgroups cannot be made."""
     import trio
 
-    from jobd.cgroups.base import Limits
     from jobd.cgroups.detect import detect
     from jobd.launch import binary
     from jobd.launch.plan import Plan, fallback_argv, launcher_argv
     from jobd.launch.spawn import spawn
+    from jobd.model.resources import Limits
 
     backend = detect(f"jobd-bench-floor-{os.getpid()}")
     if backend.name == "none":

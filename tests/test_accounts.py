@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobd.config import Config, ConfigError
+from jobd.model.namespaces import ALL, Namespace
 from jobd.policy.accounts import (
     Account,
     RunAsPolicy,
@@ -20,7 +21,7 @@ from jobd.policy.accounts import (
     shared_without_pid_namespace,
 )
 from jobd.policy.auth import Role
-from jobd.policy.isolation import ALL, BUILTIN_ROLES, IsolationPolicy, Namespace, RoleIsolation
+from jobd.policy.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation
 
 ROOT = pwd.getpwuid(0)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from helpers_unit import config_from
 
-from jobd.cgroups.base import Ceiling
 from jobd.config import ConfigError
 from jobd.model.job import LimitRequest
+from jobd.model.resources import Ceiling
 from jobd.policy.auth import Role
 from jobd.policy.ceilings import CeilingPolicy, Host, builtin_maxima, merge_maxima
 

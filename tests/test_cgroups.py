@@ -34,7 +34,7 @@ from jobd.cgroups import (
     parse_cpu,
     parse_size,
 )
-from jobd.cgroups.base import Ceiling, check_group_name, identity_slice
+from jobd.cgroups.base import check_group_name, identity_slice
 from jobd.cgroups.files import read_keyed, write_value
 from jobd.cgroups.inotify import wait_until
 from jobd.cgroups.mounts import (
@@ -48,6 +48,7 @@ from jobd.cgroups.tree import freeze_and_kill
 from jobd.cgroups.v1 import V1Backend, V1Cgroup
 from jobd.cgroups.v2 import V2Backend
 from jobd.model.errors import FailedPrecondition
+from jobd.model.resources import Ceiling
 
 MiB = 1 << 20
 F = TypeVar("F", bound=Callable[..., object])

@@ -20,17 +20,14 @@ from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
 from jobd.launch.seccomp import FilterSpec
 from jobd.model.errors import FailedPrecondition, PermissionDenied
 from jobd.model.job import Job, JobSpec
+from jobd.model.namespaces import ALL, NONE, Namespace, names
 from jobd.policy.accounts import Account
 from jobd.policy.auth import Role
 from jobd.policy.isolation import (
-    ALL,
-    NONE,
     Availability,
     IsolationPolicy,
     Isolator,
-    Namespace,
     RoleIsolation,
-    names,
     parse_names,
 )
 from jobd.v1 import jobs_pb2 as pb

@@ -40,7 +40,7 @@ from harness import (
 )
 from jobd.cgroups.mounts import parse_mountinfo
 from jobd.launch import binary, private, probe
-from jobd.policy.isolation import ALL
+from jobd.model.namespaces import ALL
 from jobd.v1 import jobs_pb2 as pb
 
 pytestmark = [pytest.mark.e2e]

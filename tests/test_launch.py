@@ -23,7 +23,7 @@ import pytest
 from jobd.launch import status
 from jobd.launch.plan import Plan, launcher_argv
 from jobd.launch.system import SYSTEM_PATH
-from jobd.policy.isolation import ALL, Namespace
+from jobd.model.namespaces import ALL, Namespace
 
 SOURCE = Path(__file__).resolve().parent.parent / "jobd" / "launch" / "launch.c"
 NOBODY = 65534

@@ -22,7 +22,7 @@ from helpers_unit import (
     wait_for_output,
 )
 
-from jobd.cgroups.base import CONTROLLERS, Limits, Usage
+from jobd.cgroups.base import CONTROLLERS
 from jobd.cgroups.fake import FakeBackend, FakeCgroup
 from jobd.config import ConfigError
 from jobd.jobs import manager as manager_module
@@ -31,6 +31,7 @@ from jobd.jobs.output import OutputLog, follow
 from jobd.jobs.supervisor import JobRunner
 from jobd.model.errors import FailedPrecondition, InvalidArgument
 from jobd.model.job import Job, JobSpec, LimitRequest, Outcome, State
+from jobd.model.resources import Limits, Usage
 from jobd.policy import limits as limits_module
 from jobd.policy.auth import Role
 from jobd.policy.limits import BUILTIN_DEFAULTS, LimitPolicy, parse_device, parse_table

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from helpers_unit import open_manager
 
-from jobd.cgroups.base import Limits
 from jobd.cgroups.none import NoneBackend
 from jobd.config import Config, ConfigError
 from jobd.model.errors import ResourceExhausted, SpawnFailed
 from jobd.model.job import JobSpec
+from jobd.model.resources import Limits
 from jobd.policy.quotas import MAXIMUM, Quota, QuotaPolicy, StartRate, parse_table, refusal
 
 

@@ -9,10 +9,10 @@ import pytest
 import trio
 import trio.testing
 
-from jobd.cgroups.base import Limits
 from jobd.cgroups.fake import FakeBackend
 from jobd.cgroups.spare import SpareGroup
 from jobd.model.errors import FailedPrecondition
+from jobd.model.resources import Limits
 
 DEFAULT = Limits(pids=4096)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jobd.cgroups.base import Limits, Usage
 from jobd.jobs.output import Chunk, Stream
 from jobd.model import bounds
 from jobd.model.job import Job, JobSpec, LimitRequest, Outcome, Result, State
-from jobd.policy.isolation import ORDER, Namespace
+from jobd.model.namespaces import ORDER, Namespace
+from jobd.model.resources import Limits, Usage
 from jobd.v1 import jobs_pb2 as pb
 
 STATE_TO_PB: Mapping[State, pb.JobState.ValueType] = {

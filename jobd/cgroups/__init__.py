@@ -4,11 +4,12 @@
 ``FakeBackend`` stands in for it in tests.
 """
 
-from jobd.cgroups.base import CONTROLLERS, CgroupBackend, JobCgroup, Limits, Usage
+from jobd.cgroups.base import CONTROLLERS, CgroupBackend, JobCgroup
 from jobd.cgroups.blockdev import block_device
 from jobd.cgroups.detect import detect
 from jobd.cgroups.fake import FakeBackend, FakeCgroup
 from jobd.cgroups.none import NoneBackend
+from jobd.model.resources import Limits, Usage
 from jobd.model.units import format_size, parse_cpu, parse_size
 
 __all__ = [

@@ -18,15 +18,13 @@ import trio
 
 from jobd.cgroups.base import (
     CONTROLLERS,
-    Ceiling,
     CgroupBackend,
     JobCgroup,
-    Limits,
-    Usage,
     check_group_name,
     require_controllers,
 )
 from jobd.model.errors import FailedPrecondition
+from jobd.model.resources import Ceiling, Limits, Usage
 
 
 class FakeCgroup:

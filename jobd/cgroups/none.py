@@ -8,14 +8,12 @@ import trio
 
 from jobd.cgroups.base import (
     CONTROLLERS,
-    Ceiling,
     CgroupBackend,
     JobCgroup,
-    Limits,
-    Usage,
     check_group_name,
     require_controllers,
 )
+from jobd.model.resources import Ceiling, Limits, Usage
 
 
 class NoneCgroup:

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from jobd.cgroups.base import CPU_WEIGHT_DEFAULT, Ceiling, is_slice, v1_shares
+from jobd.cgroups.base import is_slice, v1_shares
 from jobd.cgroups.files import describe_error, write_value
+from jobd.model.resources import CPU_WEIGHT_DEFAULT, Ceiling
 
 UNLIMITED_V1_MEMORY = -1  # what memory.limit_in_bytes takes for "no limit"
 

@@ -22,7 +22,8 @@ import uuid
 
 import trio
 
-from jobd.cgroups.base import CgroupBackend, JobCgroup, Limits
+from jobd.cgroups.base import CgroupBackend, JobCgroup
+from jobd.model.resources import Limits
 
 log = logging.getLogger(__name__)
 

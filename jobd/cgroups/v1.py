@@ -11,15 +11,7 @@ from pathlib import Path
 
 import trio
 
-from jobd.cgroups.base import (
-    Ceiling,
-    CgroupBackend,
-    JobCgroup,
-    Limits,
-    Usage,
-    check_group_name,
-    require_controllers,
-)
+from jobd.cgroups.base import CgroupBackend, JobCgroup, check_group_name, require_controllers
 from jobd.cgroups.files import (
     describe_error,
     mkdir_error,
@@ -47,6 +39,7 @@ from jobd.cgroups.tree import (
     wait_unpopulated,
 )
 from jobd.model.errors import FailedPrecondition
+from jobd.model.resources import Ceiling, Limits, Usage
 
 UNIFIED = "unified"
 # v1 controller → the name the interface uses for what it enables.

@@ -10,15 +10,7 @@ from pathlib import Path
 
 import trio
 
-from jobd.cgroups.base import (
-    Ceiling,
-    CgroupBackend,
-    JobCgroup,
-    Limits,
-    Usage,
-    check_group_name,
-    require_controllers,
-)
+from jobd.cgroups.base import CgroupBackend, JobCgroup, check_group_name, require_controllers
 from jobd.cgroups.files import (
     describe_error,
     mkdir_error,
@@ -39,6 +31,7 @@ from jobd.cgroups.slices import (
 )
 from jobd.cgroups.tree import kill_cgroup2, rmdir_tree, tree_procs, wait_unpopulated
 from jobd.model.errors import FailedPrecondition
+from jobd.model.resources import Ceiling, Limits, Usage
 
 LIMIT_CONTROLLERS = ("cpu", "memory", "io", "pids")
 # The leaf of its own group the daemon steps into where it starts alone in a delegated group.

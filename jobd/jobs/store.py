@@ -20,10 +20,10 @@ from typing import Any
 
 import trio
 
-from jobd.cgroups.base import Limits, Usage
 from jobd.model import bounds
 from jobd.model.job import Job, JobSpec, Outcome, Result, State
-from jobd.policy.isolation import ORDER, Namespace
+from jobd.model.namespaces import ORDER, Namespace
+from jobd.model.resources import Limits, Usage
 
 log = logging.getLogger(__name__)
 

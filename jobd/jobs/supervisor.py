@@ -37,9 +37,10 @@ from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, pars
 from jobd.launch.system import SHELL, SYSTEM_PATH
 from jobd.model.errors import SpawnFailed
 from jobd.model.job import Job, State
+from jobd.model.namespaces import Namespace
 from jobd.model.units import format_size
 from jobd.policy.accounts import Account
-from jobd.policy.isolation import Isolator, Namespace, RoleIsolation
+from jobd.policy.isolation import Isolator, RoleIsolation
 
 log = logging.getLogger(__name__)
 

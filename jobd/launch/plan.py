@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jobd.launch.system import SHELL
+from jobd.model.namespaces import Namespace
 from jobd.policy.accounts import Account
-from jobd.policy.isolation import Namespace
 
 # The kernel's CLONE_NEW* flags, as unshare(2) takes them.
 CLONE_FLAGS = {

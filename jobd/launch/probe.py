@@ -15,7 +15,8 @@ from jobd.launch import binary, seccomp
 from jobd.launch.plan import Plan, launcher_argv
 from jobd.launch.status import failure_message, parse
 from jobd.launch.system import SYSTEM_PATH
-from jobd.policy.isolation import ALL, ORDER, Availability, Namespace
+from jobd.model.namespaces import ALL, ORDER, Namespace
+from jobd.policy.isolation import Availability
 
 PROBE_TIMEOUT = 10.0
 

@@ -21,9 +21,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from jobd.cgroups.base import Limits, Usage
 from jobd.model.errors import IllegalTransition
-from jobd.policy.isolation import Namespace
+from jobd.model.namespaces import Namespace
+from jobd.model.resources import Limits, Usage
 
 
 class State(enum.Enum):

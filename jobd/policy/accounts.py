@@ -21,8 +21,9 @@ import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobd.model.namespaces import Namespace
 from jobd.policy.auth import Role
-from jobd.policy.isolation import IsolationPolicy, Namespace
+from jobd.policy.isolation import IsolationPolicy
 
 NOBODY_UID = 65534  # the traditional overflow id, where "nobody" is missing from passwd
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobd.cgroups.base import CPU_WEIGHT_MAX, Ceiling
 from jobd.model.job import LimitRequest
+from jobd.model.resources import CPU_WEIGHT_MAX, Ceiling
 from jobd.model.units import format_size, parse_size
 from jobd.policy.auth import Role
 

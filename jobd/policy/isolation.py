@@ -16,38 +16,20 @@ stop's SIGTERM to it and reaps orphans.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jobd.launch import seccomp
 from jobd.launch.seccomp import FilterSpec
 from jobd.model.errors import FailedPrecondition, PermissionDenied
+from jobd.model.namespaces import ALL, NONE, ORDER, Namespace, names
 from jobd.policy.auth import Role
 
-
-class Namespace(enum.Enum):
-    PID = "pid"
-    MOUNT = "mount"
-    NETWORK = "network"
-    UTS = "uts"
-    IPC = "ipc"
-
-
-ORDER = tuple(Namespace)
-ALL: frozenset[Namespace] = frozenset(Namespace)
-NONE: frozenset[Namespace] = frozenset()
 ALIASES = {"net": Namespace.NETWORK}
 # The OOM killer's preference for a job's processes (-1000 never .. 1000 first); the daemon
 # itself runs at DAEMON_OOM_SCORE_ADJ, so a job is always chosen before it.
 USER_OOM_SCORE_ADJ = 500
 DAEMON_OOM_SCORE_ADJ = -900
-
-
-def names(namespaces: Iterable[Namespace]) -> str:
-    """``pid, mount, network``: in the canonical order; ``none`` for none."""
-    chosen = set(namespaces)
-    return ", ".join(ns.value for ns in ORDER if ns in chosen) or "none"
 
 
 def parse_names(value: object, where: str) -> frozenset[Namespace]:

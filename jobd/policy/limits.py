@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobd.cgroups.base import LIMIT_CONTROLLER, Limits
 from jobd.cgroups.blockdev import block_device, whole_disk
 from jobd.model.errors import InvalidArgument
 from jobd.model.job import LimitRequest
+from jobd.model.resources import LIMIT_CONTROLLER, Limits
 from jobd.model.units import format_size, parse_cpu, parse_size
 from jobd.policy.auth import Role
 

@@ -34,6 +34,7 @@ from jobd.jobs.manager import JobManager
 from jobd.jobs.statedir import StateDir
 from jobd.jobs.store import Store
 from jobd.launch import binary, private, probe
+from jobd.launch.isolator import Isolator
 from jobd.launch.seccomp import SeccompError
 from jobd.model.job import LimitRequest
 from jobd.model.namespaces import names
@@ -41,7 +42,7 @@ from jobd.notify import notify
 from jobd.policy.accounts import shared_without_pid_namespace
 from jobd.policy.auth import Role
 from jobd.policy.ceilings import Host, builtin_maxima, merge_maxima
-from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ, Isolator
+from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ
 from jobd.policy.limits import LimitPolicy
 from jobd.policy.revocation import revoked_serials
 

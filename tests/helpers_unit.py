@@ -18,9 +18,10 @@ from jobd.jobs.output import Chunk, OutputLog, Stream, follow
 from jobd.jobs.statedir import StateDir
 from jobd.jobs.store import Store
 from jobd.jobs.supervisor import JobRunner
+from jobd.launch.isolator import Isolator
 from jobd.policy.accounts import RunAsPolicy, lookup
 from jobd.policy.auth import Role
-from jobd.policy.isolation import IsolationPolicy, Isolator, RoleIsolation
+from jobd.policy.isolation import IsolationPolicy, RoleIsolation
 
 # Generous bound for anything that waits on a real process.
 PROCESS_TIMEOUT = 15.0

@@ -16,20 +16,15 @@ from jobd.api.convert import job_to_pb, spec_from_pb
 from jobd.config import Config, ConfigError
 from jobd.jobs.store import Store
 from jobd.launch import binary, probe, status
+from jobd.launch.isolator import Isolator
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
-from jobd.launch.seccomp import FilterSpec
 from jobd.model.errors import FailedPrecondition, PermissionDenied
 from jobd.model.job import Job, JobSpec
 from jobd.model.namespaces import ALL, NONE, Namespace, names
 from jobd.policy.accounts import Account
 from jobd.policy.auth import Role
-from jobd.policy.isolation import (
-    Availability,
-    IsolationPolicy,
-    Isolator,
-    RoleIsolation,
-    parse_names,
-)
+from jobd.policy.isolation import Availability, IsolationPolicy, RoleIsolation, parse_names
+from jobd.policy.syscalls import FilterSpec
 from jobd.v1 import jobs_pb2 as pb
 
 PID, MOUNT, NET, UTS, IPC = (Namespace.PID, Namespace.MOUNT, Namespace.NETWORK, Namespace.UTS,

@@ -24,6 +24,7 @@ from jobd.launch import status
 from jobd.launch.plan import Plan, launcher_argv
 from jobd.launch.system import SYSTEM_PATH
 from jobd.model.namespaces import ALL, Namespace
+from jobd.policy.syscalls import FilterSpec
 
 SOURCE = Path(__file__).resolve().parent.parent / "jobd" / "launch" / "launch.c"
 NOBODY = 65534
@@ -530,7 +531,7 @@ def default_filter() -> int:
 
     if seccomp.available():
         pytest.skip(seccomp.available())
-    return seccomp.sealed(seccomp.build(seccomp.FilterSpec(), pid_namespace=True))
+    return seccomp.sealed(seccomp.build(FilterSpec(), pid_namespace=True))
 
 
 def calls(result: Launched) -> dict[str, int]:

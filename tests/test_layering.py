@@ -24,9 +24,6 @@ TOP = len(LAYERS)  # jobd/*.py: the entry point, the server's wiring, the config
 WIRE = ("grpclib", "h2", "hpack", "hyperframe", "google.protobuf", "trio_asyncio")
 
 KNOWN = {
-    ("jobd.policy.isolation", "jobd.launch"):
-        "the Isolator builds seccomp programs: it moves to launch/, the FilterSpec value down",
-    ("jobd.policy.isolation", "jobd.launch.seccomp"): "the same",
     ("jobd.server", "grpclib"): "the gRPC server's construction moves into api/",
     ("jobd.server", "trio_asyncio"): "the same",
 }

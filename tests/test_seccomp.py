@@ -11,9 +11,9 @@ from helpers_unit import config_from
 
 from jobd.config import ConfigError
 from jobd.launch import seccomp
-from jobd.launch.seccomp import DENIED, DENIED_WITHOUT_PID_NAMESPACE, FilterSpec
+from jobd.launch.isolator import Isolator
 from jobd.policy.auth import Role
-from jobd.policy.isolation import Isolator
+from jobd.policy.syscalls import DENIED, DENIED_WITHOUT_PID_NAMESPACE, FilterSpec
 
 pytestmark = pytest.mark.skipif(bool(seccomp.available()), reason=seccomp.available() or "-")
 
@@ -52,7 +52,7 @@ def test_a_filter_is_a_bpf_program_of_whole_instructions() -> None:
 
 def test_an_unknown_name_is_refused_at_once() -> None:
     with pytest.raises(seccomp.SeccompError, match="unknown system call 'no_such_call'"):
-        FilterSpec(deny=("no_such_call",)).check()
+        seccomp.check(FilterSpec(deny=("no_such_call",)))
     with pytest.raises(seccomp.SeccompError, match="unknown system call"):
         seccomp.build(FilterSpec(deny=("no_such_call",)), True)
     assert seccomp.syscall_number("getpid") > 0

@@ -26,12 +26,12 @@ from jobd.jobs.statedir import StateDir
 from jobd.jobs.store import Page, Store, kept_request_bytes
 from jobd.jobs.supervisor import JobRunner
 from jobd.launch import procid
+from jobd.launch.isolator import Isolator
 from jobd.model import bounds
 from jobd.model.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.model.job import SHUTDOWN, Job, JobSpec, Outcome
 from jobd.policy.accounts import RunAsPolicy, daemon_account
 from jobd.policy.auth import Role
-from jobd.policy.isolation import Isolator
 from jobd.policy.limits import LimitPolicy
 from jobd.policy.quotas import QuotaPolicy, StartRate, refusal
 

@@ -30,6 +30,7 @@ from jobd.jobs import pipes
 from jobd.jobs.broadcast import Broadcast
 from jobd.jobs.output import OutputLog, Stream
 from jobd.launch import binary, procid
+from jobd.launch.isolator import Isolator
 from jobd.launch.plan import Plan, fallback_argv, launcher_argv
 from jobd.launch.seccomp import SeccompError
 from jobd.launch.spawn import Child, read_report, spawn
@@ -40,7 +41,7 @@ from jobd.model.job import Job, State
 from jobd.model.namespaces import Namespace
 from jobd.model.units import format_size
 from jobd.policy.accounts import Account
-from jobd.policy.isolation import Isolator, RoleIsolation
+from jobd.policy.isolation import RoleIsolation
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from jobd.launch.status import failure_message, parse
 from jobd.launch.system import SYSTEM_PATH
 from jobd.model.namespaces import ALL, ORDER, Namespace
 from jobd.policy.isolation import Availability
+from jobd.policy.syscalls import FilterSpec
 
 PROBE_TIMEOUT = 10.0
 
@@ -88,7 +89,7 @@ def detect(private_dirs: tuple[str, ...] = ()) -> Availability:
 def _default_filter() -> tuple[int | None, str]:
     """The default filter on a memfd, or None and why it cannot be built."""
     try:
-        return seccomp.sealed(seccomp.build(seccomp.FilterSpec(), True)), ""
+        return seccomp.sealed(seccomp.build(FilterSpec(), True)), ""
     except seccomp.SeccompError as exc:
         return None, str(exc)
 

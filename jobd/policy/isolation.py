@@ -6,10 +6,11 @@ or without one its role's default; a role may be forbidden to ask for less than 
 see the whole file system read-only (``read_only``, with a minimal /dev of its own), but for the
 paths the configuration names (``writable``). What a role requires and this host cannot give
 is refused (FAILED_PRECONDITION naming it), never silently dropped; a default the role may do
-without is dropped with one warning at start. This part is pure and tested synchronously.
+without is dropped with one warning at start. Pure, and tested synchronously.
 
 The namespaces and mounts are made by the compiled launcher (``jobd.launch``) in the job's
-own first process; :func:`detect` runs it once at start with everything to find out what works.
+own first process; ``jobd.launch.probe.detect`` runs it once at start with everything to find
+out what works, and ``jobd.launch.isolator`` holds what the jobs need of it at run time.
 With a PID namespace the command runs under the launcher's small init (PID 1), which forwards a
 stop's SIGTERM to it and reaps orphans.
 """
@@ -19,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from jobd.launch import seccomp
-from jobd.launch.seccomp import FilterSpec
 from jobd.model.errors import FailedPrecondition, PermissionDenied
 from jobd.model.namespaces import ALL, NONE, ORDER, Namespace, names
 from jobd.policy.auth import Role
+from jobd.policy.syscalls import FilterSpec
 
 ALIASES = {"net": Namespace.NETWORK}
 # The OOM killer's preference for a job's processes (-1000 never .. 1000 first); the daemon
@@ -262,42 +262,3 @@ def _parse_syscalls(table: Mapping[str, object], where: str, base: FilterSpec) -
         raise ValueError(f'{where}: syscalls_deny and syscalls_allow need syscall_filter = '
                          '"default"')
     return FilterSpec(enabled, lists["deny"], lists["allow"])
-
-
-@dataclass
-class Isolator:
-    """What the manager and the supervisor use: the policy, what this host can do, the
-    directories each job with a mount namespace gets private, and the compiled syscall
-    filters (a sealed memfd each, by filter and by whether the job has a PID namespace)."""
-
-    policy: IsolationPolicy = field(default_factory=IsolationPolicy)
-    availability: Availability = field(default_factory=Availability)
-    private_dirs: tuple[str, ...] = ()
-    filters: dict[tuple[FilterSpec, bool], int] = field(default_factory=dict)
-
-    def effective(self, request: frozenset[Namespace] | None, role: Role) -> frozenset[Namespace]:
-        return self.policy.effective(request, role, self.availability)
-
-    def rule(self, role: Role) -> RoleIsolation:
-        return self.policy.rule(role)
-
-    def filter_fd(self, spec: FilterSpec, pid_namespace: bool) -> int | None:
-        """The descriptor of the compiled filter for ``spec`` (None: no filter)."""
-        if not spec.enabled:
-            return None
-        key = (spec, pid_namespace)
-        if key not in self.filters:  # built at start for each role's filter (see prepare)
-            self.filters[key] = seccomp.sealed(seccomp.build(spec, pid_namespace))
-        return self.filters[key]
-
-    def prepare(self) -> None:
-        """Build every role's filters now: an unknown name stops the daemon at start
-        (SeccompError), not a job later."""
-        if self.availability.seccomp_reason:
-            return
-        for role in Role:
-            spec = self.rule(role).syscalls
-            if spec.enabled:
-                spec.check()
-                for pid_namespace in (True, False):
-                    self.filter_fd(spec, pid_namespace)

@@ -15,12 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import trio
-import trio_asyncio
-from grpclib.health.check import ServiceStatus
-from grpclib.health.service import Health
-from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
 
+from jobd.api import serving
 from jobd.api.audit import AuditLog
 from jobd.api.connections import Listener
 from jobd.api.keyfile import check_private
@@ -246,18 +242,12 @@ async def _serve_service(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        async with serving.asyncio_loop(), trio.open_nursery() as nursery:
             await nursery.start(manager.run)
             if config.metrics is not None:
                 await nursery.start(serve_metrics, metrics, *config.metrics)
-            # The standard health and reflection services, so that generic tools (grpcurl,
-            # grpc_health_probe, load balancers) work with the same mutual TLS.
-            serving = ServiceStatus()
-            serving.set(True)
-            health = Health({service: [serving]})
-            server = Server(ServerReflection.extend([service, health]))
-            # Not server.start: jobd accepts connections itself (handshake deadline, caps).
-            listener = Listener(server, ssl_context, config.connections, metrics)
+            api = serving.build(service, ssl_context, config.connections, metrics)
+            listener = api.listener
             bound = await nursery.start(listener.serve, *config.listen)
             addrs = [_format_addr(addr) for addr in bound]
             listening = "listening on " + ", ".join(addrs)
@@ -274,7 +264,7 @@ async def _serve_service(
                     continue
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 break
-            serving.set(False)
+            api.stop_serving()
             notify("STOPPING=1")
             await _shutdown(listener, manager, service, signals)
             nursery.cancel_scope.cancel()

@@ -1,0 +1,47 @@
+"""The server the API runs on: grpclib's, under trio-asyncio, with the standard health and
+reflection services beside jobd's, so that generic tools (grpcurl, grpc_health_probe, load
+balancers) work with the same mutual TLS. jobd accepts the connections itself (handshake
+deadline, caps: ``jobd.api.connections``), never through grpclib's ``Server.start``."""
+
+from __future__ import annotations
+
+import ssl
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import trio_asyncio
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+
+from jobd.api.connections import ConnectionLimits, Listener
+from jobd.api.metrics import Metrics
+from jobd.api.service import JobService
+
+
+def asyncio_loop() -> AbstractAsyncContextManager[Any]:
+    """What grpclib runs on, for the tasks of the nursery it wraps."""
+    loop: AbstractAsyncContextManager[Any] = trio_asyncio.open_loop()  # untyped upstream
+    return loop
+
+
+@dataclass
+class Api:
+    listener: Listener
+    serving: ServiceStatus
+
+    def stop_serving(self) -> None:
+        """Health checks say NOT_SERVING from now on (the daemon is shutting down)."""
+        self.serving.set(False)
+
+
+def build(service: JobService, ssl_context: ssl.SSLContext, limits: ConnectionLimits,
+          metrics: Metrics) -> Api:  # fmt: skip
+    """The server and its listener, inside ``asyncio_loop()``; ``listener.serve`` binds."""
+    serving = ServiceStatus()
+    serving.set(True)
+    health = Health({service: [serving]})
+    server = Server(ServerReflection.extend([service, health]))
+    return Api(Listener(server, ssl_context, limits, metrics), serving)

@@ -39,8 +39,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame
 
+from jobd.api import grpclib_private
 from jobd.api.tls import TLSConfigError, client_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceStub
@@ -312,30 +312,30 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 MAX_FRAME_SIZE = 64 * 1024
 
 
-def _data_frame_body_repr(self: DataFrame) -> str:
-    return f"data=<{len(self.data)} bytes>"
-
-
-# h2 formats every frame it receives for a trace log that is off (repr(frame) is evaluated
-# before the logger sees it), and hyperframe's repr of a DATA frame serializes the whole body
-# and hex-encodes it, to show 20 digits: a third of jobctl's CPU while it receives output
-# (BENCHMARKS.md, "Next to ssh"). Its length says as much in a log.
-DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign, assignment]
+# h2 formats every frame it receives, and hyperframe's repr of a DATA frame copies and
+# hex-encodes its body: see grpclib_private.quiet_data_frame_repr.
+grpclib_private.quiet_data_frame_repr()
 
 
 class _Protocol(H2Protocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         # Sent right after grpclib's own SETTINGS; h2 applies it once the server acknowledges.
-        self.connection._connection.update_settings({SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE})
+        grpclib_private.h2_of(self.connection).update_settings(
+            {SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE})
         self.connection.flush()
 
 
 class _Channel(Channel):
-    """grpclib's channel, asking for larger frames (grpclib has no setting for it)."""
+    """grpclib's channel, asking for larger frames (grpclib has no setting for it): its
+    protocol factory, a private hook, is overridden (see jobd.api.grpclib_private)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        grpclib_private.check_client()  # a few microseconds: names on classes
+        super().__init__(*args, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:
-        return _Protocol(Handler(), self._config, self._h2_config)
+        return _Protocol(Handler(), *grpclib_private.channel_configs(self))
 
 
 class JobClient:

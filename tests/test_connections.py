@@ -17,13 +17,13 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, RemoteSettingsChanged, StreamReset
 from h2.settings import SettingCodes
 
+from jobd.api import grpclib_private
 from jobd.api.connections import (
     ConnectionLimits,
     Gate,
     Listener,
     LogThrottle,
     _Connection,
-    _protocol_factory,
     parse_table,
     send_room,
     send_room_now,
@@ -180,7 +180,7 @@ class FakeTransport(asyncio.Transport):
 def connected(server: Server, limits: ConnectionLimits,
               metrics: Metrics) -> tuple[_Connection, FakeTransport, H2Connection]:
     """A jobd connection over a fake transport, and an h2 client that has started its side."""
-    connection = _Connection(_protocol_factory(server)(), "192.0.2.1", limits,
+    connection = _Connection(grpclib_private.server_protocol_factory(server)(), "192.0.2.1", limits,
                              asyncio.get_running_loop(), metrics)
     transport = FakeTransport()
     connection.connection_made(transport)

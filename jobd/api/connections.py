@@ -25,10 +25,9 @@ seconds (a token bucket, as the HTTP/2 servers patched for that CVE do) the conn
 ``GOAWAY`` (``ENHANCE_YOUR_CALM``) and is closed. A closed connection's handler is dropped from
 grpclib's server as soon as its calls have finished, not when ten more connections arrive.
 
-grpclib internals used, here only and pinned by ``tests/test_connections.py``:
-``Server._protocol_factory`` (the protocol grpclib makes for each connection),
-``Server._handlers`` (the handlers it keeps until its own collection), and
-``grpclib.protocol.Connection._connection`` (its h2 connection, for SETTINGS and GOAWAY).
+grpclib's internals (the protocol its server makes for each connection, the handlers it keeps,
+the h2 connection for SETTINGS and GOAWAY, a stream's window) are reached through
+``jobd.api.grpclib_private``.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
+from jobd.api import grpclib_private
 from jobd.api.metrics import Metrics
 from jobd.model.units import parse_duration
 from jobd.policy.revocation import serial_of
@@ -204,11 +204,7 @@ class LogThrottle:
 
 
 def _h2_of(protocol: H2Protocol) -> H2Connection:
-    h2 = getattr(protocol.connection, "_connection", None)
-    if not isinstance(h2, H2Connection):
-        raise RuntimeError("grpclib's Connection no longer keeps its H2Connection in "
-                           "_connection: jobd/api/connections.py needs updating")
-    return h2
+    return grpclib_private.h2_of(protocol.connection)
 
 
 class _Calls(AbstractHandler):
@@ -417,13 +413,8 @@ class _Connection(asyncio.Protocol):
 
 
 def _send_window(stream: Any) -> tuple[Any, Any, H2Connection]:
-    h2_stream = getattr(stream, "_stream", None)
-    connection = getattr(h2_stream, "connection", None)
-    h2 = getattr(h2_stream, "_h2_connection", None)
-    if h2_stream is None or connection is None or not isinstance(h2, H2Connection):
-        raise RuntimeError("grpclib's Stream no longer keeps its h2 stream, connection and "
-                           "H2Connection where jobd/api/connections.py looks")
-    return h2_stream, connection, h2
+    h2_stream = grpclib_private.h2_stream_of(stream)
+    return h2_stream, h2_stream.connection, grpclib_private.h2_of_stream(h2_stream)
 
 
 def send_room_now(stream: Any) -> int:
@@ -457,30 +448,6 @@ async def send_room(stream: Any) -> int:
         await h2_stream.window_updated.wait()
 
 
-def _handlers_of(server: Server) -> set[Handler]:
-    handlers = getattr(server, "_handlers", None)
-    if not isinstance(handlers, set):
-        raise RuntimeError("grpclib's Server keeps no _handlers set: "
-                           "jobd/api/connections.py needs updating")
-    return handlers
-
-
-def _protocol_factory(server: Server) -> Callable[[], H2Protocol]:
-    factory = getattr(server, "_protocol_factory", None)
-    if not callable(factory):
-        raise RuntimeError("grpclib's Server has no _protocol_factory: "
-                           "jobd/api/connections.py needs updating")
-
-    def make() -> H2Protocol:
-        protocol = factory()
-        if not isinstance(protocol, H2Protocol):
-            raise RuntimeError("grpclib's Server._protocol_factory made no H2Protocol: "
-                               "jobd/api/connections.py needs updating")
-        return protocol
-
-    return make
-
-
 class Listener:
     """Accepts connections for a grpclib server under trio-asyncio; see the module docstring.
 
@@ -493,14 +460,14 @@ class Listener:
                  metrics: Metrics) -> None:
         self.limits = limits
         self.gate = Gate(limits)
-        self._factory = _protocol_factory(server)
+        self._factory = grpclib_private.server_protocol_factory(server)
         # At start-up rather than at the first connection: a grpclib that changed fails here.
         _Connection(self._factory(), "", limits, asyncio.get_event_loop(), metrics).discard()
         self._ssl = ssl_context
         self._metrics = metrics
         self._throttle = LogThrottle()
         self._connections: set[_Connection] = set()
-        self._handlers = _handlers_of(server)
+        self._handlers = grpclib_private.server_handlers(server)
         self._listeners: list[trio.SocketListener] = []
         self._accepting = trio.CancelScope()
         metrics.connections_open = lambda: self.gate.open

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
+from jobd.api import grpclib_private
 from jobd.api.audit import AuditLog
 from jobd.api.connections import send_room, send_room_now
 from jobd.api.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
@@ -125,14 +126,10 @@ async def _recv_request(stream: Stream[Any, Any]) -> Any:
         )
     body = await _recv_exactly(stream, length) if length else b""
     try:
-        message = stream._codec.decode(body, stream._recv_type)
+        message = grpclib_private.decode_request(stream, body)
     except DecodeError as exc:  # a client's malformed bytes, not a bug of ours
         raise errors.InvalidArgument(f"the request is not a valid message: {exc}") from None
-    (message,) = await stream._dispatch.recv_message(message)
-    stream._messages_received += 1
-    stream._stream.connection.messages_received += 1
-    stream._stream.connection.last_message_received = time.monotonic()
-    return message
+    return await grpclib_private.received(stream, message, time.monotonic())
 
 
 async def _recv_exactly(stream: Stream[Any, Any], size: int) -> bytes:
@@ -140,7 +137,7 @@ async def _recv_exactly(stream: Stream[Any, Any], size: int) -> bytes:
     the request ends short of a read, and takes an empty DATA frame for the end: both are a
     client's malformed request, never a bug of ours."""
     try:
-        data = await stream._stream.recv_data(size)
+        data = await grpclib_private.h2_stream_of(stream).recv_data(size)
     except AssertionError:
         data = None
     if data is not None and (len(data) == size or not data):
@@ -205,8 +202,7 @@ def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role],
                 revoked: frozenset[int] = frozenset()) -> Identity:
     """The caller, from its verified certificate only. Fails closed: a certificate the CRL
     revokes now is refused, however long ago its connection was opened."""
-    ssl_object = getattr(stream.peer, "_transport", None)
-    ssl_object = ssl_object.get_extra_info("ssl_object") if ssl_object is not None else None
+    ssl_object = grpclib_private.transport_of(stream.peer).get_extra_info("ssl_object")
     if ssl_object is None:
         raise errors.PermissionDenied("no TLS session")
     try:

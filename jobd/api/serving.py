@@ -16,6 +16,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from jobd.api import grpclib_private
 from jobd.api.connections import ConnectionLimits, Listener
 from jobd.api.metrics import Metrics
 from jobd.api.service import JobService
@@ -39,7 +40,10 @@ class Api:
 
 def build(service: JobService, ssl_context: ssl.SSLContext, limits: ConnectionLimits,
           metrics: Metrics) -> Api:  # fmt: skip
-    """The server and its listener, inside ``asyncio_loop()``; ``listener.serve`` binds."""
+    """The server and its listener, inside ``asyncio_loop()``; ``listener.serve`` binds.
+    RuntimeError, before anything is served, if grpclib lacks what jobd reaches into."""
+    grpclib_private.check_server()
+    grpclib_private.quiet_data_frame_repr()  # h2 would copy each request's body for a repr
     serving = ServiceStatus()
     serving.set(True)
     health = Health({service: [serving]})

@@ -307,7 +307,7 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 
 # The largest HTTP/2 frame jobctl accepts. h2's default, 16 KiB, cuts a 256 KiB output
 # message into 16 frames that both ends' Python h2 parse, account and hand on one by one;
-# 64 KiB frames carry a 1 GiB stream ~20 % faster (BENCHMARKS.md). Larger ones are slower
+# 64 KiB frames carry a 1 GiB stream ~20 % faster (docs/perf-notes/lab.md). Larger ones are slower
 # again: h2 joins a frame's TLS records by copying them.
 MAX_FRAME_SIZE = 64 * 1024
 

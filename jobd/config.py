@@ -1,91 +1,7 @@
 """jobd's configuration: defaults, an optional TOML file, then command-line flags.
 
-Example file (every key optional)::
-
-    listen = "0.0.0.0:9090"
-    cacert = "/etc/jobd/ca.crt"
-    cert = "/etc/jobd/server.pem"
-    key = "/etc/jobd/server.key"      # omit when cert holds the key
-    crl = "/etc/jobd/ca.crl"          # revoked client certificates (reloaded on SIGHUP)
-    state_dir = "/var/lib/jobd"
-    audit_log = "/var/log/jobd/audit.log"  # default: STATE_DIR/audit.log (JSON lines, 0600)
-    grace = 10.0                      # seconds between SIGTERM and SIGKILL
-    max_output = "1G"                 # output kept per job; the rest is dropped and counted
-
-    cgroups = true                    # false: no limits, stop kills the process group only
-    metrics = "127.0.0.1:9100"        # Prometheus metrics over plain HTTP (default: off)
-    cgroup_parent = "jobd"            # cgroup under which job groups live (default: derived)
-
-    [limits]
-    io_devices = ["/dev/vdb", "/srv"] # paths a request's io_device may name (besides
-                                      # MAJOR:MINOR and the default device)
-
-    [limits.default]                  # what a job gets when it asks for nothing
-    cpu = 1.0                         # cores; "50%" and "500m" work too
-    memory = "1G"
-    io_read_bps = "100M"
-    io_write_bps = "100M"
-    io_device = "/var/lib/jobd"       # or "MAJOR:MINOR"; default: the state directory's disk
-    pids = 4096
-
-    [limits.max.user]                 # the most a role may ask for (same keys); built in
-    memory = "4G"                     # for user: its identity's ceiling, and the host's CPUs
-
-    [limits.reserve]                  # what all jobs together leave the host (built in: a
-    memory = "2G"                     # tenth of it, at least 512M and 1024 tasks)
-    pids = 1024
-
-    [limits.identity]                 # what one identity's jobs may use together (built in:
-    memory = "50%"                    # half of what all jobs may); or "8G"
-    pids = "50%"                      # or 8192
-
-    [isolation.user]                  # namespaces per role (built in: these for user)
-    default = ["pid", "mount", "network", "uts", "ipc"]   # or "all" / "none"
-    allow_opt_out = false             # may a request ask for less than the default?
-    allow_network = false             # may its jobs use the host's network?
-    read_only = true                  # the whole file system read-only, a minimal /dev
-    writable = ["/srv/scratch"]       # but these paths (shared by all the role's jobs)
-    oom_score_adj = 500               # the OOM killer takes these jobs first
-    syscall_filter = "default"        # or "none" (built in for admin)
-    syscalls_deny = ["chroot"]        # besides the default filter's
-    syscalls_allow = []               # of the default filter's, allowed after all
-
-    [isolation.admin]                 # built in: default = "none", both allowed
-    default = "none"
-
-    [retention]
-    max_age = "30d"                   # finished jobs older than this are forgotten (false: keep)
-    max_output = "10G"                # stored output above this: oldest jobs' output deleted
-    min_free = "1G"                   # output stops (dropped, counted) below this free space
-
-    [connections]                     # built in: these values
-    handshake_timeout = "5s"          # a TLS handshake not done by then is dropped
-    idle_timeout = "5m"               # a connection without a call this long is closed
-    max = 1000                        # connections open at once, handshaking ones too
-    max_per_peer = 100                # of those, from one client IP address
-    max_streams = 100                 # concurrent calls (HTTP/2 streams) per connection
-    request_timeout = "10s"           # a call's request message must have arrived by then
-    max_resets = 200                  # stream resets per connection in any 10 s, then closed
-
-    [quotas.default]                  # per identity (built in: these values; 0 refuses all)
-    running = 1000                    # jobs starting, running or stopping at once
-    starts_per_minute = 600           # job starts in any 60 seconds
-    streams = 1000                    # open output streams (StreamOutput calls)
-    output = "5G"                     # output its jobs may keep on disk, running ones too
-
-    [quotas.identity.alice]           # one identity's own quotas; keys left out: the default's
-    running = 10
-
-    [run_as]                          # the Unix account a role's jobs run as (needs root)
-    user = "nobody"                   # built in; "USER:GROUP" or numbers ("61000:61000") too
-    admin = "root"                    # built in
-
-    [run_as.identity]                 # per identity, before its role's
-    alice = "alice"                   # alice's primary and supplementary groups
-
-    [identities]                      # certificate CN -> role; replaces the built-in table
-    client_0 = "admin"
-    alice = "user"
+Every key, with its built-in value or an example, is in ``docs/jobd.example.toml``, which
+``tests/test_docs.py`` loads through :func:`load`.
 """
 
 from __future__ import annotations
@@ -116,6 +32,13 @@ from jobd.policy.quotas import QuotaPolicy
 from jobd.policy.quotas import parse_table as parse_quota_table
 
 DEFAULT_MAX_OUTPUT = 1 << 30
+
+# What a config file may set at its top level (docs/jobd.example.toml shows each).
+TOP_LEVEL_KEYS = frozenset({
+    "listen", "cacert", "cert", "key", "crl", "state_dir", "audit_log", "grace", "max_output",
+    "cgroups", "metrics", "cgroup_parent", "limits", "isolation", "retention", "connections",
+    "quotas", "run_as", "identities",
+})
 
 
 class ConfigError(Exception):
@@ -199,13 +122,7 @@ class Config:
         _apply_limits_table(self, table, source)
 
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
-        known = {"listen", "cacert", "cert", "key", "state_dir", "grace", "max_output"}
-        known |= {"identities", "limits", "cgroup_parent", "cgroups", "retention", "isolation"}
-        known |= {"metrics", "crl", "audit_log"}
-        known |= {"quotas"}
-        known |= {"connections"}
-        known |= {"run_as"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - TOP_LEVEL_KEYS)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
         if "listen" in data:

@@ -209,7 +209,7 @@ def stream_client_main(port: int, certs_dir: str, job_id: str, count: int = 1) -
 
 
 def create_cost(directory: Path, n: int) -> list[float]:
-    """Context for StartJob, not a floor: on the VM of BENCHMARKS.md, a create near inodes
+    """Context for StartJob, not a floor: on the VM of docs/perf-notes/lab.md, a create near inodes
     deleted in the last few minutes (an earlier run's clean-up) costs up to ~1 ms, not ~15 µs.
     The files stay until the run's end, so as not to cause it before the StartJob runs."""
     directory.mkdir()

@@ -150,9 +150,9 @@ def channel_configs(channel: Channel) -> tuple[Any, Any]:
 
 def quiet_data_frame_repr() -> None:
     """hyperframe's repr of a DATA frame serializes and hex-encodes the whole body, and h2
-    evaluates repr(frame) for every frame it receives, for a trace log that is off: a third of
-    jobctl's CPU while it received output (BENCHMARKS.md, "Next to ssh"). The length says as
-    much in a log."""
+    evaluates repr(frame) for every frame it receives, for a trace log that is off: a third
+    of jobctl's CPU while it received output (docs/perf-notes/lab.md, "Next to ssh"). The
+    length says as much in a log."""
 
     def body_repr(self: DataFrame) -> str:
         return f"data=<{len(self.data)} bytes>"

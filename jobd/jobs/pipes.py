@@ -2,8 +2,8 @@
 
 A job writing flat out keeps its pipe full, and copying a full pipe (up to 1 MiB) out of the
 kernel took the event loop ~0.5 ms a read on this machine: a quarter of the loop's time, spent
-while every RPC waited (GetJob's p99 was 3-5x idle; BENCHMARKS.md). So a read of more than a
-little is done on a worker thread, where the copy runs without the GIL, and the loop only
+while every RPC waited (GetJob's p99 was 3-5x idle; BENCHMARKS.md). So a read of more than
+a little is done on a worker thread, where the copy runs without the GIL, and the loop only
 hands the bytes on. A job printing a line now and then is read inline: a thread hop would cost
 it more than its copy.
 """
@@ -23,7 +23,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # A job writing fast blocks less on a larger pipe (Linux's unprivileged maximum), and each
 # read of up to this much costs the broadcast, the writer and each follower one step: 1 MiB
-# reads took ~12 % more through `jobctl run` than 256 KiB ones (BENCHMARKS.md).
+# reads took ~12 % more through `jobctl run` than 256 KiB ones (docs/perf-notes/lab.md).
 PIPE_SIZE = 1024 * 1024
 
 # At most this much is copied on the event loop in one read (~10 us); more waits for a thread.

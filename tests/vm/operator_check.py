@@ -1,6 +1,7 @@
-"""Inside the test VM: install jobd as the README tells an operator, run it as a systemd service
-and drive it with jobctl. Each check prints one ``ok``/``FAIL`` line; the exit status is the
-number of failures. Stdlib only: it runs on the guest's own python3 before jobd is installed.
+"""Inside the test VM: install jobd as docs/operations.md tells an operator, run it as a
+systemd service and drive it with jobctl. Each check prints one ``ok``/``FAIL`` line; the
+exit status is the number of failures. Stdlib only: it runs on the guest's own python3
+before jobd is installed.
 
 Usage: operator_check.py SRC OUT   (the read-only checkout, the shared folder with dist/)
 """
@@ -91,7 +92,7 @@ def install() -> str:
            "the wheel carries the compiled launcher")
     for tool in ("jobd", "jobctl"):
         Path(f"/usr/local/bin/{tool}").symlink_to(VENV / "bin" / tool)
-    # The README's service install, with the listen address pinned to loopback.
+    # docs/operations.md's service install, with the listen address pinned to loopback.
     ETC.mkdir(mode=0o700)
     sh("sh", SRC / "ca/gen.sh", ETC)
     CONFIG.write_text(BASE_CONFIG)

@@ -30,7 +30,7 @@ from jobd.jobs import supervisor
 from jobd.jobs.output import OutputLog, follow
 from jobd.jobs.supervisor import JobRunner
 from jobd.model.errors import FailedPrecondition, InvalidArgument
-from jobd.model.job import Job, JobSpec, LimitRequest, Outcome, State
+from jobd.model.job import Job, JobSpec, LimitRequest, Outcome
 from jobd.model.resources import Limits, Usage
 from jobd.policy import limits as limits_module
 from jobd.policy.auth import Role
@@ -481,14 +481,6 @@ async def test_a_leftover_that_cannot_be_emptied_is_logged_not_fatal(
 # --- the supervisor with a fake backend -------------------------------------------------
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.states: list[State] = []
-
-    def __call__(self, job: Job) -> None:
-        self.states.append(job.state)
-
-
 def make_runner(
     tmp_path: Path, argv: list[str], group: FakeCgroup, limits: Limits | None = None,
     grace: float = 30.0,
@@ -496,7 +488,7 @@ def make_runner(
     job = Job(id=str(uuid.uuid4()), owner="alice", spec=JobSpec(tuple(argv)),
               limits=limits or Limits())  # fmt: skip
     output = OutputLog(tmp_path / f"{job.id}.log")
-    return JobRunner(job, output, grace, Recorder(), group)
+    return JobRunner(job, output, grace, group)
 
 
 def killing_the_process_group(group: FakeCgroup, runner: JobRunner, calls: list[bool]) -> None:

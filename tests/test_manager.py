@@ -203,6 +203,47 @@ async def test_stop_waits_until_the_job_ended(tmp_path: Path) -> None:
         assert manager.store.get(job.id) == job
 
 
+def record_saves(manager: JobManager, monkeypatch: pytest.MonkeyPatch) -> list[tuple[State, bool]]:
+    """Each save of a job to the store: its state, and whether it names its process."""
+    saves: list[tuple[State, bool]] = []
+    save = manager.store.save
+
+    def recording(job: Job) -> None:
+        saves.append((job.state, bool(job.process_key)))
+        save(job)
+
+    monkeypatch.setattr(manager.store, "save", recording)
+    return saves
+
+
+async def test_the_manager_saves_each_step_of_a_job_before_anyone_hears_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_manager(tmp_path / "state", grace=60) as manager:
+        saves = record_saves(manager, monkeypatch)
+        job = await manager.start("alice", spec(python(IGNORE_TERM)))
+        # Started: saved with its process (a restart could kill it), then as running.
+        assert saves == [(State.STARTING, True), (State.RUNNING, True)]
+        await wait_for_output(manager.output(job), b"ready")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.stop, job, "bob", 0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert saves[-1] == (State.STOPPING, True)  # before the job has ended
+        assert saves[-1][0] is State.FINISHED
+        assert manager.store.get(job.id) == job
+        assert unfinished(manager) == []
+
+
+async def test_a_job_that_fails_to_start_is_saved_with_its_launcher_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_manager(tmp_path / "state") as manager:
+        saves = record_saves(manager, monkeypatch)
+        with pytest.raises(SpawnFailed):
+            await manager.start("alice", spec(["/no/such/program"]))
+        assert saves == [(State.STARTING, True), (State.FINISHED, True)]
+
+
 async def test_stop_escalates_with_the_given_grace(tmp_path: Path) -> None:
     async with open_manager(tmp_path / "state", grace=120) as manager:
         job = await manager.start("alice", spec(python(IGNORE_TERM)))

@@ -66,18 +66,6 @@ def test_job_environment_request_overrides() -> None:
 # --- running jobs -----------------------------------------------------------------------
 
 
-class Recorder:
-    """The runner's on_change hook: what the job looked like at each change."""
-
-    def __init__(self) -> None:
-        self.states: list[State] = []
-        self.results: list[Result | None] = []
-
-    def __call__(self, job: Job) -> None:
-        self.states.append(job.state)
-        self.results.append(job.result)
-
-
 def make_runner(
     tmp_path: Path,
     argv: list[str],
@@ -85,11 +73,9 @@ def make_runner(
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
     grace: float = 30.0,
-) -> tuple[JobRunner, Recorder]:
+) -> JobRunner:
     job = Job(id=str(uuid.uuid4()), owner="alice", spec=JobSpec(tuple(argv), env or {}, cwd))
-    recorder = Recorder()
-    runner = JobRunner(job, OutputLog(tmp_path / f"{job.id}.log"), grace, on_change=recorder)
-    return runner, recorder
+    return JobRunner(job, OutputLog(tmp_path / f"{job.id}.log"), grace)
 
 
 async def run_to_end(runner: JobRunner) -> dict[Stream, bytes]:
@@ -110,7 +96,7 @@ async def test_output_and_exit_code(tmp_path: Path) -> None:
         "sys.stdout.write('out 2\\n'); sys.stdout.flush()\n"
         "sys.exit(3)\n"
     )
-    runner, recorder = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     async with running(runner):
         job = runner.job
         assert job.state is State.RUNNING
@@ -126,13 +112,12 @@ async def test_output_and_exit_code(tmp_path: Path) -> None:
     assert job.output_bytes == runner.output.log.data_bytes == len(b"out 1\nout 2\nerr 1\n")
     assert (job.output_dropped_bytes, job.output_error) == (0, "")
     assert runner.output.closed
-    assert recorder.states == [State.STARTING, State.RUNNING, State.FINISHED]
 
 
 async def test_output_bytes_exactly(tmp_path: Path) -> None:
     payload = bytes(range(256)) * 4 + b"\xff\xfe no newline"
     code = f"import sys; sys.stdout.buffer.write({payload!r})"
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     output = await run_to_end(runner)
     assert output[Stream.STDOUT] == payload
     assert runner.job.result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
@@ -141,7 +126,7 @@ async def test_output_bytes_exactly(tmp_path: Path) -> None:
 async def test_large_fast_output_is_complete(tmp_path: Path) -> None:
     size = 3 * 1024 * 1024 + 17
     code = f"import sys; sys.stdout.buffer.write(bytes(range(251)) * ({size} // 251) + b'end')"
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     output = await run_to_end(runner)
     assert output[Stream.STDOUT] == bytes(range(251)) * (size // 251) + b"end"
 
@@ -160,7 +145,7 @@ async def test_output_of_a_process_that_exits_before_it_is_read(
 
     monkeypatch.setattr(supervisor, "spawn", spawn_and_wait_for_exit)
     for _ in range(20):  # the order the runner's tasks are scheduled in varies from run to run
-        runner, _ = make_runner(tmp_path, ["sh", "-c", "echo out; echo err >&2"])
+        runner = make_runner(tmp_path, ["sh", "-c", "echo out; echo err >&2"])
         output = await run_to_end(runner)
         assert output == {Stream.STDOUT: b"out\n", Stream.STDERR: b"err\n"}
 
@@ -171,7 +156,7 @@ async def test_stdin_is_dev_null(tmp_path: Path) -> None:
         "data = sys.stdin.buffer.read()\n"
         "print(len(data), os.readlink('/proc/self/fd/0'))\n"
     )
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     output = await run_to_end(runner)
     assert output[Stream.STDOUT] == b"0 /dev/null\n"
 
@@ -193,7 +178,7 @@ async def test_no_inherited_file_descriptors(tmp_path: Path) -> None:
             # listdir's own descriptor is in the listing but closed by now.
             f"print(json.dumps([fd for fd in listed if is_open(fd)] + [is_open({leak})]))\n"
         )
-        runner, _ = make_runner(tmp_path, python(code))
+        runner = make_runner(tmp_path, python(code))
         output = await run_to_end(runner)
     finally:
         os.close(leak)
@@ -207,7 +192,7 @@ async def test_job_leads_its_own_session_and_group(tmp_path: Path) -> None:
         "print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid(),\n"
         f"      os.getsid(0) != {os.getsid(0)})\n"
     )
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     output = await run_to_end(runner)
     assert output[Stream.STDOUT] == b"True True True\n"
 
@@ -218,7 +203,7 @@ async def test_environment_is_minimal_and_nothing_leaks(
     monkeypatch.setenv("JOBD_TEST_SECRET", "daemon-only")
     assert os.environ["JOBD_TEST_SECRET"] == "daemon-only"
     code = "import json, os; print(json.dumps(dict(os.environ)))"
-    runner, _ = make_runner(tmp_path, python(code), env={"FOO": "bar baz", "EMPTY": ""})
+    runner = make_runner(tmp_path, python(code), env={"FOO": "bar baz", "EMPTY": ""})
     output = await run_to_end(runner)
     env = json.loads(output[Stream.STDOUT])
     assert "JOBD_TEST_SECRET" not in env
@@ -236,7 +221,7 @@ async def test_cwd_and_request_path(tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
     make_file(bindir / "where", 0o755, '#!/bin/sh\npwd\necho "$0"\n')
-    runner, _ = make_runner(tmp_path, ["where"], env={"PATH": str(bindir)}, cwd=str(tmp_path))
+    runner = make_runner(tmp_path, ["where"], env={"PATH": str(bindir)}, cwd=str(tmp_path))
     output = await run_to_end(runner)
     assert output[Stream.STDOUT] == f"{tmp_path}\n{bindir / 'where'}\n".encode()
 
@@ -253,7 +238,7 @@ WAIT = "import time; print('ready', flush=True); time.sleep(120)"
 
 
 async def test_stop_escalates_to_sigkill_after_grace(tmp_path: Path) -> None:
-    runner, recorder = make_runner(tmp_path, python(IGNORE_TERM), grace=30.0)
+    runner = make_runner(tmp_path, python(IGNORE_TERM), grace=30.0)
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         start = trio.current_time()
@@ -266,11 +251,10 @@ async def test_stop_escalates_to_sigkill_after_grace(tmp_path: Path) -> None:
     assert runner.job.result == Result(
         Outcome.STOPPED, "stopped by alice (killed by SIGKILL)", None, signal.SIGKILL, "alice"
     )
-    assert recorder.states == [State.STARTING, State.RUNNING, State.STOPPING, State.FINISHED]
 
 
 async def test_stop_with_default_grace(tmp_path: Path) -> None:
-    runner, _ = make_runner(tmp_path, python(IGNORE_TERM), grace=0.3)
+    runner = make_runner(tmp_path, python(IGNORE_TERM), grace=0.3)
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         start = trio.current_time()
@@ -282,7 +266,7 @@ async def test_stop_with_default_grace(tmp_path: Path) -> None:
 
 
 async def test_stop_of_a_job_that_exits_on_sigterm(tmp_path: Path) -> None:
-    runner, _ = make_runner(tmp_path, python(WAIT), grace=60.0)
+    runner = make_runner(tmp_path, python(WAIT), grace=60.0)
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         start = trio.current_time()
@@ -306,7 +290,7 @@ async def test_stop_of_a_job_that_cleans_up_and_exits(tmp_path: Path) -> None:
         "print('ready', flush=True)\n"
         "time.sleep(120)\n"
     )
-    runner, _ = make_runner(tmp_path, python(code), grace=60.0)
+    runner = make_runner(tmp_path, python(code), grace=60.0)
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         runner.request_stop("bob")
@@ -319,7 +303,7 @@ async def test_stop_of_a_job_that_cleans_up_and_exits(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("settle", [False, True], ids=["at-once", "during-grace"])
 async def test_second_stop_shortens_grace(tmp_path: Path, settle: bool) -> None:
-    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    runner = make_runner(tmp_path, python(IGNORE_TERM))
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         start = trio.current_time()
@@ -338,7 +322,7 @@ async def test_second_stop_shortens_grace(tmp_path: Path, settle: bool) -> None:
 
 @pytest.mark.parametrize("settle", [False, True], ids=["at-once", "during-grace"])
 async def test_second_stop_cannot_lengthen_grace(tmp_path: Path, settle: bool) -> None:
-    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    runner = make_runner(tmp_path, python(IGNORE_TERM))
     async with running(runner):
         await wait_for_output(output_of(runner), b"ready")
         start = trio.current_time()
@@ -353,7 +337,7 @@ async def test_second_stop_cannot_lengthen_grace(tmp_path: Path, settle: bool) -
 
 async def test_stop_between_spawn_and_supervision_keeps_its_grace(tmp_path: Path) -> None:
     # The manager spawns, then starts supervise() with start_soon: a stop can come in between.
-    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    runner = make_runner(tmp_path, python(IGNORE_TERM))
     with trio.fail_after(PROCESS_TIMEOUT):
         child = runner.spawn()
         assert child is not None
@@ -371,7 +355,7 @@ async def test_stop_between_spawn_and_supervision_keeps_its_grace(tmp_path: Path
 async def test_stops_before_the_launch_is_confirmed_keep_the_shortest_grace(
     tmp_path: Path,
 ) -> None:
-    runner, _ = make_runner(tmp_path, python(IGNORE_TERM))
+    runner = make_runner(tmp_path, python(IGNORE_TERM))
     with trio.fail_after(PROCESS_TIMEOUT):
         child = runner.spawn()
         assert child is not None and runner.job.state is State.STARTING
@@ -385,13 +369,12 @@ async def test_stops_before_the_launch_is_confirmed_keep_the_shortest_grace(
 
 
 async def test_stop_after_the_end_changes_nothing(tmp_path: Path) -> None:
-    runner, recorder = make_runner(tmp_path, python("pass"))
+    runner = make_runner(tmp_path, python("pass"))
     await run_to_end(runner)
     result = runner.job.result
     runner.request_stop("alice", 0)
     assert runner.job.result == result == Result(Outcome.EXITED, "exited with code 0", exit_code=0)
     assert runner.job.stopped_by == ""
-    assert recorder.states == [State.STARTING, State.RUNNING, State.FINISHED]
 
 
 # --- what is left behind ----------------------------------------------------------------
@@ -403,7 +386,7 @@ async def test_main_exit_kills_the_rest_of_its_group(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     code = SPAWN_SLEEPER.format(argv=["sleep", "300"])
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     async with running(runner):
         pid = int(await wait_for_output(output_of(runner), b"\n"))
         try:
@@ -425,7 +408,7 @@ async def test_a_descendant_that_escaped_the_group_does_not_hold_the_job(
 ) -> None:
     monkeypatch.setattr(supervisor, "DRAIN_TIMEOUT", 0.3)
     code = SPAWN_SLEEPER.format(argv=["setsid", "sleep", "300"])
-    runner, _ = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     pid = 0
     try:
         with caplog.at_level(logging.WARNING, logger="jobd.jobs.supervisor"):
@@ -445,7 +428,7 @@ async def test_a_descendant_that_escaped_the_group_does_not_hold_the_job(
 
 async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> None:
     code = SPAWN_SLEEPER.format(argv=["sleep", "300"]) + "import time; time.sleep(300)\n"
-    runner, recorder = make_runner(tmp_path, python(code))
+    runner = make_runner(tmp_path, python(code))
     grandchild = 0
     try:
         async with running(runner):
@@ -455,7 +438,7 @@ async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> No
         # The runner's clean-up ran shielded: killed, reaped and recorded before we got here.
         assert runner.done.is_set()
         assert runner.job.result == Result(Outcome.SIGNALED, "killed by SIGKILL", signal=9)
-        assert recorder.states[-1] is State.FINISHED
+        assert runner.job.state is State.FINISHED
         assert process_gone_or_zombie(main_pid)
         with pytest.raises(ChildProcessError):
             os.waitpid(main_pid, os.WNOHANG)  # noqa: ASYNC222 (never blocks: already reaped)
@@ -482,7 +465,7 @@ async def test_cancelling_the_runner_kills_the_whole_group(tmp_path: Path) -> No
 async def test_spawn_failure_is_recorded(
     tmp_path: Path, argv: list[str], cwd: str, message: str
 ) -> None:
-    runner, recorder = make_runner(tmp_path, argv, cwd=cwd)
+    runner = make_runner(tmp_path, argv, cwd=cwd)
     async with running(runner):
         await runner.done.wait()  # the launcher reported it and exited
     job = runner.job
@@ -490,8 +473,6 @@ async def test_spawn_failure_is_recorded(
     assert job.result == Result(Outcome.FAILED_TO_START, message)
     assert job.pid is None and job.started_at is None and job.ended_at is not None
     assert runner.output.closed
-    # Recorded with its launcher's process first, so that a restart could kill it.
-    assert recorder.states == [State.STARTING, State.FINISHED]
     assert await read_all(runner.output.log.path) == []
 
 
@@ -500,7 +481,7 @@ async def test_exec_error_is_recorded(tmp_path: Path) -> None:
     prog = make_file(tmp_path / "script", 0o755, "echo no shebang line\n")
     prog.write_bytes(b"\x00\x01\x02 not a program")
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
-    runner, _ = make_runner(tmp_path, [str(prog)])
+    runner = make_runner(tmp_path, [str(prog)])
     async with running(runner):
         pass
     assert runner.job.result is not None

@@ -12,6 +12,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -27,6 +28,7 @@ from jobd.jobs.store import Page, Store, kept_request_bytes
 from jobd.jobs.supervisor import JobRunner
 from jobd.launch import procid
 from jobd.launch.isolator import Isolator
+from jobd.launch.spawn import Child
 from jobd.model import bounds
 from jobd.model.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.model.job import SHUTDOWN, Job, JobSpec, Outcome
@@ -85,6 +87,15 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+@dataclass
+class _Recorded:
+    """What the store has been told of a running job: that it started, that it ended. Waiters
+    wait on these, not on the supervisor, so that they hear of a change once it is saved."""
+
+    started: trio.Event = field(default_factory=trio.Event)
+    ended: trio.Event = field(default_factory=trio.Event)
+
+
 class JobManager:
     def __init__(
         self,
@@ -116,6 +127,7 @@ class JobManager:
                             policy.min_free)  # fmt: skip
         self.retention = Retention(policy, store, state, self.disk)
         self._runners: dict[str, JobRunner] = {}
+        self._recorded: dict[str, _Recorded] = {}  # by job id, while it runs
         self.quotas = quotas or QuotaPolicy()
         self._start_rate = StartRate()
         # Jobs counted against their owner's running quota, from admission until they end.
@@ -235,22 +247,29 @@ class JobManager:
             output.path.unlink()  # no job, no log
             raise
         runner = JobRunner(
-            job, output, self.default_grace, self._changed, cgroup, self.isolation,
+            job, output, self.default_grace, cgroup, self.isolation,
             account, switch=account != daemon_account(), rule=rule,
         )
+        recorded = _Recorded()
         try:
-            child = runner.spawn()  # recorded as running, or as failed to start
+            child = runner.spawn()
+            # With its process, so that a restart can kill it; or as failed to start.
+            self.store.save(job)
             if child is not None:
                 self._runners[job.id] = runner
-                self._nursery.start_soon(runner.supervise, child)
+                self._recorded[job.id] = recorded
+                self._nursery.start_soon(self._supervise, runner, child, recorded)
         finally:
             if job.id not in self._runners:  # it never ran
                 self._uncount(job.id)
+        if child is None:
+            self._ended(job)
         if cgroup.procs_files and self.spares.after_start(limits, slice):
             self._nursery.start_soon(self.spares.fill)
-        await runner.started.wait()
-        if job.result is not None and not runner.done.is_set():
-            await runner.done.wait()  # its launcher reported and exits: recorded once reaped
+        if child is not None:
+            await recorded.started.wait()
+            if job.result is not None:
+                await recorded.ended.wait()  # its launcher reported and exits: once reaped
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -286,16 +305,33 @@ class JobManager:
     def running_count(self, owner: str) -> int:
         return self._running_by[owner]
 
-    def _changed(self, job: Job) -> None:
+    async def _supervise(self, runner: JobRunner, child: Child, recorded: _Recorded) -> None:
+        """One job's supervision, and what its start and its end change here: the supervisor
+        knows nothing of the store, the quotas, the metrics or retention."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.supervise, child)
+            await runner.started.wait()
+            if not runner.job.finished:  # else its end is saved below
+                self.store.save(runner.job)  # running (or stopping already)
+            recorded.started.set()
+        self._ended(runner.job)
+        recorded.ended.set()
+
+    def _request_stop(self, runner: JobRunner, by: str, grace: float | None) -> None:
+        before = runner.job.state
+        runner.request_stop(by, grace)
+        if runner.job.state is not before:
+            self.store.save(runner.job)  # stopping: a restart must not take it for running
+
+    def _ended(self, job: Job) -> None:
         self.store.save(job)
-        if not job.finished:
-            return
         self._uncount(job.id)
         if job.result is not None:
             self.finished_outcomes[job.result.outcome.value] += 1
         # The runner of a job that ran is dropped as soon as the job is recorded finished:
         # from then on the job is read from the store.
         runner = self._runners.pop(job.id, None)
+        self._recorded.pop(job.id, None)
         # Before anyone hears that it ended, so that they see the pruning too.
         self.retention.check()
         failed = job.result is not None and job.result.outcome is Outcome.FAILED_TO_START
@@ -339,8 +375,9 @@ class JobManager:
         validate_grace(grace)
         runner = self._runners.get(job.id)
         if runner is not None:
-            runner.request_stop(by, grace)
-            await runner.done.wait()
+            recorded = self._recorded[job.id]
+            self._request_stop(runner, by, grace)
+            await recorded.ended.wait()
             return runner.job
         return job
 
@@ -348,7 +385,7 @@ class JobManager:
         """The job once it has ended."""
         runner = self._runners.get(job.id)
         if runner is not None:
-            await runner.done.wait()
+            await self._recorded[job.id].ended.wait()
             return runner.job
         return self.find(job.id) or job
 
@@ -388,13 +425,14 @@ class JobManager:
         runners = list(self._runners.values())
         if runners:
             log.info("stopping %d running job(s)", len(runners))
+        ended = [self._recorded[runner.job.id].ended for runner in runners]
         for runner in runners:
-            runner.request_stop(SHUTDOWN, grace)
-        for runner in runners:
-            await runner.done.wait()
+            self._request_stop(runner, SHUTDOWN, grace)
+        for event in ended:
+            await event.wait()
 
     def kill_all_now(self) -> None:
         """Skip what is left of every grace period."""
         self.closing = True
         for runner in list(self._runners.values()):
-            runner.request_stop(SHUTDOWN, 0)
+            self._request_stop(runner, SHUTDOWN, 0)

@@ -9,6 +9,10 @@ on (or failed to start, with the launcher's reason). The daemon never looks at a
 chose. When the main process exits, what is left of the job (its cgroup, or at least its
 process group) is killed, as systemd does for a service.
 
+The runner changes its ``Job`` and says nothing up the stack: the manager, which awaits its
+supervision, saves the job when ``spawn`` returns, when ``started`` is set, after a stop
+request and once ``supervise`` returns, and does the end-of-job bookkeeping itself.
+
 Where the launcher was not built, a job that needs neither namespaces nor another account
 starts through a ``/bin/sh`` stand-in that joins its cgroups (see ``jobd.launch.plan``).
 """
@@ -21,7 +25,7 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import trio
 
@@ -78,7 +82,6 @@ class JobRunner:
         job: Job,
         output: OutputLog,
         default_grace: float,
-        on_change: Callable[[Job], None] = lambda job: None,
         cgroup: JobCgroup | None = None,
         isolator: Isolator | None = None,
         account: Account | None = None,
@@ -95,7 +98,6 @@ class JobRunner:
         self.isolator = isolator or Isolator()
         # The role's containment: read-only file system, writable paths, OOM score.
         self.rule = rule or RoleIsolation()
-        self._on_change = on_change
         # Set once the job runs or has failed to start: what StartJob waits for.
         self.started = trio.Event()
         self.done = trio.Event()
@@ -124,7 +126,6 @@ class JobRunner:
             return
         if self.job.state is State.RUNNING:
             self.job.stop(by)
-            self._on_change(self.job)
             self._stopped_at = trio.current_time()
             if self._child is not None and self._child.returncode is None:
                 self._terminate(self._child)
@@ -208,7 +209,6 @@ class JobRunner:
             self.job.spawn_failed(message)
             self.output.close_input()
             self._remove_cgroup()
-            self._on_change(self.job)
             self.started.set()
             self.done.set()
             return None
@@ -218,13 +218,10 @@ class JobRunner:
         self.job.process_key = procid.identity(child.pid, child.pidfd)
         if child.status is None:  # no launcher to hear from: it runs
             self._running(child)
-        else:
-            self._on_change(self.job)  # recorded with its process, so a restart can kill it
         return child
 
     def _running(self, child: Child) -> None:
         self.job.spawned(child.pid)
-        self._on_change(self.job)
         self.started.set()
         if self._pending_stop is not None:
             self.request_stop(*self._pending_stop)
@@ -353,7 +350,6 @@ class JobRunner:
         self.output.close_input()
         await self.output.wait_closed()  # every byte the pumps read is on disk
         self._record_output()
-        self._on_change(self.job)
         self.done.set()
 
     def _remove_cgroup(self) -> None:

@@ -201,6 +201,10 @@ def _kill_from_another_user(daemon: Daemon) -> tuple[str, pb.Job]:
     out = daemon.run("client_2", attacker)
 
     async def after(stub: Any) -> pb.Job:
+        if "killed" in out:
+            # Killed: its end is recorded once the daemon has reaped it and its group.
+            _, _, final, _ = await collect(stub, job_id)
+            return final
         job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
         if job.state != pb.JOB_STATE_FINISHED:
             await stop(stub, job_id)

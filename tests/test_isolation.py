@@ -17,8 +17,17 @@ from jobd.config import Config, ConfigError
 from jobd.jobs.store import Store
 from jobd.launch import binary, probe, status
 from jobd.launch.isolator import Isolator
-from jobd.launch.plan import Plan, fallback_argv, launcher_argv, unshare_flags
-from jobd.model.errors import FailedPrecondition, PermissionDenied
+from jobd.launch.plan import (
+    SH_SCRIPT,
+    Chain,
+    Plan,
+    build_chain,
+    fallback_argv,
+    launcher_argv,
+    unshare_flags,
+)
+from jobd.launch.system import SHELL
+from jobd.model.errors import FailedPrecondition, PermissionDenied, SpawnFailed
 from jobd.model.job import Job, JobSpec
 from jobd.model.namespaces import ALL, NONE, Namespace, names
 from jobd.policy.accounts import Account
@@ -494,3 +503,44 @@ def test_jobctl_status_shows_the_isolation() -> None:
     assert render.job_to_dict(job)["isolation"] == {"pid": True, "mount": False,
                                                     "network": True, "uts": False,
                                                     "ipc": False}  # fmt: skip
+
+
+# --- the launch chain, from a table -----------------------------------------------------------
+
+NOBODY = Account("nobody", 65534, 65534, "nogroup", (), "/")
+ENV = {"PATH": "/usr/bin:/bin", "JOBD_JOB_ID": "j-1"}
+
+
+@pytest.mark.parametrize(
+    ("plan", "launcher", "argv", "executable", "cwd", "reports", "keep"),
+    [
+        # The launcher, whenever it is built: every plan goes through it.
+        (Plan(cwd="/srv"), "/l", ["/l", "-s", "7", "-d", "/srv", "-p", "", "--", "true"], "/l",
+         "/", True, ()),
+        (Plan(filter_fd=5), "/l", ["/l", "-s", "7", "-d", "/", "-p", "", "-f", "5", "--", "true"],
+         "/l", "/", True, (5,)),
+        (Plan(account=NOBODY), "/l", ["/l", "-s", "7", "-u", "65534", "-g", "65534", "-d", "/",
+                                      "-p", "", "--", "true"], "/l", "/", True, ()),
+        # Without it: the shell stand-in joins the groups and sets the score...
+        (Plan(procs_files=("/g/cgroup.procs",), cwd="/srv"), None,
+         [SHELL, "-c", SH_SCRIPT, "jobd-shim", "", "/g/cgroup.procs", "--", "true"], SHELL,
+         "/srv", False, ()),
+        (Plan(oom_score_adj=500), None, [SHELL, "-c", SH_SCRIPT, "jobd-shim", "500", "--", "true"],
+         SHELL, "/", False, ()),
+        # ...and with nothing to do first, the command runs itself, found on the job's PATH.
+        (Plan(cwd="/tmp"), None, ["true"], None, "/tmp", False, ()),
+    ],
+)  # fmt: skip
+def test_the_chain_is_built_from_the_plan_alone(
+    plan: Plan, launcher: str | None, argv: list[str], executable: str | None, cwd: str,
+    reports: bool, keep: tuple[int, ...],
+) -> None:
+    chain = build_chain(plan, ["true"], ENV, launcher, status_fd=7)
+    assert chain == Chain(tuple(argv), executable, ENV, cwd, reports, keep)
+
+
+@pytest.mark.parametrize("plan", [Plan(namespaces=ns(PID)), Plan(account=NOBODY),
+                                  Plan(filter_fd=5)])  # fmt: skip
+def test_without_the_launcher_a_plan_that_needs_it_is_refused(plan: Plan) -> None:
+    with pytest.raises(SpawnFailed, match="needs namespaces or another account, and it is gone"):
+        build_chain(plan, ["true"], ENV, None, not_built="it is gone")

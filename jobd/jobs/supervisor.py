@@ -35,11 +35,11 @@ from jobd.jobs.broadcast import Broadcast
 from jobd.jobs.output import OutputLog, Stream
 from jobd.launch import binary, procid
 from jobd.launch.isolator import Isolator
-from jobd.launch.plan import Plan, fallback_argv, launcher_argv
+from jobd.launch.plan import Plan, build_chain
 from jobd.launch.seccomp import SeccompError
 from jobd.launch.spawn import Child, read_report, spawn
 from jobd.launch.status import MAX_REPORT, NOT_EXECUTABLE, failure_message, parse
-from jobd.launch.system import SHELL, SYSTEM_PATH
+from jobd.launch.system import SYSTEM_PATH
 from jobd.model.errors import SpawnFailed
 from jobd.model.job import Job, State
 from jobd.model.namespaces import Namespace
@@ -187,20 +187,11 @@ class JobRunner:
         try:
             plan = self.plan(env, account)
             launcher = binary.compiled()
-            if launcher is not None:
-                status = os.pipe2(os.O_CLOEXEC)
-                argv = launcher_argv(launcher, plan, status[1], spec.argv)
-                kept = () if plan.filter_fd is None else (plan.filter_fd,)
-                child = spawn(argv, executable=launcher, env=env, cwd="/", status_pipe=status,
-                              keep_fds=kept)
-            elif plan.needs_launcher:
-                raise SpawnFailed(f"this job needs namespaces or another account, and "
-                                  f"{binary.NOT_BUILT}")
-            elif plan.procs_files or plan.oom_score_adj is not None:
-                child = spawn(fallback_argv(plan, spec.argv), executable=SHELL, env=env,
-                              cwd=spec.cwd)
-            else:
-                child = spawn(spec.argv, executable=None, env=env, cwd=spec.cwd)
+            status = os.pipe2(os.O_CLOEXEC) if launcher is not None else None
+            chain = build_chain(plan, spec.argv, env, launcher, status[1] if status else -1,
+                                binary.NOT_BUILT)  # fmt: skip
+            child = spawn(list(chain.argv), executable=chain.executable, env=chain.env,
+                          cwd=chain.cwd, status_pipe=status, keep_fds=chain.keep_fds)
         except (SpawnFailed, OSError) as exc:
             if isinstance(exc, SpawnFailed):
                 message = str(exc)

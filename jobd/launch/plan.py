@@ -1,17 +1,19 @@
 """What a job's first process is to do, as data, and the command line that says it.
 
 Pure: no I/O. The supervisor fills a :class:`Plan` from the job, its policy and its cgroup;
-:func:`launcher_argv` turns it into the compiled launcher's command line (see ``launch.c``) and
-:func:`fallback_argv` into the ``/bin/sh`` stand-in used where the launcher was not built,
-which can do only what needs no namespace and no other account.
+:func:`build_chain` turns it into what is spawned: the compiled launcher's command line (see
+``launch.c``, :func:`launcher_argv`), or where the launcher was not built the ``/bin/sh``
+stand-in (:func:`fallback_argv`), which can do only what needs no namespace and no other
+account, or the command itself when there is nothing to do first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jobd.launch.system import SHELL
+from jobd.model.errors import SpawnFailed
 from jobd.model.namespaces import Namespace
 from jobd.policy.accounts import Account
 
@@ -117,3 +119,39 @@ def fallback_argv(plan: Plan, argv: Sequence[str]) -> list[str]:
     assert not plan.needs_launcher
     oom = "" if plan.oom_score_adj is None else str(plan.oom_score_adj)
     return [SHELL, "-c", SH_SCRIPT, "jobd-shim", oom, *plan.procs_files, "--", *argv]
+
+
+# What build_chain says when a plan needs the launcher and it was not built.
+NEEDS_LAUNCHER = "this job needs namespaces or another account, and {why}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What to spawn for one job: ``argv`` run as ``executable`` (None: looked up on the
+    ``env``'s PATH) in ``cwd``. ``reports``: it writes to the status pipe (the launcher);
+    ``keep_fds``: descriptors it inherits besides the standard ones (the filter's)."""
+
+    argv: tuple[str, ...]
+    executable: str | None
+    env: Mapping[str, str]
+    cwd: str
+    reports: bool = False
+    keep_fds: tuple[int, ...] = ()
+
+
+def build_chain(
+    plan: Plan, argv: Sequence[str], env: Mapping[str, str], launcher: str | None,
+    status_fd: int = -1, not_built: str = "the launcher was not built",
+) -> Chain:
+    """The launcher with ``plan`` when there is one (``status_fd``: its status pipe's write
+    end); else the ``/bin/sh`` stand-in when there are groups to join or a score to set; else
+    ``argv`` itself. SpawnFailed when the plan needs what only the launcher does."""
+    if launcher is not None:
+        kept = () if plan.filter_fd is None else (plan.filter_fd,)
+        return Chain(tuple(launcher_argv(launcher, plan, status_fd, argv)), launcher, env, "/",
+                     reports=True, keep_fds=kept)  # fmt: skip
+    if plan.needs_launcher:
+        raise SpawnFailed(NEEDS_LAUNCHER.format(why=not_built))
+    if plan.procs_files or plan.oom_score_adj is not None:
+        return Chain(tuple(fallback_argv(plan, argv)), SHELL, env, plan.cwd)
+    return Chain(tuple(argv), None, env, plan.cwd)

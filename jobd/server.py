@@ -7,6 +7,7 @@ server, exit. A second signal skips the grace periods and the stream drain.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import signal
@@ -187,10 +188,10 @@ async def serve(
     check_private(config.key or config.cert)
     ssl_context = server_context(config.cacert, config.cert, config.key, config.crl)
     _raise_fd_limit()
-    state = StateDir(config.state_dir)
-    state.claim()
-    store = Store(state.database)
-    try:
+    # What start-up opens, closed in reverse order however serving ends (or fails to start).
+    async with contextlib.AsyncExitStack() as resources:
+        state = resources.enter_context(StateDir(config.state_dir))
+        store = resources.enter_context(Store(state.database))
         cgroups = detect_cgroups(config)
         host = Host.read()
         apply_ceilings(config, cgroups, host)
@@ -206,21 +207,9 @@ async def serve(
             state, store, config.grace, config.max_output, cgroups, policy, config.retention,
             isolator, config.quotas, config.run_as,
         )
-        await _serve(config, ssl_context, manager, task_status)
-    finally:
-        store.close()
-        state.release()
-
-
-async def _serve(
-    config: Config,
-    ssl_context: ssl.SSLContext,
-    manager: JobManager,
-    task_status: trio.TaskStatus[list[str]],
-) -> None:
-    metrics = Metrics()
-    audit = AuditLog.open(config.audit_log or config.state_dir / "audit.log")
-    try:
+        metrics = Metrics()
+        audit = resources.enter_context(
+            AuditLog.open(config.audit_log or config.state_dir / "audit.log"))
         service = JobService(manager, config.roles, metrics, audit,
                              config.connections.request_timeout)
         if config.crl is not None:
@@ -229,8 +218,6 @@ async def _serve(
             except (OSError, ValueError) as exc:
                 raise TLSConfigError(f"cannot read CRL {config.crl}: {exc}") from None
         await _serve_service(config, ssl_context, manager, service, metrics, task_status)
-    finally:
-        audit.close()
 
 
 async def _serve_service(

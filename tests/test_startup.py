@@ -124,3 +124,21 @@ def test_check_reports_the_accounts_jobs_run_as(tmp_path: Path) -> None:
         assert any(line.startswith("launcher: ") for line in lines), lines
     else:
         assert any("every job runs as the daemon's own user" in line for line in lines), lines
+
+
+async def test_a_start_up_that_fails_after_the_claim_releases_the_state_directory(
+    certs: Certs, tmp_path: Path
+) -> None:
+    # The state directory is claimed and the store opened before the limits are checked
+    # against this host: a bad io_device fails the start there, and both are let go (one
+    # AsyncExitStack holds what start-up opens).
+    from jobd.config import Config, ConfigError
+    from jobd.jobs.statedir import StateDir
+    from jobd.server import serve
+
+    config = Config(cacert=certs.ca, cert=certs.server, state_dir=tmp_path / "state",
+                    cgroups=False, io_devices=(str(tmp_path / "no-such-device"),))  # fmt: skip
+    with pytest.raises(ConfigError):
+        await serve(config)
+    assert (tmp_path / "state" / "jobs.db").exists()  # it got that far
+    assert not StateDir(tmp_path / "state").in_use()

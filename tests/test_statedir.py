@@ -52,3 +52,10 @@ def test_a_second_claim_names_the_holder(tmp_path: Path) -> None:
     finally:
         first.release()
     assert not first.in_use()
+
+
+def test_as_a_context_it_is_claimed_for_the_block(tmp_path: Path) -> None:
+    with StateDir(tmp_path / "state") as state:
+        assert StateDir(tmp_path / "state").in_use()
+        assert state.output.is_dir()
+    assert not StateDir(tmp_path / "state").in_use()

@@ -14,6 +14,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ class AuditLog:
             if not self._failed:
                 self._failed = True
                 log.error("cannot write the audit log %s (logged once): %s", self.path, exc)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.fd is not None:

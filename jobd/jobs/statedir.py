@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ class StateDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        """Claimed for this process until the block ends."""
+        self.claim()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def log_path(self, job_id: str) -> Path:
         return self.output / f"{job_id}.log"

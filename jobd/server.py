@@ -39,6 +39,7 @@ from jobd.notify import notify
 from jobd.policy.accounts import shared_without_pid_namespace
 from jobd.policy.auth import Role
 from jobd.policy.ceilings import Host, builtin_maxima, merge_maxima
+from jobd.policy.current import CurrentPolicy, Policy
 from jobd.policy.isolation import DAEMON_OOM_SCORE_ADJ
 from jobd.policy.limits import LimitPolicy
 from jobd.policy.revocation import revoked_serials
@@ -119,8 +120,8 @@ def apply_ceilings(config: Config, cgroups: CgroupBackend, host: Host) -> None:
              jobs.describe(), each.describe())
 
 
-def reload_crl(config: Config, ssl_context: ssl.SSLContext, service: JobService,
-               listener: Listener) -> None:
+def reload_crl(config: Config, ssl_context: ssl.SSLContext, current: CurrentPolicy,
+               listener: Listener) -> None:  # fmt: skip
     """SIGHUP: the CRL again, for every handshake from now on, every call from now on, and
     the connections its certificates have open."""
     if config.crl is None:
@@ -131,16 +132,16 @@ def reload_crl(config: Config, ssl_context: ssl.SSLContext, service: JobService,
     except (TLSConfigError, OSError, ValueError) as exc:
         log.error("SIGHUP received: keeping the CRL loaded before: %s", exc)
         return
-    service.revoked = revoked
+    current.swap(replace(current.now, revoked=revoked))
     closed = listener.close_revoked(revoked)
     log.info("SIGHUP received: reloaded the CRL %s (%d revoked; %d open connection(s) of "
              "revoked certificates closed)", config.crl, len(revoked), closed)
 
 
-def reload(config: Config, service: JobService, manager: JobManager) -> None:
-    """SIGHUP: the role table, the limits and the quotas from the config file again. Running
-    jobs and streams are untouched (a lowered quota refuses only new ones); a file that does
-    not load leaves everything as it was."""
+def reload(config: Config, current: CurrentPolicy, cgroups: CgroupBackend) -> None:
+    """SIGHUP: the role table, the limits and the quotas from the config file again, as one
+    new Policy. Running jobs and streams are untouched (a lowered quota refuses only new
+    ones); a file that does not load leaves everything as it was."""
     if config.config_file is None:
         log.info("SIGHUP received: no config file to reload")
         return
@@ -148,23 +149,17 @@ def reload(config: Config, service: JobService, manager: JobManager) -> None:
     host = Host.read()
     try:
         fresh.apply_file(config.config_file)
-        limits = replace(
-            manager.limits, defaults=fresh.limit_defaults, maxima=maxima(fresh, host),
-            io_devices=fresh.io_devices,
+        policy = replace(
+            current.now, roles=fresh.roles, quotas=fresh.quotas, run_as=fresh.run_as,
+            limits=replace(current.now.limits, defaults=fresh.limit_defaults,
+                           maxima=maxima(fresh, host), io_devices=fresh.io_devices),
         )
-        limits.validate()
+        policy.limits.validate()
     except (ConfigError, ValueError) as exc:
         log.error("SIGHUP received: keeping the current configuration: %s", exc)
         return
-    apply_ceilings(fresh, manager.cgroups, host)
-    config.ceilings = fresh.ceilings
-    service.roles = fresh.roles
-    manager.limits = limits
-    manager.quotas = config.quotas = fresh.quotas
-    manager.run_as = config.run_as = fresh.run_as
-    config.roles, config.limit_defaults, config.limit_maxima = (
-        fresh.roles, fresh.limit_defaults, fresh.limit_maxima
-    )
+    apply_ceilings(fresh, cgroups, host)
+    current.swap(policy)
     log.info("SIGHUP received: reloaded identities and limits (with quotas and accounts) from %s",
              config.config_file)
 
@@ -195,28 +190,30 @@ async def serve(
         cgroups = detect_cgroups(config)
         host = Host.read()
         apply_ceilings(config, cgroups, host)
-        policy = LimitPolicy(config.limit_defaults, maxima(config, host), str(state.path),
+        limits = LimitPolicy(config.limit_defaults, maxima(config, host), str(state.path),
                              config.io_devices)
         try:
-            policy.validate()
+            limits.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        revoked = frozenset[int]()
+        if config.crl is not None:
+            try:
+                revoked = revoked_serials(config.crl)
+            except (OSError, ValueError) as exc:
+                raise TLSConfigError(f"cannot read CRL {config.crl}: {exc}") from None
+        current = CurrentPolicy(Policy(config.roles, revoked, limits, config.quotas,
+                                       config.run_as))  # fmt: skip
         isolator = detect_isolation(config)
         protect_daemon()
         manager = JobManager(
-            state, store, config.grace, config.max_output, cgroups, policy, config.retention,
-            isolator, config.quotas, config.run_as,
+            state, store, config.grace, config.max_output, cgroups, current, config.retention,
+            isolator,
         )
         metrics = Metrics()
         audit = resources.enter_context(
             AuditLog.open(config.audit_log or config.state_dir / "audit.log"))
-        service = JobService(manager, config.roles, metrics, audit,
-                             config.connections.request_timeout)
-        if config.crl is not None:
-            try:
-                service.revoked = revoked_serials(config.crl)
-            except (OSError, ValueError) as exc:
-                raise TLSConfigError(f"cannot read CRL {config.crl}: {exc}") from None
+        service = JobService(manager, metrics, audit, config.connections.request_timeout)
         await _serve_service(config, ssl_context, manager, service, metrics, task_status)
 
 
@@ -245,8 +242,8 @@ async def _serve_service(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notify("RELOADING=1")
-                    reload_crl(config, ssl_context, service, listener)
-                    reload(config, service, manager)
+                    reload_crl(config, ssl_context, manager.policy, listener)
+                    reload(config, manager.policy, manager.cgroups)
                     notify("READY=1")
                     continue
                 log.info("%s received: shutting down", signal.Signals(signum).name)

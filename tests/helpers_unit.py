@@ -21,6 +21,7 @@ from jobd.jobs.supervisor import JobRunner
 from jobd.launch.isolator import Isolator
 from jobd.policy.accounts import RunAsPolicy, lookup
 from jobd.policy.auth import Role
+from jobd.policy.current import CurrentPolicy, Policy
 from jobd.policy.isolation import IsolationPolicy, RoleIsolation
 
 # Generous bound for anything that waits on a real process.
@@ -113,13 +114,16 @@ async def wait_for_output(
 async def open_manager(
     state_dir: Path, grace: float = 10.0, output_cap: int | None = None, **options: Any
 ) -> AsyncIterator[JobManager]:
-    """A running JobManager on its own state directory and store; ``options`` go to it.
+    """A running JobManager on its own state directory and store; ``options`` go to it, but
+    ``limits``, ``quotas`` and ``run_as``, which make its policy (``manager.policy``).
 
     Leaving the block cancels it, which kills and reaps every job, then closes the store.
     """
     # As in harness.Daemon: test jobs run the tests' Python, so as root unless asked, and
     # without the namespaces a user's job requires (this isolator has none to give).
-    options.setdefault("run_as", RunAsPolicy({Role.USER: lookup("root")}))
+    run_as = options.pop("run_as", RunAsPolicy({Role.USER: lookup("root")}))
+    parts = {k: options.pop(k) for k in ("limits", "quotas") if k in options}
+    options["policy"] = CurrentPolicy(Policy(run_as=run_as, **parts))
     options.setdefault("isolation", Isolator(IsolationPolicy({Role.USER: RoleIsolation()})))
     state = StateDir(state_dir)
     state.claim()

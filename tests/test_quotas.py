@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -183,5 +184,7 @@ async def test_manager_start_rate_is_per_identity_and_follows_a_reload(tmp_path:
                            match=r"^quota reached: 2 job starts per minute for alice$"):
             await manager.start("alice", JobSpec(("true",)))
         await manager.wait_finished(await manager.start("bob", JobSpec(("true",))))
-        manager.quotas = QuotaPolicy(Quota(starts_per_minute=3))  # as a reload does
+        # As a reload does: a new policy, swapped whole.
+        manager.policy.swap(replace(manager.policy.now,
+                                    quotas=QuotaPolicy(Quota(starts_per_minute=3))))
         await manager.wait_finished(await manager.start("alice", JobSpec(("true",))))

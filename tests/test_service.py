@@ -16,7 +16,7 @@ from jobd.jobs.manager import JobManager
 from jobd.jobs.statedir import StateDir
 from jobd.jobs.store import Store
 from jobd.model.errors import PermissionDenied
-from jobd.policy.auth import DEFAULT_ROLES, Role
+from jobd.policy.auth import Role
 from jobd.v1 import jobs_pb2 as pb
 
 
@@ -107,7 +107,7 @@ async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(manager, "find", broken)
-    service = JobService(manager, DEFAULT_ROLES)
+    service = JobService(manager)
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         stream = FakeStream(pb.GetJobRequest(job_id="0" * 36), FakeSSL("client_0"))
@@ -138,7 +138,7 @@ async def test_a_page_over_its_byte_bound_is_cut_short_and_continues(
     async with open_manager(tmp_path / "state") as manager:
         for i in range(5):
             await manager.wait_finished(await manager.start("alice", JobSpec(("true", str(i)))))
-        service = JobService(manager, DEFAULT_ROLES)
+        service = JobService(manager)
         alice = Identity("alice", Role.USER)
         whole = await service._list(alice, pb.ListJobsRequest())
         assert len(whole.jobs) == 5 and not whole.next_page_token

@@ -221,15 +221,12 @@ def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role],
 
 class JobService(JobServiceBase):
     def __init__(
-        self, manager: JobManager, roles: Mapping[str, Role], metrics: Metrics | None = None,
+        self, manager: JobManager, metrics: Metrics | None = None,
         audit: AuditLog | None = None, request_timeout: float = math.inf,
     ) -> None:
         self.manager = manager
         self.request_timeout = request_timeout
         self.audit = audit or AuditLog(None)
-        self.roles = roles
-        # Serial numbers the CRL revokes (reloaded on SIGHUP): refused on every call.
-        self.revoked: frozenset[int] = frozenset()
         self.metrics = metrics or Metrics()
         self.metrics.gauges = lambda: (len(manager.running()), self.active_streams)
         self.metrics.jobs_finished = manager.finished_outcomes
@@ -239,7 +236,8 @@ class JobService(JobServiceBase):
         self._streams_idle.set()
 
     def _identify(self, stream: Stream[Any, Any]) -> Identity:
-        identity = identity_of(stream, self.roles, self.revoked)
+        policy = self.manager.policy.now  # roles and revocations as reloaded by SIGHUP
+        identity = identity_of(stream, policy.roles, policy.revoked)
         current_call().identity = identity.name
         return identity
 
@@ -357,7 +355,7 @@ class JobService(JobServiceBase):
         room: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         job = self._job(identity, Action.STREAM, request.job_id)
-        quota = self.manager.quotas.of(identity.name).streams
+        quota = self.manager.policy.now.quotas.of(identity.name).streams
         if self.streams_by[identity.name] >= quota:
             raise errors.ResourceExhausted(refusal(quota, "open output streams", identity.name))
         self.streams_by[identity.name] += 1

@@ -32,10 +32,10 @@ from jobd.launch.spawn import Child
 from jobd.model import bounds
 from jobd.model.errors import InvalidArgument, NotFound, ResourceExhausted, SpawnFailed, Unavailable
 from jobd.model.job import SHUTDOWN, Job, JobSpec, Outcome
-from jobd.policy.accounts import RunAsPolicy, daemon_account
+from jobd.policy.accounts import daemon_account
 from jobd.policy.auth import Role
-from jobd.policy.limits import LimitPolicy
-from jobd.policy.quotas import QuotaPolicy, StartRate, refusal
+from jobd.policy.current import CurrentPolicy
+from jobd.policy.quotas import StartRate, refusal
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,13 @@ class JobManager:
         default_grace: float = 10.0,
         output_cap: int | None = None,
         cgroups: CgroupBackend | None = None,
-        limits: LimitPolicy | None = None,
+        policy: CurrentPolicy | None = None,
         retention: RetentionPolicy | None = None,
         isolation: Isolator | None = None,
-        quotas: QuotaPolicy | None = None,
-        run_as: RunAsPolicy | None = None,
     ) -> None:
         self.state = state
-        self.run_as = run_as or RunAsPolicy()
+        # Limits, quotas and accounts: read once per decision from what is in force now.
+        self.policy = policy or CurrentPolicy()
         # Only root can run a job as another account; otherwise every job runs as the daemon.
         self.switch_accounts = os.geteuid() == 0
         self.store = store
@@ -119,16 +118,14 @@ class JobManager:
         self.output_cap = output_cap
         self.cgroups: CgroupBackend = cgroups or NoneBackend("cgroups not configured")
         self.spares = SpareGroup(self.cgroups)
-        self.limits = limits or LimitPolicy()
         self.isolation = isolation or Isolator()
-        policy = retention or RetentionPolicy()
+        kept = retention or RetentionPolicy()
         # Output on disk by identity; every log's growth goes through it (jobd.jobs.diskuse).
-        self.disk = DiskUse(state.output, lambda owner: self.quotas.of(owner).output,
-                            policy.min_free)  # fmt: skip
-        self.retention = Retention(policy, store, state, self.disk)
+        self.disk = DiskUse(state.output, lambda owner: self.policy.now.quotas.of(owner).output,
+                            kept.min_free)  # fmt: skip
+        self.retention = Retention(kept, store, state, self.disk)
         self._runners: dict[str, JobRunner] = {}
         self._recorded: dict[str, _Recorded] = {}  # by job id, while it runs
-        self.quotas = quotas or QuotaPolicy()
         self._start_rate = StartRate()
         # Jobs counted against their owner's running quota, from admission until they end.
         self._counted: dict[str, str] = {}
@@ -214,9 +211,10 @@ class JobManager:
         validate_spec(spec)
         if self.closing or self._nursery is None:
             raise Unavailable("jobd is shutting down; no new jobs")
-        limits = self.limits.effective(spec.limits, role, self.cgroups.controllers)
+        policy = self.policy.now
+        limits = policy.limits.effective(spec.limits, role, self.cgroups.controllers)
         isolation = self.isolation.effective(spec.isolation, role)
-        account = self.run_as.effective(owner, role, self.switch_accounts)
+        account = policy.run_as.effective(owner, role, self.switch_accounts)
         slice = identity_slice(owner)
         rule = self.isolation.rule(role)
         job = Job(id=self.spares.next_id(limits, slice), owner=owner, spec=spec, limits=limits,
@@ -285,7 +283,7 @@ class JobManager:
     def _admit(self, job: Job) -> None:
         """The owner's running and start-rate quotas, before any work: count the job or
         refuse it. One identity's counts never touch another's."""
-        owner, quota = job.owner, self.quotas.of(job.owner)
+        owner, quota = job.owner, self.policy.now.quotas.of(job.owner)
         if self._running_by[owner] >= quota.running:
             raise ResourceExhausted(refusal(quota.running, "running jobs", owner))
         if not self._start_rate.allow(owner, quota.starts_per_minute):

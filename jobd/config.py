@@ -1,7 +1,7 @@
 """jobd's configuration: defaults, an optional TOML file, then command-line flags.
 
 Every key, with its built-in value or an example, is in ``docs/jobd.example.toml``, which
-``tests/test_docs.py`` loads through :func:`load`.
+``tests/unit/test_docs.py`` loads through :func:`load`.
 """
 
 from __future__ import annotations

@@ -28,10 +28,12 @@ RUN = CACHE / "run"
 HERE = Path(__file__).resolve().parent
 TOOLS = {"linux.uml": "user-mode-linux", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
 GUEST_TESTS = [
-    "tests/test_cgroups.py", "tests/test_cgroups_e2e.py", "tests/test_spare.py",
-    "tests/test_ceilings.py", "tests/test_limits.py", "tests/test_isolation.py",
-    "tests/test_isolation_e2e.py", "tests/test_containment_e2e.py", "tests/test_run_as.py",
-    "tests/test_run_as_e2e.py", "tests/test_seccomp_e2e.py", "tests/test_launch.py",
+    "tests/unit/cgroups/test_cgroups.py", "tests/e2e/test_cgroups_e2e.py",
+    "tests/unit/cgroups/test_spare.py", "tests/unit/policy/test_ceilings.py",
+    "tests/unit/policy/test_limits.py", "tests/unit/policy/test_isolation.py",
+    "tests/e2e/test_isolation_e2e.py", "tests/e2e/test_containment_e2e.py",
+    "tests/unit/launch/test_run_as.py", "tests/e2e/test_run_as_e2e.py",
+    "tests/e2e/test_seccomp_e2e.py", "tests/unit/launch/test_launch.py",
 ]
 # A skip whose reason says this means the guest lacked what it exists to provide.
 MUST_NOT_SKIP = ("needs root and cgroups", "backend; this one is none")

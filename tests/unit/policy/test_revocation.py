@@ -10,7 +10,7 @@ import pytest
 
 from jobd.policy.revocation import revoked_serials, serial_of
 
-GEN = Path(__file__).resolve().parent.parent / "ca" / "gen.sh"
+GEN = Path(__file__).resolve().parents[3] / "ca" / "gen.sh"
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
 

@@ -53,7 +53,7 @@ from jobd.api.tls import server_context
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 # --- argument parsing -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-JOBD = Path(__file__).resolve().parent.parent / "jobd"
+JOBD = Path(__file__).resolve().parents[2] / "jobd"
 LAYERS = ["model", "cgroups", "policy", "launch", "jobs", "api"]
 TOP = len(LAYERS)  # jobd/*.py: the entry point, the server's wiring, the config
 WIRE = ("grpclib", "h2", "hpack", "hyperframe", "google.protobuf", "trio_asyncio")

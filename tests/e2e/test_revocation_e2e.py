@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command"),
 ]
 
-GEN = Path(__file__).resolve().parent.parent / "ca" / "gen.sh"
+GEN = Path(__file__).resolve().parents[2] / "ca" / "gen.sh"
 
 
 def gen(*args: str) -> None:

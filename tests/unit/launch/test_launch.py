@@ -26,7 +26,7 @@ from jobd.launch.system import SYSTEM_PATH
 from jobd.model.namespaces import ALL, Namespace
 from jobd.policy.syscalls import FilterSpec
 
-SOURCE = Path(__file__).resolve().parent.parent / "jobd" / "launch" / "launch.c"
+SOURCE = Path(__file__).resolve().parents[3] / "jobd" / "launch" / "launch.c"
 NOBODY = 65534
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root: namespaces and accounts")

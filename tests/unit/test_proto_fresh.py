@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GENERATED = ("jobs_pb2.py", "jobs_pb2.pyi", "jobs_grpc.py")
 
 

@@ -16,7 +16,7 @@ from hyperframe.frame import DataFrame
 
 from jobd.api import grpclib_private
 
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 
 
 def test_everything_jobd_and_jobctl_reach_into_is_there() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from jobd.api import tls
 
-GEN_SH = Path(__file__).resolve().parents[1] / "ca" / "gen.sh"
+GEN_SH = Path(__file__).resolve().parents[2] / "ca" / "gen.sh"
 TIMEOUT = 60.0  # per command; generating five EC keys takes well under a second
 STANDARD = ["ca.key", "ca.crt", "server.pem", "client_0.pem", "client_1.pem"]
 SECRETS = ["ca.key", "server.pem", "client_0.pem", "client_1.pem"]

@@ -105,7 +105,7 @@ def test_systemd_readiness_and_stopping_are_notified(
 
 
 def test_the_systemd_unit_lets_jobd_stop_its_own_jobs() -> None:
-    unit = (Path(__file__).parent.parent / "jobd" / "systemd" / "jobd.service").read_text()
+    unit = (Path(__file__).resolve().parents[2] / "jobd" / "systemd" / "jobd.service").read_text()
     for line in ("Type=notify", "KillMode=mixed", "Delegate=yes", "ExecReload=/bin/kill -HUP"):
         assert line in unit
 

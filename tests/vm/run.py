@@ -28,8 +28,7 @@ RUN = CACHE / "run"
 HERE = Path(__file__).resolve().parent
 TOOLS = {"linux.uml": "user-mode-linux", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
 GUEST_TESTS = [
-    "tests/unit/cgroups/test_cgroups.py", "tests/e2e/test_cgroups_e2e.py",
-    "tests/unit/cgroups/test_spare.py", "tests/unit/policy/test_ceilings.py",
+    "tests/unit/cgroups", "tests/e2e/test_cgroups_e2e.py", "tests/unit/policy/test_ceilings.py",
     "tests/unit/policy/test_limits.py", "tests/unit/policy/test_isolation.py",
     "tests/e2e/test_isolation_e2e.py", "tests/e2e/test_containment_e2e.py",
     "tests/unit/launch/test_run_as.py", "tests/e2e/test_run_as_e2e.py",

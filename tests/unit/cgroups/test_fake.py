@@ -7,13 +7,9 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from fake_cgroups import FakeBackend
 
-from jobd.cgroups import (
-    FakeBackend,
-    Limits,
-    NoneBackend,
-    Usage,
-)
+from jobd.cgroups import Limits, NoneBackend, Usage
 from jobd.model.errors import FailedPrecondition
 
 MiB = 1 << 20

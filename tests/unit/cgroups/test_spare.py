@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from fake_cgroups import FakeBackend
 
-from jobd.cgroups.fake import FakeBackend
 from jobd.cgroups.spare import SpareGroup
 from jobd.model.errors import FailedPrecondition
 from jobd.model.resources import Limits

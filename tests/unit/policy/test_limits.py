@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from fake_cgroups import FakeBackend, FakeCgroup
 from helpers_unit import (
     config_from,
     open_manager,
@@ -23,7 +24,6 @@ from helpers_unit import (
 )
 
 from jobd.cgroups.base import CONTROLLERS
-from jobd.cgroups.fake import FakeBackend, FakeCgroup
 from jobd.config import ConfigError
 from jobd.jobs import manager as manager_module
 from jobd.jobs import supervisor

@@ -11,10 +11,10 @@ import hashlib
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from jobd.api.connections import ConnectionLimits
 from jobd.api.connections import parse_table as parse_connections_table
@@ -33,12 +33,6 @@ from jobd.policy.quotas import parse_table as parse_quota_table
 
 DEFAULT_MAX_OUTPUT = 1 << 30
 
-# What a config file may set at its top level (docs/jobd.example.toml shows each).
-TOP_LEVEL_KEYS = frozenset({
-    "listen", "cacert", "cert", "key", "crl", "state_dir", "audit_log", "grace", "max_output",
-    "cgroups", "metrics", "cgroup_parent", "limits", "isolation", "retention", "connections",
-    "quotas", "run_as", "identities",
-})
 
 
 class ConfigError(Exception):
@@ -118,66 +112,91 @@ class Config:
         self.config_file = path
         self._apply(data, source=str(path))
 
-    def _apply_limits(self, table: Any, source: str) -> None:
-        _apply_limits_table(self, table, source)
-
     def _apply(self, data: Mapping[str, Any], source: str) -> None:
         unknown = sorted(set(data) - TOP_LEVEL_KEYS)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        if "listen" in data:
-            try:
-                self.listen = parse_hostport(_typed(data, "listen", str, source))
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-        for name in ("cacert", "cert", "key", "crl", "state_dir", "audit_log"):
+        for name, apply in SETTINGS.items():  # in this order: [limits] before [isolation]
             if name in data:
-                setattr(self, name, Path(_typed(data, name, str, source)))
-        if "grace" in data:
-            grace = data["grace"]
-            number = isinstance(grace, int | float) and not isinstance(grace, bool)
-            if not number or not _valid_grace(grace):
-                raise ConfigError(f"{source}: grace must be a number of seconds, 0 to 86400")
-            self.grace = float(grace)
-        if "max_output" in data:
-            value = data["max_output"]
-            text = value if isinstance(value, str) else str(value)
-            self.max_output = _size(text, source, "max_output")
-        if "retention" in data:
-            self.retention = _retention(_table(data["retention"], "retention", source), source)
-        if "metrics" in data:
-            self.metrics = parse_hostport(_typed(data, "metrics", str, source), 9100)
-        if "cgroups" in data:
-            self.cgroups = _typed(data, "cgroups", bool, source)
-        if "cgroup_parent" in data:
-            self.cgroup_parent = _typed(data, "cgroup_parent", str, source)
-        if "limits" in data:
-            self._apply_limits(data["limits"], source)
-        if "isolation" in data:
-            self.isolation = _isolation(data["isolation"], self.isolation, source)
-        if "quotas" in data:
-            try:
-                self.quotas = parse_quota_table(data["quotas"], source)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        if "connections" in data:
-            try:
-                self.connections = parse_connections_table(data["connections"], source)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        if "run_as" in data:
-            try:
-                self.run_as = parse_run_as(_table(data["run_as"], "run_as", source), source)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        if "identities" in data:
-            table = data["identities"]
-            if not isinstance(table, dict):
-                raise ConfigError(f"{source}: [identities] must be a table of name = role")
-            try:
-                self.roles = parse_roles(table)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
+                apply(self, data[name], source)
+
+
+# --- one function per top-level setting: parse its value, set it on the Config ---------------
+
+Setting: TypeAlias = Callable[[Config, Any, str], None]
+
+
+def _listen(config: Config, value: Any, source: str) -> None:
+    try:
+        config.listen = parse_hostport(_typed(value, "listen", str, source))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _path(name: str) -> Setting:
+    def apply(config: Config, value: Any, source: str) -> None:
+        setattr(config, name, Path(_typed(value, name, str, source)))
+
+    return apply
+
+
+def _plain(name: str, kind: type) -> Setting:
+    def apply(config: Config, value: Any, source: str) -> None:
+        setattr(config, name, _typed(value, name, kind, source))
+
+    return apply
+
+
+def _grace(config: Config, value: Any, source: str) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not _valid_grace(value):
+        raise ConfigError(f"{source}: grace must be a number of seconds, 0 to 86400")
+    config.grace = float(value)
+
+
+def _max_output(config: Config, value: Any, source: str) -> None:
+    config.max_output = _size(value if isinstance(value, str) else str(value), source,
+                              "max_output")  # fmt: skip
+
+
+def _metrics(config: Config, value: Any, source: str) -> None:
+    config.metrics = parse_hostport(_typed(value, "metrics", str, source), 9100)
+
+
+def _retention_setting(config: Config, value: Any, source: str) -> None:
+    config.retention = _retention(_table(value, "retention", source), source)
+
+
+def _isolation_setting(config: Config, value: Any, source: str) -> None:
+    config.isolation = _isolation(value, config.isolation, source)
+
+
+def _parsed(name: str, parse: Callable[[Any, str], Any]) -> Setting:
+    """A table parsed by its own module, whose messages name the source and the table."""
+
+    def apply(config: Config, value: Any, source: str) -> None:
+        try:
+            setattr(config, name, parse(value, source))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    return apply
+
+
+def _run_as(config: Config, value: Any, source: str) -> None:
+    try:
+        config.run_as = parse_run_as(_table(value, "run_as", source), source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _identities(config: Config, value: Any, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [identities] must be a table of name = role")
+    try:
+        config.roles = parse_roles(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _apply_limits_table(config: Config, table: Any, source: str) -> None:
@@ -282,11 +301,31 @@ def _valid_grace(grace: float) -> bool:
     return math.isfinite(grace) and 0 <= grace <= 86400
 
 
-def _typed(data: Mapping[str, Any], name: str, kind: type, source: str) -> Any:
-    value = data[name]
+def _typed(value: Any, name: str, kind: type, source: str) -> Any:
     if not isinstance(value, kind):
         raise ConfigError(f"{source}: {name} must be a {kind.__name__}")
     return value
+
+
+# Every top-level setting of a config file, and how it is applied (docs/jobd.example.toml
+# shows each).
+SETTINGS: dict[str, Setting] = {
+    "listen": _listen,
+    **{name: _path(name) for name in ("cacert", "cert", "key", "crl", "state_dir", "audit_log")},
+    "grace": _grace,
+    "max_output": _max_output,
+    "retention": _retention_setting,
+    "metrics": _metrics,
+    "cgroups": _plain("cgroups", bool),
+    "cgroup_parent": _plain("cgroup_parent", str),
+    "limits": lambda config, value, source: _apply_limits_table(config, value, source),
+    "isolation": _isolation_setting,
+    "quotas": _parsed("quotas", parse_quota_table),
+    "connections": _parsed("connections", parse_connections_table),
+    "run_as": _run_as,
+    "identities": _identities,
+}
+TOP_LEVEL_KEYS = frozenset(SETTINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,8 +58,8 @@ from h2.settings import SettingCodes
 
 from jobd.api import grpclib_private
 from jobd.api.metrics import Metrics
+from jobd.api.peer import CALLER, PeerCertificate
 from jobd.model.units import parse_duration
-from jobd.policy.revocation import serial_of
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,13 @@ class _Calls(AbstractHandler):
                 release_stream()
 
         self._release[stream] = release
-        self.inner.accept(stream, headers, release)
+        # grpclib creates the call's task in accept(), which copies this context: its handler
+        # sees the connection's certificate without asking the transport again.
+        token = CALLER.set(self._connection.certificate)
+        try:
+            self.inner.accept(stream, headers, release)
+        finally:
+            CALLER.reset(token)
 
     def cancel(self, stream: H2Stream) -> None:
         """The client reset the stream: cancel its handler and release it now. A task
@@ -286,10 +292,13 @@ class _Connection(asyncio.Protocol):
         self._resets = float(limits.max_resets)  # the bucket's tokens
         self._resets_at = loop.time()
         self.condemned = False  # closing for its resets: no new call is started
+        self.certificate = PeerCertificate.of(None)  # until the handshake is done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made = True
         self._transport = cast(asyncio.Transport, transport)  # TLS: an asyncio.Transport
+        # Called once the handshake is done: the client's certificate, once per connection.
+        self.certificate = PeerCertificate.of(transport.get_extra_info("ssl_object"))
         self._protocol.connection_made(transport)
         # grpclib has just sent h2's default SETTINGS (100 streams); this one follows it.
         _h2_of(self._protocol).update_settings(
@@ -389,8 +398,7 @@ class _Connection(asyncio.Protocol):
 
     def serial(self) -> int | None:
         """The serial number of the client's certificate (None before the handshake)."""
-        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
-        return serial_of(ssl_object.getpeercert()) if ssl_object is not None else None
+        return self.certificate.serial
 
     def close_now(self, why: str) -> None:
         """GOAWAY, cancel what runs on it, close."""

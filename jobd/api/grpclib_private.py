@@ -3,10 +3,9 @@ nowhere else, with a check that they are all still there.
 
 grpclib 0.4 has no public way to do what these do: hand an accepted socket to the protocol its
 server would make (``jobd.api.connections``), drop a closed connection's handler, ask a
-stream's HTTP/2 flow-control window, read a request's 5-byte header before its body, reach the
-h2 connection for SETTINGS and GOAWAY, or read the TLS object behind a call's peer. jobctl
-asks for larger frames through the channel's protocol factory, and quiets hyperframe's repr of
-DATA frames.
+stream's HTTP/2 flow-control window, read a request's 5-byte header before its body, or reach
+the h2 connection for SETTINGS and GOAWAY. jobctl asks for larger frames through the
+channel's protocol factory, and quiets hyperframe's repr of DATA frames.
 
 pyproject.toml pins grpclib to the 0.4 series, and these were read in 0.4.9. A release that
 moves any of them fails :func:`check_server` (jobd's start-up, and a unit test) or
@@ -16,12 +15,11 @@ Both look only at the classes: they cost microseconds.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from grpclib.client import Channel
-from grpclib.protocol import Connection, H2Protocol, Peer
+from grpclib.protocol import Connection, H2Protocol
 from grpclib.protocol import Stream as H2Stream
 from h2.connection import H2Connection
 from hyperframe.frame import DataFrame
@@ -49,7 +47,6 @@ def _client_problems() -> list[str]:
         *_has(Connection, "messages_received", "last_message_received"),
         *_sets(H2Stream, "_h2_connection", "connection", "window_updated"),
         *_has(H2Stream, "recv_data"),
-        *_sets(Peer, "_transport"),
         *_sets(Channel, "_config", "_h2_config"),
         *_has(Channel, "_protocol_factory"),
         *_has(DataFrame, "_body_repr"),
@@ -117,12 +114,6 @@ def h2_stream_of(stream: Stream[Any, Any]) -> H2Stream:
 
 def h2_of_stream(h2_stream: H2Stream) -> H2Connection:
     return h2_stream._h2_connection
-
-
-def transport_of(peer: Peer) -> asyncio.BaseTransport:
-    """The transport behind a call's peer: its ``ssl_object`` is the connection's TLS."""
-    transport: asyncio.BaseTransport = peer._transport
-    return transport
 
 
 def decode_request(stream: Stream[Any, Any], body: bytes) -> Any:

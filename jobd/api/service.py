@@ -15,10 +15,8 @@ import contextvars
 import functools
 import logging
 import math
-import ssl
 import struct
 import time
-import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,13 +33,12 @@ from jobd.api.audit import AuditLog
 from jobd.api.connections import send_room, send_room_now
 from jobd.api.convert import STREAM_FROM_PB, chunks_to_pb, job_to_pb, spec_from_pb
 from jobd.api.metrics import Metrics
-from jobd.api.tls import TLSConfigError, check_negotiated, common_name
+from jobd.api.peer import CALLER, PeerCertificate
 from jobd.jobs.manager import JobManager
 from jobd.jobs.store import page_token
 from jobd.model import bounds, errors
 from jobd.policy.auth import Action, Identity, Role, authorize
 from jobd.policy.quotas import refusal
-from jobd.policy.revocation import serial_of
 from jobd.v1 import jobs_pb2 as pb
 from jobd.v1.jobs_grpc import JobServiceBase
 
@@ -189,34 +186,18 @@ def rpc(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
-# The certificate name and serial of each connection, read by its first call: a TLS 1.3
-# connection's peer certificate and cipher cannot change after the handshake (jobd asks for no
-# post-handshake authentication), and reading them costs ~20 µs a call in the running daemon.
-# Keyed weakly by the connection's SSLObject, so an entry goes with its connection. Roles and
-# revocations are looked up on every call, as they change on reload.
-_PEERS: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[str | None, int | None]] = (
-    weakref.WeakKeyDictionary())
-
-
-def identity_of(stream: Stream[Any, Any], roles: Mapping[str, Role],
-                revoked: frozenset[int] = frozenset()) -> Identity:
-    """The caller, from its verified certificate only. Fails closed: a certificate the CRL
+def identity_of(roles: Mapping[str, Role], revoked: frozenset[int] = frozenset(),
+                caller: PeerCertificate | None = None) -> Identity:
+    """The caller, from its verified certificate only (``caller``: the connection's, as
+    ``jobd.api.peer.CALLER`` hands it to the call). Fails closed: a certificate the CRL
     revokes now is refused, however long ago its connection was opened."""
-    ssl_object = grpclib_private.transport_of(stream.peer).get_extra_info("ssl_object")
-    if ssl_object is None:
+    if caller is None:
         raise errors.PermissionDenied("no TLS session")
-    try:
-        name, serial = _PEERS[ssl_object]
-    except KeyError:
-        try:
-            check_negotiated(ssl_object)
-        except TLSConfigError as exc:
-            raise errors.PermissionDenied(str(exc)) from None
-        cert = ssl_object.getpeercert()
-        name, serial = _PEERS[ssl_object] = common_name(cert), serial_of(cert)
-    if serial is not None and serial in revoked:
+    if caller.refused:
+        raise errors.PermissionDenied(caller.refused)
+    if caller.serial is not None and caller.serial in revoked:
         raise errors.PermissionDenied("the client certificate has been revoked")
-    return Identity.lookup(name, roles)
+    return Identity.lookup(caller.name, roles)
 
 
 class JobService(JobServiceBase):
@@ -237,7 +218,7 @@ class JobService(JobServiceBase):
 
     def _identify(self, stream: Stream[Any, Any]) -> Identity:
         policy = self.manager.policy.now  # roles and revocations as reloaded by SIGHUP
-        identity = identity_of(stream, policy.roles, policy.revoked)
+        identity = identity_of(policy.roles, policy.revoked, CALLER.get(None))
         current_call().identity = identity.name
         return identity
 

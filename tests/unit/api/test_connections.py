@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib.const import Cardinality, Handler
 from grpclib.health.service import Health
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.server import Server
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -29,6 +31,7 @@ from jobd.api.connections import (
     send_room_now,
 )
 from jobd.api.metrics import Metrics
+from jobd.api.peer import CALLER, PeerCertificate
 from jobd.config import Config, ConfigError, load
 
 # --- [connections] ----------------------------------------------------------------------------
@@ -177,12 +180,13 @@ class FakeTransport(asyncio.Transport):
         return default
 
 
-def connected(server: Server, limits: ConnectionLimits,
-              metrics: Metrics) -> tuple[_Connection, FakeTransport, H2Connection]:
+def connected(server: Server, limits: ConnectionLimits, metrics: Metrics,
+              transport: FakeTransport | None = None,
+              ) -> tuple[_Connection, FakeTransport, H2Connection]:  # fmt: skip
     """A jobd connection over a fake transport, and an h2 client that has started its side."""
     connection = _Connection(grpclib_private.server_protocol_factory(server)(), "192.0.2.1", limits,
                              asyncio.get_running_loop(), metrics)
-    transport = FakeTransport()
+    transport = transport or FakeTransport()
     connection.connection_made(transport)
     client = H2Connection(H2Configuration(client_side=True))
     client.initiate_connection()
@@ -246,6 +250,67 @@ def test_a_connection_that_resets_too_many_streams_is_told_to_calm_down_and_clos
         # Once past the limit no new call started: not a hundred handlers.
         assert 0 < len(connection.calls.inner._cancelled) <= 21
         assert connection._protocol.processor.streams == {}
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+class FakeSSL:
+    """A TLS 1.3 session's SSLObject, counting how often its certificate is read."""
+
+    reads = 0
+
+    def version(self) -> str:
+        return "TLSv1.3"
+
+    def cipher(self) -> tuple[str, str, int]:
+        return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
+
+    def getpeercert(self) -> dict[str, Any]:
+        self.reads += 1
+        return {"subject": ((("commonName", "alice"),),), "serialNumber": "2A"}
+
+
+class TLSTransport(FakeTransport):
+    def __init__(self, ssl_object: FakeSSL) -> None:
+        super().__init__()
+        self.ssl_object = ssl_object
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.ssl_object if name == "ssl_object" else default
+
+
+def test_each_call_sees_its_connection_s_certificate_read_once() -> None:
+    seen: list[PeerCertificate | None] = []
+
+    async def check(stream: Any) -> None:
+        seen.append(CALLER.get(None))
+        await stream.recv_message()
+        await stream.send_message(HealthCheckResponse())
+
+    class Recording:
+        def __mapping__(self) -> dict[str, Any]:
+            return {"/grpc.health.v1.Health/Check": Handler(
+                check, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse)}
+
+    async def scenario() -> None:
+        ssl_object = FakeSSL()
+        connection, transport, client = connected(
+            Server([Recording()]), ConnectionLimits(), Metrics(), TLSTransport(ssl_object))
+        client.receive_data(transport.take())
+        body = HealthCheckRequest().SerializeToString()
+        for stream_id in (1, 3):  # two calls on the one connection
+            client.send_headers(stream_id, CHECK)
+            client.send_data(stream_id, b"\0" + len(body).to_bytes(4, "big") + body,
+                             end_stream=True)
+        connection.data_received(client.data_to_send())
+        for _ in range(50):  # the handlers' tasks run on the next turns of the loop
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0)
+        assert seen == [PeerCertificate("alice", 42)] * 2
+        assert ssl_object.reads == 1  # at the handshake, not once per call
+        assert CALLER.get(None) is None  # set only around each call's start
         connection.connection_lost(None)
 
     asyncio.run(scenario())

@@ -11,6 +11,7 @@ import trio
 import trio_asyncio
 from grpclib import GRPCError, Status
 
+from jobd.api.peer import CALLER, PeerCertificate
 from jobd.api.service import JobService, identity_of
 from jobd.jobs.manager import JobManager
 from jobd.jobs.statedir import StateDir
@@ -36,23 +37,9 @@ class FakeSSL:
         return {"subject": ((("commonName", self.cn),),)} if self.cn else {}
 
 
-class FakeTransport:
-    def __init__(self, ssl_object: FakeSSL | None) -> None:
-        self.ssl_object = ssl_object
-
-    def get_extra_info(self, name: str) -> Any:
-        return self.ssl_object if name == "ssl_object" else None
-
-
-class FakePeer:
-    def __init__(self, ssl_object: FakeSSL | None) -> None:
-        self._transport = FakeTransport(ssl_object)
-
-
 class FakeStream:
-    def __init__(self, request: Any, ssl_object: FakeSSL | None) -> None:
+    def __init__(self, request: Any) -> None:
         self.request = request
-        self.peer = FakePeer(ssl_object)
         self.sent: list[Any] = []
 
     async def recv_message(self) -> Any:
@@ -62,8 +49,14 @@ class FakeStream:
         self.sent.append(message)
 
 
+async def as_caller(ssl_object: FakeSSL, handler: Any, stream: FakeStream) -> None:
+    """``handler(stream)`` as a call on a connection whose TLS object is ``ssl_object``."""
+    CALLER.set(PeerCertificate.of(ssl_object))
+    await handler(stream)
+
+
 def _identity(ssl_object: FakeSSL | None) -> Any:
-    return identity_of(FakeStream(None, ssl_object), {"client_0": Role.ADMIN})  # type: ignore[arg-type]
+    return identity_of({"client_0": Role.ADMIN}, frozenset(), PeerCertificate.of(ssl_object))
 
 
 def test_identity_comes_from_the_certificate_only() -> None:
@@ -78,21 +71,24 @@ def test_identity_comes_from_the_certificate_only() -> None:
 def test_a_connection_s_certificate_is_read_once_and_its_role_on_every_call() -> None:
     connection, other = FakeSSL("client_0"), FakeSSL("client_1")
     roles = {"client_0": Role.ADMIN, "client_1": Role.USER}
+    # What jobd.api.connections does once per connection, after the handshake.
+    first, second = PeerCertificate.of(connection), PeerCertificate.of(other)
 
-    def identify(ssl_object: FakeSSL) -> Any:
-        return identity_of(FakeStream(None, ssl_object), roles)  # type: ignore[arg-type]
-
-    assert identify(connection).role is Role.ADMIN
-    assert identify(other).name == "client_1"
+    assert identity_of(roles, frozenset(), first).role is Role.ADMIN
+    assert identity_of(roles, frozenset(), second).name == "client_1"
     roles["client_0"] = Role.USER  # a reload between two calls on one connection
-    assert identify(connection).role is Role.USER
+    assert identity_of(roles, frozenset(), first).role is Role.USER
     assert (connection.reads, other.reads) == (1, 1)
+    # Revoked between two calls: refused from the next one on.
+    with pytest.raises(PermissionDenied, match="revoked"):
+        identity_of(roles, frozenset({77}), PeerCertificate("client_0", 77))
 
-    refused = FakeSSL("client_0", "TLSv1.2")
-    for _ in range(2):  # a refusal is not remembered as an identity
-        with pytest.raises(PermissionDenied):
-            identify(refused)
-    assert getattr(refused, "reads", 0) == 0
+    refused = PeerCertificate.of(FakeSSL("client_0", "TLSv1.2"))
+    for _ in range(2):  # a refused session stays refused, call after call
+        with pytest.raises(PermissionDenied, match=r"expected TLSv1\.3"):
+            identity_of(roles, frozenset(), refused)
+    with pytest.raises(PermissionDenied, match="no TLS session"):
+        identity_of(roles, frozenset(), None)  # a call outside any connection
 
 
 async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
@@ -110,16 +106,16 @@ async def test_a_bug_in_a_handler_is_logged_and_answered_internal(
     service = JobService(manager)
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         await nursery.start(manager.run)
-        stream = FakeStream(pb.GetJobRequest(job_id="0" * 36), FakeSSL("client_0"))
+        stream = FakeStream(pb.GetJobRequest(job_id="0" * 36))
         with caplog.at_level(logging.ERROR), pytest.raises(GRPCError) as info:
-            await trio_asyncio.aio_as_trio(service.GetJob)(stream)
+            await trio_asyncio.aio_as_trio(as_caller)(FakeSSL("client_0"), service.GetJob, stream)
         assert info.value.status == Status.INTERNAL
         assert "boom" not in str(info.value.message)  # internals stay in the daemon's log
         assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
 
         # The service still answers the next call.
-        ok = FakeStream(pb.ListJobsRequest(), FakeSSL("client_0"))
-        await trio_asyncio.aio_as_trio(service.ListJobs)(ok)
+        ok = FakeStream(pb.ListJobsRequest())
+        await trio_asyncio.aio_as_trio(as_caller)(FakeSSL("client_0"), service.ListJobs, ok)
         assert ok.sent == [pb.ListJobsResponse()]
         nursery.cancel_scope.cancel()
     store.close()

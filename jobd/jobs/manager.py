@@ -90,9 +90,9 @@ def _file_size(path: Path) -> int:
 @dataclass
 class _Recorded:
     """What the store has been told of a running job: that it started, that it ended. Waiters
-    wait on these, not on the supervisor, so that they hear of a change once it is saved."""
+    of its end wait on ``ended``, not on the supervisor, so they hear of it once it is saved."""
 
-    started: trio.Event = field(default_factory=trio.Event)
+    start_saved: bool = False
     ended: trio.Event = field(default_factory=trio.Event)
 
 
@@ -265,7 +265,8 @@ class JobManager:
         if cgroup.procs_files and self.spares.after_start(limits, slice):
             self._nursery.start_soon(self.spares.fill)
         if child is not None:
-            await recorded.started.wait()
+            await runner.started.wait()
+            self._record_start(job, recorded)
             if job.result is not None:
                 await recorded.ended.wait()  # its launcher reported and exits: once reaped
         log.info(
@@ -304,16 +305,20 @@ class JobManager:
         return self._running_by[owner]
 
     async def _supervise(self, runner: JobRunner, child: Child, recorded: _Recorded) -> None:
-        """One job's supervision, and what its start and its end change here: the supervisor
-        knows nothing of the store, the quotas, the metrics or retention."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.supervise, child)
-            await runner.started.wait()
-            if not runner.job.finished:  # else its end is saved below
-                self.store.save(runner.job)  # running (or stopping already)
-            recorded.started.set()
+        """One job's supervision, then what its end changes here: the supervisor knows nothing
+        of the store, the quotas, the metrics or retention."""
+        await runner.supervise(child)
+        self._record_start(runner.job, recorded)  # if the StartJob call was cancelled first
         self._ended(runner.job)
         recorded.ended.set()
+
+    def _record_start(self, job: Job, recorded: _Recorded) -> None:
+        """Save the job as running (or stopping already), once, by whoever hears first that
+        its launch is confirmed: StartJob, before it answers, or the supervising task."""
+        if not recorded.start_saved:
+            recorded.start_saved = True
+            if not job.finished:  # else its end is saved by _ended
+                self.store.save(job)
 
     def _request_stop(self, runner: JobRunner, by: str, grace: float | None) -> None:
         before = runner.job.state

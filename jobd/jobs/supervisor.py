@@ -9,9 +9,9 @@ on (or failed to start, with the launcher's reason). The daemon never looks at a
 chose. When the main process exits, what is left of the job (its cgroup, or at least its
 process group) is killed, as systemd does for a service.
 
-The runner changes its ``Job`` and says nothing up the stack: the manager, which awaits its
-supervision, saves the job when ``spawn`` returns, when ``started`` is set, after a stop
-request and once ``supervise`` returns, and does the end-of-job bookkeeping itself.
+The runner changes its ``Job`` and says nothing up the stack: the manager saves the job when
+``spawn`` returns, once ``started`` is set, after a stop request and once ``supervise`` (which
+it awaits) returns, and does the end-of-job bookkeeping itself.
 
 Where the launcher was not built, a job that needs neither namespaces nor another account
 starts through a ``/bin/sh`` stand-in that joins its cgroups (see ``jobd.launch.plan``).

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from jobd.api.connections import ConnectionLimits
-from jobd.api.connections import parse_table as parse_connections_table
 from jobd.jobs.retention import RetentionPolicy
 from jobd.model.job import LimitRequest
 from jobd.model.units import parse_duration, parse_size
@@ -25,6 +23,8 @@ from jobd.policy.accounts import RunAsPolicy
 from jobd.policy.accounts import parse_table as parse_run_as
 from jobd.policy.auth import DEFAULT_ROLES, Role, parse_roles
 from jobd.policy.ceilings import CeilingPolicy, parse_identity, parse_reserve
+from jobd.policy.connections import ConnectionLimits
+from jobd.policy.connections import parse_table as parse_connections_table
 from jobd.policy.isolation import BUILTIN_ROLES, IsolationPolicy, RoleIsolation, parse_role_table
 from jobd.policy.limits import BUILTIN_DEFAULTS
 from jobd.policy.limits import parse_table as parse_limit_table

@@ -17,9 +17,10 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
 from jobd.api import grpclib_private
-from jobd.api.connections import ConnectionLimits, Listener
+from jobd.api.connections import Listener
 from jobd.api.metrics import Metrics
 from jobd.api.service import JobService
+from jobd.policy.connections import ConnectionLimits
 
 
 def asyncio_loop() -> AbstractAsyncContextManager[Any]:

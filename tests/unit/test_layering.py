@@ -14,6 +14,7 @@ empty.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ JOBD = Path(__file__).resolve().parents[2] / "jobd"
 LAYERS = ["model", "cgroups", "policy", "launch", "jobs", "api"]
 TOP = len(LAYERS)  # jobd/*.py: the entry point, the server's wiring, the config
 WIRE = ("grpclib", "h2", "hpack", "hyperframe", "google.protobuf", "trio_asyncio")
+WIRE_ROOTS = ("grpclib", "h2", "hpack", "hyperframe", "google", "trio_asyncio")
 
 KNOWN: dict[tuple[str, str], str] = {}
 
@@ -89,3 +91,13 @@ def test_the_model_imports_the_standard_library_only(module: str) -> None:
                if name.split(".")[0] not in sys.stdlib_module_names
                and not name.startswith("jobd.model")}  # fmt: skip
     assert outside == set()
+
+
+def test_reading_the_configuration_loads_no_wire_library() -> None:
+    # `jobd --check` and a SIGHUP's parse need no grpclib, h2 or protobuf: the [connections]
+    # limits are policy (jobd.policy.connections), enforced by the API.
+    code = ("import sys, jobd.config\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {WIRE_ROOTS!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "[]"

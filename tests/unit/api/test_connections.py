@@ -20,19 +20,11 @@ from h2.events import ConnectionTerminated, RemoteSettingsChanged, StreamReset
 from h2.settings import SettingCodes
 
 from jobd.api import grpclib_private
-from jobd.api.connections import (
-    ConnectionLimits,
-    Gate,
-    Listener,
-    LogThrottle,
-    _Connection,
-    parse_table,
-    send_room,
-    send_room_now,
-)
+from jobd.api.connections import Gate, Listener, LogThrottle, _Connection, send_room, send_room_now
 from jobd.api.metrics import Metrics
 from jobd.api.peer import CALLER, PeerCertificate
 from jobd.config import Config, ConfigError, load
+from jobd.policy.connections import ConnectionLimits, parse_table
 
 # --- [connections] ----------------------------------------------------------------------------
 

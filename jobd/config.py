@@ -318,7 +318,7 @@ SETTINGS: dict[str, Setting] = {
     "metrics": _metrics,
     "cgroups": _plain("cgroups", bool),
     "cgroup_parent": _plain("cgroup_parent", str),
-    "limits": lambda config, value, source: _apply_limits_table(config, value, source),
+    "limits": _apply_limits_table,
     "isolation": _isolation_setting,
     "quotas": _parsed("quotas", parse_quota_table),
     "connections": _parsed("connections", parse_connections_table),

@@ -8,6 +8,7 @@ import sys
 import trio
 
 from jobd import logs
+from jobd.api.grpclib_private import GrpclibChanged
 from jobd.api.tls import TLSConfigError
 from jobd.config import Config, ConfigError, load
 from jobd.jobs.statedir import StateDir, StateDirError
@@ -107,6 +108,8 @@ def _startup_failure(exc: BaseException) -> str | None:
         exc = exc.exceptions[0]
     if isinstance(exc, TLSConfigError):
         return f"TLS setup failed: {exc}"
+    if isinstance(exc, GrpclibChanged):
+        return str(exc)
     if isinstance(exc, StateDirError | ConfigError | OSError):
         return str(exc)
     return None

@@ -65,11 +65,15 @@ def _server_problems() -> list[str]:
     ]
 
 
+class GrpclibChanged(RuntimeError):
+    """The installed grpclib lacks a private name jobd or jobctl uses."""
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
         from importlib.metadata import version
 
-        raise RuntimeError(
+        raise GrpclibChanged(
             f"grpclib {version('grpclib')} no longer has what jobd relies on "
             f"({', '.join(problems)}); jobd was checked with grpclib {TESTED}: "
             "jobd/api/grpclib_private.py needs updating"
@@ -77,7 +81,7 @@ def _raise(problems: list[str]) -> None:
 
 
 def check_server() -> None:
-    """RuntimeError naming every private name jobd's server uses that is gone."""
+    """GrpclibChanged naming every private name jobd's server uses that is gone."""
     _raise(_server_problems())
 
 

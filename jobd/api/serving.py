@@ -42,7 +42,7 @@ class Api:
 def build(service: JobService, ssl_context: ssl.SSLContext, limits: ConnectionLimits,
           metrics: Metrics) -> Api:  # fmt: skip
     """The server and its listener, inside ``asyncio_loop()``; ``listener.serve`` binds.
-    RuntimeError, before anything is served, if grpclib lacks what jobd reaches into."""
+    GrpclibChanged, before anything is served, if grpclib lacks what jobd reaches into."""
     grpclib_private.check_server()
     grpclib_private.quiet_data_frame_repr()  # h2 would copy each request's body for a repr
     serving = ServiceStatus()

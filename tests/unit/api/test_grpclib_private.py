@@ -62,3 +62,12 @@ def test_a_data_frames_repr_states_its_length_without_copying_it() -> None:
     frame = DataFrame(1, data=b"\0" * (1 << 20))
     assert "data=<1048576 bytes>" in repr(frame)
     assert len(repr(frame)) < 200
+
+
+def test_jobd_says_so_in_one_line_at_start() -> None:
+    from jobd.__main__ import _startup_failure
+
+    changed = grpclib_private.GrpclibChanged("grpclib 0.5.0 no longer has what jobd relies on")
+    # As serve() raises it: from inside the nurseries, wrapped in exception groups.
+    wrapped = BaseExceptionGroup("", [ExceptionGroup("", [changed])])
+    assert _startup_failure(wrapped) == str(changed)

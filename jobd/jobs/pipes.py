@@ -29,6 +29,21 @@ PIPE_SIZE = 1024 * 1024
 # At most this much is copied on the event loop in one read (~10 us); more waits for a thread.
 INLINE_MAX = 64 * 1024
 
+# The copies take threads of their own, as many as there are cores (more copy no faster): any
+# number of jobs writing flat out never hold the worker threads that the log writers, the
+# store's pages and the tails of other identities' logs wait for (trio's default limiter).
+_COPIERS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("jobd_pipe_copiers")
+
+
+def copiers() -> trio.CapacityLimiter:
+    """This run's limiter of pipe copies on worker threads."""
+    try:
+        return _COPIERS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 1))
+        _COPIERS.set(limiter)
+        return limiter
+
 
 def grow(pipe: trio.abc.ReceiveStream) -> None:
     # The default 64 KiB is fine if refused.
@@ -58,7 +73,8 @@ async def receive(pipe: trio.abc.ReceiveStream, max_bytes: int = PIPE_SIZE) -> b
         try:
             if waiting(fd) > INLINE_MAX:
                 # Not abandoned on cancel: the fd is non-blocking, so the read returns at once.
-                return await trio.to_thread.run_sync(os.read, fd, max_bytes)
+                return await trio.to_thread.run_sync(os.read, fd, max_bytes,
+                                                     limiter=copiers())  # fmt: skip
             return os.read(fd, min(max_bytes, INLINE_MAX))
         except BlockingIOError:
             await trio.lowlevel.wait_readable(fd)

@@ -137,3 +137,44 @@ async def test_other_streams_read_themselves() -> None:
     send, receive = trio.testing.memory_stream_pair()
     await send.send_all(b"x" * 10)
     assert await pipes.receive(receive, 4) == b"xxxx"
+
+
+async def test_copies_take_threads_of_their_own_never_the_default_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # However many jobs write flat out, their copies wait for each other, not for (nor in
+    # front of) the log writers, the store and other identities' tails on trio's threads.
+    limiter = trio.CapacityLimiter(2)
+    monkeypatch.setattr(pipes, "copiers", lambda: limiter)
+    release = threading.Event()
+    real = os.read
+
+    def held(fd: int, n: int) -> bytes:
+        assert release.wait(10)
+        return real(fd, n)
+
+    monkeypatch.setattr(pipes.os, "read", held)
+    ends = [os.pipe() for _ in range(3)]
+    streams = [trio.lowlevel.FdStream(r) for r, _ in ends]
+    try:
+        for stream, (_, w) in zip(streams, ends, strict=True):
+            pipes.grow(stream)
+            os.write(w, b"x" * (pipes.INLINE_MAX + 1))
+        got: list[int] = []
+
+        async def read(stream: trio.lowlevel.FdStream) -> None:
+            got.append(len(await pipes.receive(stream)))
+
+        async with trio.open_nursery() as nursery:
+            for stream in streams:
+                nursery.start_soon(read, stream)
+            await trio.testing.wait_all_tasks_blocked()
+            assert limiter.borrowed_tokens == 2  # the third copy waits for one of them
+            assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+            release.set()
+        assert got == [pipes.INLINE_MAX + 1] * 3
+    finally:
+        release.set()
+        for stream, (_, w) in zip(streams, ends, strict=True):
+            await stream.aclose()
+            os.close(w)

@@ -88,10 +88,11 @@ def _file_size(path: Path) -> int:
 
 
 @dataclass
-class _Recorded:
-    """What the store has been told of a running job: that it started, that it ended. Waiters
-    of its end wait on ``ended``, not on the supervisor, so they hear of it once it is saved."""
+class _Running:
+    """A running job: its runner, and what the store has been told of it. Waiters of its end
+    wait on ``ended``, not on the runner, so that they hear of it once it is saved."""
 
+    runner: JobRunner
     start_saved: bool = False
     ended: trio.Event = field(default_factory=trio.Event)
 
@@ -124,8 +125,7 @@ class JobManager:
         self.disk = DiskUse(state.output, lambda owner: self.policy.now.quotas.of(owner).output,
                             kept.min_free)  # fmt: skip
         self.retention = Retention(kept, store, state, self.disk)
-        self._runners: dict[str, JobRunner] = {}
-        self._recorded: dict[str, _Recorded] = {}  # by job id, while it runs
+        self._running: dict[str, _Running] = {}  # by job id, from its spawn to its end
         self._start_rate = StartRate()
         # Jobs counted against their owner's running quota, from admission until they end.
         self._counted: dict[str, str] = {}
@@ -248,17 +248,16 @@ class JobManager:
             job, output, self.default_grace, cgroup, self.isolation,
             account, switch=account != daemon_account(), rule=rule,
         )
-        recorded = _Recorded()
+        running = _Running(runner)
         try:
             child = runner.spawn()
             # With its process, so that a restart can kill it; or as failed to start.
             self.store.save(job)
             if child is not None:
-                self._runners[job.id] = runner
-                self._recorded[job.id] = recorded
-                self._nursery.start_soon(self._supervise, runner, child, recorded)
+                self._running[job.id] = running
+                self._nursery.start_soon(self._supervise, running, child)
         finally:
-            if job.id not in self._runners:  # it never ran
+            if job.id not in self._running:  # it never ran
                 self._uncount(job.id)
         if child is None:
             self._ended(job)
@@ -266,9 +265,9 @@ class JobManager:
             self._nursery.start_soon(self.spares.fill)
         if child is not None:
             await runner.started.wait()
-            self._record_start(job, recorded)
+            self._record_start(running)
             if job.result is not None:
-                await recorded.ended.wait()  # its launcher reported and exits: once reaped
+                await running.ended.wait()  # its launcher reported and exits: once reaped
         log.info(
             "job %s started by %s: %s (%s)",
             job.id,
@@ -304,21 +303,21 @@ class JobManager:
     def running_count(self, owner: str) -> int:
         return self._running_by[owner]
 
-    async def _supervise(self, runner: JobRunner, child: Child, recorded: _Recorded) -> None:
+    async def _supervise(self, running: _Running, child: Child) -> None:
         """One job's supervision, then what its end changes here: the supervisor knows nothing
         of the store, the quotas, the metrics or retention."""
-        await runner.supervise(child)
-        self._record_start(runner.job, recorded)  # if the StartJob call was cancelled first
-        self._ended(runner.job)
-        recorded.ended.set()
+        await running.runner.supervise(child)
+        self._record_start(running)  # if the StartJob call was cancelled first
+        self._ended(running.runner.job)
+        running.ended.set()
 
-    def _record_start(self, job: Job, recorded: _Recorded) -> None:
+    def _record_start(self, running: _Running) -> None:
         """Save the job as running (or stopping already), once, by whoever hears first that
         its launch is confirmed: StartJob, before it answers, or the supervising task."""
-        if not recorded.start_saved:
-            recorded.start_saved = True
-            if not job.finished:  # else its end is saved by _ended
-                self.store.save(job)
+        if not running.start_saved:
+            running.start_saved = True
+            if not running.runner.job.finished:  # else its end is saved by _ended
+                self.store.save(running.runner.job)
 
     def _request_stop(self, runner: JobRunner, by: str, grace: float | None) -> None:
         before = runner.job.state
@@ -333,23 +332,26 @@ class JobManager:
             self.finished_outcomes[job.result.outcome.value] += 1
         # The runner of a job that ran is dropped as soon as the job is recorded finished:
         # from then on the job is read from the store.
-        runner = self._runners.pop(job.id, None)
-        self._recorded.pop(job.id, None)
+        ran = self._running.pop(job.id, None) is not None
         # Before anyone hears that it ended, so that they see the pruning too.
         self.retention.check()
         failed = job.result is not None and job.result.outcome is Outcome.FAILED_TO_START
-        if runner is not None and not failed:  # one that failed to start was logged as such
+        if ran and not failed:  # one that failed to start was logged as such
             log.info("job %s ended: %s", job.id, job.result.message if job.result else "?",
                      extra={"job": job.id, "identity": job.owner})
 
+    def _runner(self, job_id: str) -> JobRunner | None:
+        running = self._running.get(job_id)
+        return running.runner if running is not None else None
+
     def find(self, job_id: str) -> Job | None:
-        runner = self._runners.get(job_id)
+        runner = self._runner(job_id)
         return runner.job if runner is not None else self.store.get(job_id)
 
     def with_current_usage(self, job: Job) -> Job:
         """``job``, its resource usage read from its cgroup now if it runs (a few file reads:
         only for a status, not for every stop or stream)."""
-        runner = self._runners.get(job.id)
+        runner = self._runner(job.id)
         if runner is not None:
             runner.refresh_usage()
         return job
@@ -369,27 +371,26 @@ class JobManager:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         # Live jobs change faster than they are saved (output_bytes): show them as they are.
-        live = [self._runners.get(j.id) for j in page.jobs]
+        live = [self._runner(j.id) for j in page.jobs]
         jobs = [r.job if r is not None else j for r, j in zip(live, page.jobs, strict=True)]
         return Page(jobs, page.next_token)
 
     async def stop(self, job: Job, by: str, grace: float | None = None) -> Job:
         """Stop ``job`` and wait until it has ended; an ended job is returned as it is."""
         validate_grace(grace)
-        runner = self._runners.get(job.id)
-        if runner is not None:
-            recorded = self._recorded[job.id]
-            self._request_stop(runner, by, grace)
-            await recorded.ended.wait()
-            return runner.job
+        running = self._running.get(job.id)
+        if running is not None:
+            self._request_stop(running.runner, by, grace)
+            await running.ended.wait()
+            return running.runner.job
         return job
 
     async def wait_finished(self, job: Job) -> Job:
         """The job once it has ended."""
-        runner = self._runners.get(job.id)
-        if runner is not None:
-            await self._recorded[job.id].ended.wait()
-            return runner.job
+        running = self._running.get(job.id)
+        if running is not None:
+            await running.ended.wait()
+            return running.runner.job
         return self.find(job.id) or job
 
     def output(
@@ -405,7 +406,7 @@ class JobManager:
             raise InvalidArgument("give an offset or a number of tail lines, not both")
         if job.output_deleted:  # the final status says so
             return _nothing()
-        runner = self._runners.get(job.id)
+        runner = self._runner(job.id)
         live = runner.output if runner is not None else None
         path = self.state.log_path(job.id)
         size = live.size if live is not None else _file_size(path)
@@ -420,22 +421,21 @@ class JobManager:
                       room=room)
 
     def running(self) -> list[Job]:
-        return [r.job for r in self._runners.values() if not r.job.finished]
+        return [r.runner.job for r in self._running.values() if not r.runner.job.finished]
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuse new jobs, stop every running one, and wait until all have ended."""
         self.closing = True
-        runners = list(self._runners.values())
-        if runners:
-            log.info("stopping %d running job(s)", len(runners))
-        ended = [self._recorded[runner.job.id].ended for runner in runners]
-        for runner in runners:
-            self._request_stop(runner, SHUTDOWN, grace)
-        for event in ended:
-            await event.wait()
+        running = list(self._running.values())
+        if running:
+            log.info("stopping %d running job(s)", len(running))
+        for each in running:
+            self._request_stop(each.runner, SHUTDOWN, grace)
+        for each in running:
+            await each.ended.wait()
 
     def kill_all_now(self) -> None:
         """Skip what is left of every grace period."""
         self.closing = True
-        for runner in list(self._runners.values()):
-            self._request_stop(runner, SHUTDOWN, 0)
+        for running in list(self._running.values()):
+            self._request_stop(running.runner, SHUTDOWN, 0)

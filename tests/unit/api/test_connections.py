@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_tls import FakeSSL
 from grpclib.const import Cardinality, Handler
 from grpclib.health.service import Health
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
@@ -247,22 +248,6 @@ def test_a_connection_that_resets_too_many_streams_is_told_to_calm_down_and_clos
     asyncio.run(scenario())
 
 
-class FakeSSL:
-    """A TLS 1.3 session's SSLObject, counting how often its certificate is read."""
-
-    reads = 0
-
-    def version(self) -> str:
-        return "TLSv1.3"
-
-    def cipher(self) -> tuple[str, str, int]:
-        return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
-
-    def getpeercert(self) -> dict[str, Any]:
-        self.reads += 1
-        return {"subject": ((("commonName", "alice"),),), "serialNumber": "2A"}
-
-
 class TLSTransport(FakeTransport):
     def __init__(self, ssl_object: FakeSSL) -> None:
         super().__init__()
@@ -274,9 +259,12 @@ class TLSTransport(FakeTransport):
 
 def test_each_call_sees_its_connection_s_certificate_read_once() -> None:
     seen: list[PeerCertificate | None] = []
+    both = asyncio.Event()
 
     async def check(stream: Any) -> None:
         seen.append(CALLER.get(None))
+        if len(seen) == 2:
+            both.set()
         await stream.recv_message()
         await stream.send_message(HealthCheckResponse())
 
@@ -286,7 +274,7 @@ def test_each_call_sees_its_connection_s_certificate_read_once() -> None:
                 check, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse)}
 
     async def scenario() -> None:
-        ssl_object = FakeSSL()
+        ssl_object = FakeSSL("alice", serial=42)
         connection, transport, client = connected(
             Server([Recording()]), ConnectionLimits(), Metrics(), TLSTransport(ssl_object))
         client.receive_data(transport.take())
@@ -296,10 +284,7 @@ def test_each_call_sees_its_connection_s_certificate_read_once() -> None:
             client.send_data(stream_id, b"\0" + len(body).to_bytes(4, "big") + body,
                              end_stream=True)
         connection.data_received(client.data_to_send())
-        for _ in range(50):  # the handlers' tasks run on the next turns of the loop
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0)
+        await asyncio.wait_for(both.wait(), 10)  # the handlers' tasks run on later turns
         assert seen == [PeerCertificate("alice", 42)] * 2
         assert ssl_object.reads == 1  # at the handshake, not once per call
         assert CALLER.get(None) is None  # set only around each call's start

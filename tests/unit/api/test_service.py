@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio_asyncio
+from fake_tls import FakeSSL
 from grpclib import GRPCError, Status
 
 from jobd.api.peer import CALLER, PeerCertificate
@@ -19,22 +20,6 @@ from jobd.jobs.store import Store
 from jobd.model.errors import PermissionDenied
 from jobd.policy.auth import Role
 from jobd.v1 import jobs_pb2 as pb
-
-
-class FakeSSL:
-    def __init__(self, cn: str | None, version: str = "TLSv1.3") -> None:
-        self.cn = cn
-        self._version = version
-
-    def version(self) -> str:
-        return self._version
-
-    def cipher(self) -> tuple[str, str, int]:
-        return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
-
-    def getpeercert(self) -> dict[str, Any]:
-        self.reads = getattr(self, "reads", 0) + 1
-        return {"subject": ((("commonName", self.cn),),)} if self.cn else {}
 
 
 class FakeStream:

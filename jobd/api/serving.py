@@ -5,8 +5,10 @@ deadline, caps: ``jobd.api.connections``), never through grpclib's ``Server.star
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +25,20 @@ from jobd.api.service import JobService
 from jobd.policy.connections import ConnectionLimits
 
 
-def asyncio_loop() -> AbstractAsyncContextManager[Any]:
-    """What grpclib runs on, for the tasks of the nursery it wraps."""
-    loop: AbstractAsyncContextManager[Any] = trio_asyncio.open_loop()  # untyped upstream
-    return loop
+@asynccontextmanager
+async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """What grpclib runs on, for the tasks of the nursery it wraps. An error in an asyncio
+    callback (one connection's transport or protocol) is logged as asyncio logs it, and goes
+    no further: trio-asyncio's own handler raises it into the loop's nursery, which ended the
+    daemon (seen once: asyncio's socket transport calling connection_lost twice after a write
+    to a client that had gone)."""
+    async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(_log_only)
+        yield loop
+
+
+def _log_only(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    asyncio.BaseEventLoop.default_exception_handler(loop, context)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -262,6 +262,11 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.busy()
         self._protocol.connection_lost(exc)
+        # A connection lost while its writing was paused (a client that stopped reading, then
+        # reset) leaves grpclib's write_ready cleared, and a cancelled call's handler waits on
+        # it in its clean-up for ever: the daemon then never finished shutting down. Nothing
+        # will be written to a connection that is gone, so no one waits to write to it.
+        self._protocol.resume_writing()
         self.lost.set()
 
     def reset_by_client(self) -> None:

@@ -6,10 +6,13 @@ deadline, caps: ``jobd.api.connections``), never through grpclib's ``Server.star
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio_asyncio
@@ -24,21 +27,43 @@ from jobd.api.metrics import Metrics
 from jobd.api.service import JobService
 from jobd.policy.connections import ConnectionLimits
 
+log = logging.getLogger(__name__)
+JOBD = Path(__file__).resolve().parent.parent  # the jobd package
 
 @asynccontextmanager
 async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
     """What grpclib runs on, for the tasks of the nursery it wraps. An error in an asyncio
-    callback (one connection's transport or protocol) is logged as asyncio logs it, and goes
-    no further: trio-asyncio's own handler raises it into the loop's nursery, which ended the
-    daemon (seen once: asyncio's socket transport calling connection_lost twice after a write
-    to a client that had gone)."""
+    callback is logged and goes no further: trio-asyncio's own handler raises it into the
+    loop's nursery, which ended the daemon."""
     async with trio_asyncio.open_loop() as loop:
         loop.set_exception_handler(_log_only)
         yield loop
 
 
 def _log_only(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    asyncio.BaseEventLoop.default_exception_handler(loop, context)  # type: ignore[arg-type]
+    """A failure in jobd's own code gets asyncio's full report (a bug: its traceback). One in
+    asyncio's alone gets one line: Python 3.11's socket transport runs connection_lost twice
+    when a write fails inside ``_write_ready`` (``_maybe_resume_protocol`` -> SSL -> ``write``
+    -> ``_force_close``, then ``_call_connection_lost`` again), which a client that resets
+    its connection while a stream is paused for it causes about every other time. The
+    connection is closed by then, and nothing of jobd's is left in a wrong state."""
+    exc = context.get("exception")
+    if exc is None or _raised_in_jobd(exc):
+        asyncio.BaseEventLoop.default_exception_handler(loop, context)  # type: ignore[arg-type]
+        return
+    log.warning("asyncio: %s: %s: %s (the daemon goes on)", context.get("message"),
+                type(exc).__name__, exc)  # fmt: skip
+
+
+def _raised_in_jobd(exc: BaseException) -> bool:
+    """Whether ``exc``, or one it was raised while handling, passed through jobd's code."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(Path(frame.filename).is_relative_to(JOBD)
+               for frame in traceback.extract_tb(seen.__traceback__)):  # fmt: skip
+            return True
+        seen = seen.__context__
+    return False
 
 
 @dataclass
